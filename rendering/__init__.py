@@ -1,0 +1,42 @@
+"""Differentiable rendering of volumes of feature-carrying 3D Gaussians.
+
+Knows nothing of NOVUM: cameras (PASCAL3D+ poses <-> OpenCV extrinsics/intrinsics),
+Gaussian volumes and their constructors, and ``rasterize_features`` with a gsplat (CUDA)
+backend beside a pure-PyTorch reference backend.
+"""
+
+from .cameras import (
+    pascal3d_intrinsics,
+    pose_to_viewmat,
+    project_pascal3d,
+    project_points,
+    rotation_error,
+    rotation_from_pose,
+    viewmat_to_pose,
+)
+from .rasterize import RasterOutput, rasterize_features, resolve_backend
+from .volumes import (
+    GaussianVolume,
+    cuboid_volume,
+    single_gaussian_volume,
+    sphere_volume,
+    volume_from_mesh,
+)
+
+__all__ = [
+    "GaussianVolume",
+    "RasterOutput",
+    "cuboid_volume",
+    "pascal3d_intrinsics",
+    "pose_to_viewmat",
+    "project_pascal3d",
+    "project_points",
+    "rasterize_features",
+    "resolve_backend",
+    "rotation_error",
+    "rotation_from_pose",
+    "single_gaussian_volume",
+    "sphere_volume",
+    "viewmat_to_pose",
+    "volume_from_mesh",
+]

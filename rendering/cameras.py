@@ -1,0 +1,279 @@
+"""PASCAL3D+ poses <-> OpenCV cameras, projection and rotation error.
+
+PASCAL3D+ describes a view of an object by azimuth ``a``, elevation ``e``, in-plane
+rotation ``theta`` (radians), camera distance ``d``, focal length, viewport and principal
+point. The camera sits at ``d * (cos e sin a, -cos e cos a, sin e)`` in the object's CAD frame
+(z up) and looks at the origin. The toolbox projects with a camera looking along -z, rotates
+the image plane by ``theta``, flips y and adds the principal point.
+
+Renderers here take world-to-camera matrices in the OpenCV frame (x right, y down, z forward)
+with pinhole intrinsics ``K``. The two agree exactly: ``R_cv = F(theta) @ R_pascal`` with
+``F(theta) = diag(1, -1, -1) @ Rz(theta)``, and ``t_cv = (0, 0, d)`` since the camera looks at
+the origin. All functions are batched, differentiable and keep the input dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+ScalarOrTensor = float | Tensor
+
+
+def _floating_dtype(*values: ScalarOrTensor) -> torch.dtype:
+    dtypes = [v.dtype for v in values if isinstance(v, Tensor) and v.is_floating_point()]
+    if not dtypes:
+        return torch.get_default_dtype()
+    return torch.float64 if torch.float64 in dtypes else dtypes[0]
+
+
+def _device(*values: ScalarOrTensor) -> torch.device:
+    for v in values:
+        if isinstance(v, Tensor):
+            return v.device
+    return torch.device("cpu")
+
+
+def broadcast_pose(*values: ScalarOrTensor, names: tuple[str, ...]) -> list[Tensor]:
+    """Turn scalars / 0-d / [B] tensors into [B] tensors of one dtype and device.
+
+    Raises ValueError naming the argument when a value is not a scalar or 1-D, when batch
+    sizes disagree, or when a value is not finite.
+    """
+    dtype, device = _floating_dtype(*values), _device(*values)
+    out = []
+    for name, v in zip(names, values, strict=True):
+        t = torch.as_tensor(v, dtype=dtype, device=device)
+        if t.dim() > 1:
+            raise ValueError(f"{name}: expected a scalar or a 1-D tensor [B], got shape {tuple(t.shape)}")
+        t = t.reshape(-1)
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{name}: must be finite, got {t.tolist()[:8]}")
+        out.append(t)
+    sizes = {t.shape[0] for t in out if t.shape[0] != 1}
+    if len(sizes) > 1:
+        detail = ", ".join(f"{n}={t.shape[0]}" for n, t in zip(names, out, strict=True))
+        raise ValueError(f"pose batch sizes disagree: {detail}")
+    batch = sizes.pop() if sizes else 1
+    return [t.expand(batch) for t in out]
+
+
+def _rot_z(angle: Tensor) -> Tensor:
+    c, s = torch.cos(angle), torch.sin(angle)
+    o, z = torch.ones_like(c), torch.zeros_like(c)
+    return torch.stack([c, -s, z, s, c, z, z, z, o], dim=-1).reshape(*angle.shape, 3, 3)
+
+
+def pascal3d_rotation(azimuth: Tensor, elevation: Tensor) -> Tensor:
+    """Toolbox rotation ``Rx(e - pi/2) @ Rz(-a)``: object frame -> camera looking along -z.
+
+    Args:
+        azimuth: [B] radians.
+        elevation: [B] radians.
+
+    Returns:
+        [B, 3, 3]; its last row is the unit vector from the origin to the camera.
+    """
+    ca, sa = torch.cos(azimuth), torch.sin(azimuth)
+    ce, se = torch.cos(elevation), torch.sin(elevation)
+    z = torch.zeros_like(ca)
+    rows = [ca, sa, z, -se * sa, se * ca, ce, ce * sa, -ce * ca, se]
+    return torch.stack(rows, dim=-1).reshape(*azimuth.shape, 3, 3)
+
+
+def rotation_from_pose(azimuth: ScalarOrTensor, elevation: ScalarOrTensor, theta: ScalarOrTensor) -> Tensor:
+    """Rotation used by PASCAL3D+/NeMo pose evaluation: ``Rz(theta) @ Rx(e - pi/2) @ Rz(-a)``.
+
+    Args:
+        azimuth, elevation, theta: scalars or [B] tensors, radians.
+
+    Returns:
+        [B, 3, 3].
+    """
+    a, e, t = broadcast_pose(azimuth, elevation, theta, names=("azimuth", "elevation", "theta"))
+    return _rot_z(t) @ pascal3d_rotation(a, e)
+
+
+def _opencv_from_pascal(dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=dtype, device=device))
+
+
+def pose_to_viewmat(
+    azimuth: ScalarOrTensor,
+    elevation: ScalarOrTensor,
+    theta: ScalarOrTensor,
+    distance: ScalarOrTensor,
+) -> Tensor:
+    """World(object)-to-camera matrices in the OpenCV frame for PASCAL3D+ poses.
+
+    Args:
+        azimuth, elevation, theta: scalars or [B] tensors, radians.
+        distance: scalar or [B] tensor, > 0, in object units.
+
+    Returns:
+        [B, 4, 4] viewmats, as gsplat takes them.
+    """
+    a, e, t, d = broadcast_pose(
+        azimuth, elevation, theta, distance, names=("azimuth", "elevation", "theta", "distance")
+    )
+    if (d <= 0).any():
+        raise ValueError(f"distance: must be > 0, got {d.tolist()[:8]}")
+    rot = _opencv_from_pascal(a.dtype, a.device) @ rotation_from_pose(a, e, t)
+    top = torch.cat([rot, torch.zeros_like(rot[..., :1])], dim=-1)
+    top = top.clone()
+    top[..., 2, 3] = d
+    bottom = torch.zeros_like(top[..., :1, :])
+    bottom[..., 0, 3] = 1.0
+    return torch.cat([top, bottom], dim=-2)
+
+
+def pascal3d_intrinsics(
+    focal: ScalarOrTensor,
+    viewport: ScalarOrTensor,
+    principal: Tensor | tuple[float, float] | list[float],
+    downsample: float = 1.0,
+) -> Tensor:
+    """Pinhole intrinsics ``[[f*v, 0, px], [0, f*v, py], [0, 0, 1]] / downsample`` (last row kept).
+
+    Args:
+        focal: scalar or [B].
+        viewport: scalar or [B] (PASCAL3D+ uses 3000).
+        principal: [2] or [B, 2] pixel coordinates (x, y) in the full-resolution image.
+        downsample: stride of the target map (8 for a stride-8 feature map).
+
+    Returns:
+        [B, 3, 3].
+    """
+    if downsample <= 0:
+        raise ValueError(f"downsample: must be > 0, got {downsample}")
+    dtype = _floating_dtype(focal, viewport, principal if isinstance(principal, Tensor) else 0.0)
+    device = _device(focal, viewport, principal if isinstance(principal, Tensor) else 0.0)
+    pp = torch.as_tensor(principal, dtype=dtype, device=device)
+    if pp.dim() == 1:
+        pp = pp[None]
+    if pp.dim() != 2 or pp.shape[-1] != 2:
+        raise ValueError(f"principal: expected shape [2] or [B, 2], got {tuple(pp.shape)}")
+    if not torch.isfinite(pp).all():
+        raise ValueError("principal: must be finite")
+    f, v, px, py = broadcast_pose(
+        focal, viewport, pp[:, 0], pp[:, 1], names=("focal", "viewport", "principal[x]", "principal[y]")
+    )
+    if (f <= 0).any() or (v <= 0).any():
+        raise ValueError("focal and viewport: must be > 0")
+    fx = f * v / downsample
+    z, o = torch.zeros_like(fx), torch.ones_like(fx)
+    rows = [fx, z, px / downsample, z, fx, py / downsample, z, z, o]
+    return torch.stack(rows, dim=-1).reshape(-1, 3, 3)
+
+
+def project_points(points: Tensor, viewmats: Tensor, Ks: Tensor) -> Tensor:
+    """Pinhole projection of object-frame points.
+
+    Args:
+        points: [N, 3] (shared by all views) or [B, N, 3].
+        viewmats: [B, 4, 4] world-to-camera, OpenCV frame.
+        Ks: [B, 3, 3].
+
+    Returns:
+        [B, N, 2] pixel coordinates (x, y).
+    """
+    dtype = torch.promote_types(torch.promote_types(points.dtype, viewmats.dtype), Ks.dtype)
+    points, viewmats, Ks = points.to(dtype), viewmats.to(dtype), Ks.to(dtype)
+    if points.dim() == 2:
+        points = points.expand(viewmats.shape[0], -1, -1)
+    cam = points @ viewmats[:, :3, :3].transpose(-1, -2) + viewmats[:, None, :3, 3]
+    uvw = cam @ Ks.transpose(-1, -2)
+    return uvw[..., :2] / uvw[..., 2:3]
+
+
+def project_pascal3d(
+    points: Tensor,
+    azimuth: ScalarOrTensor,
+    elevation: ScalarOrTensor,
+    theta: ScalarOrTensor,
+    distance: ScalarOrTensor,
+    focal: ScalarOrTensor,
+    principal: Tensor | tuple[float, float] | list[float],
+    viewport: ScalarOrTensor = 3000.0,
+) -> Tensor:
+    """Project object-frame points to pixels as the PASCAL3D+ toolbox does.
+
+    Args:
+        points: [N, 3] or [B, N, 3] in the CAD frame.
+        azimuth, elevation, theta: scalars or [B], radians.
+        distance, focal, viewport: scalars or [B].
+        principal: [2] or [B, 2].
+
+    Returns:
+        [N, 2] when ``points`` is [N, 3] and the pose is a single one, else [B, N, 2].
+    """
+    if points.dim() not in (2, 3) or points.shape[-1] != 3:
+        raise ValueError(f"points: expected shape [N, 3] or [B, N, 3], got {tuple(points.shape)}")
+    viewmats = pose_to_viewmat(azimuth, elevation, theta, distance)
+    Ks = pascal3d_intrinsics(focal, viewport, principal)
+    batch = max(viewmats.shape[0], Ks.shape[0], points.shape[0] if points.dim() == 3 else 1)
+    viewmats, Ks = viewmats.expand(batch, 4, 4), Ks.expand(batch, 3, 3)
+    uv = project_points(points, viewmats, Ks)
+    if points.dim() == 2 and batch == 1:
+        return uv[0]
+    return uv
+
+
+def rotation_error(R_pred: Tensor, R_gt: Tensor) -> Tensor:
+    """Geodesic angle ``||logm(R_pred^T R_gt)||_F / sqrt(2)`` in radians, in [0, pi].
+
+    Computed as ``atan2(|sin|, cos)`` of the relative rotation, which stays accurate near 0
+    and near pi where ``arccos`` of the trace loses precision.
+
+    Args:
+        R_pred, R_gt: [..., 3, 3] rotations (broadcastable).
+
+    Returns:
+        [...] radians.
+    """
+    if R_pred.shape[-2:] != (3, 3) or R_gt.shape[-2:] != (3, 3):
+        raise ValueError(
+            f"R_pred, R_gt: expected [..., 3, 3], got {tuple(R_pred.shape)} and {tuple(R_gt.shape)}"
+        )
+    rel = R_pred.transpose(-1, -2) @ R_gt
+    cos = (rel.diagonal(dim1=-2, dim2=-1).sum(-1) - 1.0) / 2.0
+    skew = torch.stack(
+        [rel[..., 2, 1] - rel[..., 1, 2], rel[..., 0, 2] - rel[..., 2, 0], rel[..., 1, 0] - rel[..., 0, 1]],
+        dim=-1,
+    )
+    sin = skew.norm(dim=-1) / 2.0
+    return torch.atan2(sin, cos)
+
+
+def viewmat_to_pose(viewmats: Tensor, atol: float = 1e-4) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Inverse of :func:`pose_to_viewmat`.
+
+    Args:
+        viewmats: [B, 4, 4] world-to-camera (OpenCV) of cameras looking at the origin.
+        atol: tolerance, relative to the distance, on the camera looking at the origin.
+
+    Returns:
+        (azimuth, elevation, theta, distance), each [B]; angles in radians, azimuth in
+        [0, 2 pi), elevation in [-pi/2, pi/2], theta in (-pi, pi].
+    """
+    if viewmats.dim() != 3 or viewmats.shape[-2:] != (4, 4):
+        raise ValueError(f"viewmats: expected shape [B, 4, 4], got {tuple(viewmats.shape)}")
+    t = viewmats[:, :3, 3]
+    distance = t[:, 2]
+    if (distance <= 0).any():
+        raise ValueError("viewmats: the object origin must lie in front of the camera (t_z > 0)")
+    off_axis = t[:, :2].norm(dim=-1) / distance
+    if (off_axis > atol).any():
+        raise ValueError(
+            "viewmats: camera does not look at the object origin (translation not along +z); "
+            "PASCAL3D+ poses cannot represent it"
+        )
+    rot = viewmats[:, :3, :3]
+    center = -(rot.transpose(-1, -2) @ t[..., None])[..., 0]
+    azimuth = torch.remainder(torch.atan2(center[:, 0], -center[:, 1]), 2 * math.pi)
+    elevation = torch.asin((center[:, 2] / distance).clamp(-1.0, 1.0))
+    flip_theta = rot @ pascal3d_rotation(azimuth, elevation).transpose(-1, -2)
+    theta = torch.atan2(-flip_theta[:, 0, 1], flip_theta[:, 0, 0])
+    return azimuth, elevation, theta, distance

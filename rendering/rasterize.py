@@ -1,0 +1,172 @@
+"""``rasterize_features``: the one entry point for rendering feature-carrying Gaussians."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor
+
+from .backends import gsplat_available, rasterize_gsplat, rasterize_torch
+from .projection import project_gaussians, quat_scale_to_covar
+from .visibility import gaussian_visibility
+
+logger = logging.getLogger(__name__)
+
+Backend = Literal["auto", "gsplat", "torch"]
+MAX_GSPLAT_CHANNELS = 512
+_announced: set[str] = set()
+
+
+class RasterOutput(NamedTuple):
+    """Rendered maps for B views and, per Gaussian, where it lands and whether it is seen."""
+
+    features: Tensor  # [B, H, W, D] alpha-composited features
+    alpha: Tensor  # [B, H, W] accumulated opacity
+    depth: Tensor  # [B, H, W] expected camera-space depth (0 where alpha is 0)
+    means2d: Tensor  # [B, N, 2] projected centres, pixel coordinates (x, y)
+    visible: Tensor | None  # [B, N] bool, when ``with_visibility`` was asked for
+
+
+def resolve_backend(backend: Backend, device: torch.device, dtype: torch.dtype) -> str:
+    """Pick the backend: gsplat for float32 CUDA tensors when it works, else torch."""
+    if backend not in ("auto", "gsplat", "torch"):
+        raise ValueError(f"backend: expected 'auto', 'gsplat' or 'torch', got {backend!r}")
+    if backend == "gsplat":
+        if device.type != "cuda":
+            raise ValueError(f"backend='gsplat' needs CUDA tensors, got device {device}")
+        if dtype != torch.float32:
+            raise ValueError(f"backend='gsplat' renders float32 only, got {dtype}")
+        if not gsplat_available():
+            raise RuntimeError("backend='gsplat': gsplat's CUDA extension could not be loaded")
+        return "gsplat"
+    if backend == "torch":
+        return "torch"
+    chosen = "gsplat" if device.type == "cuda" and dtype == torch.float32 and gsplat_available() else "torch"
+    key = f"{chosen}:{device.type}"
+    if key not in _announced:
+        _announced.add(key)
+        logger.info("rasterize_features: using the %s backend on %s", chosen, device.type)
+    return chosen
+
+
+def _check_shape(name: str, t: Tensor, shape: tuple[int | None, ...], expected: str) -> None:
+    if not isinstance(t, Tensor):
+        raise ValueError(f"{name}: expected a tensor of shape {expected}, got {type(t).__name__}")
+    ok = t.dim() == len(shape) and all(s is None or s == d for s, d in zip(shape, t.shape, strict=True))
+    if not ok:
+        raise ValueError(f"{name}: expected shape {expected}, got {tuple(t.shape)}")
+
+
+def _check_inputs(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    features: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+) -> None:
+    _check_shape("means", means, (None, 3), "[N, 3]")
+    N = means.shape[0]
+    if N == 0:
+        raise ValueError("means: need at least one Gaussian, got N=0")
+    _check_shape("quats", quats, (N, 4), f"[N, 4] with N={N}")
+    _check_shape("scales", scales, (N, 3), f"[N, 3] with N={N}")
+    _check_shape("opacities", opacities, (N,), f"[N] with N={N}")
+    _check_shape("viewmats", viewmats, (None, 4, 4), "[B, 4, 4]")
+    B = viewmats.shape[0]
+    _check_shape("Ks", Ks, (B, 3, 3), f"[B, 3, 3] with B={B}")
+    if features.dim() == 2:
+        _check_shape("features", features, (N, None), f"[N, D] or [B, N, D] with N={N}")
+    else:
+        _check_shape("features", features, (B, N, None), f"[N, D] or [B, N, D] with B={B}, N={N}")
+    if features.shape[-1] == 0:
+        raise ValueError("features: D must be at least 1")
+    if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
+        raise ValueError(f"width, height: expected positive ints, got {width!r}, {height!r}")
+    for name, t in (("means", means), ("viewmats", viewmats), ("Ks", Ks), ("scales", scales)):
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{name}: contains non-finite values")
+    if (scales <= 0).any():
+        raise ValueError("scales: must be > 0")
+    if ((opacities < 0) | (opacities > 1)).any():
+        raise ValueError("opacities: must lie in [0, 1]")
+    devices = {t.device for t in (means, quats, scales, opacities, features, viewmats, Ks)}
+    if len(devices) > 1:
+        raise ValueError(f"all tensors must be on one device, got {sorted(map(str, devices))}")
+
+
+def rasterize_features(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    features: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    backend: Backend = "auto",
+    *,
+    near_plane: float = 0.01,
+    eps2d: float = 0.3,
+    tile_size: int = 16,
+    with_visibility: bool = False,
+    visibility_threshold: float = 0.5,
+) -> RasterOutput:
+    """Front-to-back alpha compositing of 3D Gaussians carrying D-dim features (EWA splatting).
+
+    Differentiable with respect to ``features``, ``means``, ``scales``, ``quats`` and
+    ``viewmats`` on both backends.
+
+    Args:
+        means: [N, 3] Gaussian centres in the world (object) frame.
+        quats: [N, 4] rotations, wxyz.
+        scales: [N, 3] standard deviations along the rotated axes, > 0.
+        opacities: [N] in [0, 1].
+        features: [N, D] shared by all views, or [B, N, D] per view.
+        viewmats: [B, 4, 4] world-to-camera matrices, OpenCV frame.
+        Ks: [B, 3, 3] pinhole intrinsics.
+        width, height: output size in pixels.
+        backend: "gsplat" (CUDA, float32), "torch" (any device, any float dtype) or "auto".
+        with_visibility: also compute per-Gaussian visibility (O(B N^2), no gradient).
+        visibility_threshold: transmittance at a Gaussian's centre needed to count as seen.
+
+    Returns:
+        :class:`RasterOutput`.
+    """
+    _check_inputs(means, quats, scales, opacities, features, viewmats, Ks, width, height)
+    B = viewmats.shape[0]
+    if features.dim() == 2:
+        features = features.expand(B, -1, -1)
+    dtype = torch.promote_types(features.dtype, viewmats.dtype)
+    name = resolve_backend(backend, features.device, dtype)
+    if name == "gsplat" and features.shape[-1] > MAX_GSPLAT_CHANNELS:
+        raise ValueError(
+            f"features: gsplat renders at most D={MAX_GSPLAT_CHANNELS}, got D={features.shape[-1]}"
+        )
+
+    covars = quat_scale_to_covar(quats.to(dtype), scales.to(dtype))
+    proj = project_gaussians(
+        means.to(dtype), covars, opacities.to(dtype), viewmats.to(dtype), Ks.to(dtype),
+        width, height, near_plane=near_plane, eps2d=eps2d,
+    )  # fmt: skip
+    if name == "gsplat":
+        feats, alpha, acc_depth = rasterize_gsplat(
+            means, quats, scales, opacities, features.contiguous(), viewmats, Ks, width, height,
+            near_plane=near_plane, eps2d=eps2d, tile_size=tile_size,
+        )  # fmt: skip
+    else:
+        feats, alpha, acc_depth = rasterize_torch(
+            proj, opacities.to(dtype), features.to(dtype), width, height, tile_size=tile_size
+        )
+    depth = acc_depth / alpha.clamp(min=1e-10)
+    visible = None
+    if with_visibility:
+        margin = 2.0 * scales.detach().to(dtype).amax(-1)
+        visible = gaussian_visibility(proj, opacities.to(dtype), margin, width, height, visibility_threshold)
+    return RasterOutput(feats, alpha, depth, proj.means2d, visible)
