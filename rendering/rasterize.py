@@ -117,6 +117,7 @@ def rasterize_features(
     tile_size: int = 16,
     with_visibility: bool = False,
     visibility_threshold: float = 0.5,
+    torch_layout: Literal["tiled", "dense"] = "tiled",
 ) -> RasterOutput:
     """Front-to-back alpha compositing of 3D Gaussians carrying D-dim features (EWA splatting).
 
@@ -135,6 +136,7 @@ def rasterize_features(
         backend: "gsplat" (CUDA, float32), "torch" (any device, any float dtype) or "auto".
         with_visibility: also compute per-Gaussian visibility (O(B N^2), no gradient).
         visibility_threshold: transmittance at a Gaussian's centre needed to count as seen.
+        torch_layout: the torch backend's layout, "tiled" (fast) or "dense" (reference).
 
     Returns:
         :class:`RasterOutput`.
@@ -162,7 +164,7 @@ def rasterize_features(
         )  # fmt: skip
     else:
         feats, alpha, acc_depth = rasterize_torch(
-            proj, opacities.to(dtype), features.to(dtype), width, height, tile_size=tile_size
+            proj, opacities.to(dtype), features.to(dtype), width, height, tile_size, torch_layout
         )
     depth = acc_depth / alpha.clamp(min=1e-10)
     visible = None

@@ -49,22 +49,24 @@ def brute_force_render(means, quats, scales, opacities, feats, viewmats, Ks, wid
     return out, alpha_out
 
 
-def test_matches_brute_force_loop():
+@pytest.mark.parametrize("layout", ["tiled", "dense"])
+def test_matches_brute_force_loop(layout):
     scene = random_scene(n=7, batch=2, d=3)
     ref_f, ref_a = brute_force_render(*scene)
-    out = rasterize_features(*scene, backend="torch")
+    out = rasterize_features(*scene, backend="torch", torch_layout=layout)
     assert out.features.shape == (2, 10, 12, 3)
     torch.testing.assert_close(out.features, ref_f, atol=1e-10, rtol=1e-8)
     torch.testing.assert_close(out.alpha, ref_a, atol=1e-10, rtol=1e-8)
     assert out.alpha.max() > 0.3  # the scene is actually in view
 
 
-def test_matches_brute_force_with_saturated_pixels_and_small_tiles():
+@pytest.mark.parametrize("layout", ["tiled", "dense"])
+def test_matches_brute_force_with_saturated_pixels_and_small_tiles(layout):
     means, quats, scales, opacities, feats, viewmats, Ks, w, h = random_scene(n=9, batch=1, d=2, seed=4)
     opacities = torch.full_like(opacities, 1.0)  # 0.999 alphas: pixels hit the 1e-4 stop
     scene = (means, quats, scales * 2, opacities, feats, viewmats, Ks, w, h)
     ref_f, ref_a = brute_force_render(*scene, tile_size=4)
-    out = rasterize_features(*scene, backend="torch", tile_size=4)
+    out = rasterize_features(*scene, backend="torch", tile_size=4, torch_layout=layout)
     torch.testing.assert_close(out.features, ref_f, atol=1e-10, rtol=1e-8)
     torch.testing.assert_close(out.alpha, ref_a, atol=1e-10, rtol=1e-8)
     assert out.alpha.max() > 0.999
@@ -81,6 +83,43 @@ def test_projection_matches_gsplat_pure_torch_reference():
     torch.testing.assert_close(ours.conics, conics)
     # Ours also applies gsplat's CUDA opacity-aware extent, so radii can only shrink.
     assert ((ours.radii <= radii) | (radii == 0)).all()
+
+
+def test_tiled_and_dense_layouts_agree_on_a_cuboid_with_gradients():
+    vol, feats, viewmats, Ks, w, h = cuboid_scene(batch=3, d=16, width=50, height=40, dtype=torch.float64)
+    viewmats.requires_grad_(True)
+    target = torch.randn(3, h, w, 16, dtype=torch.float64)
+    results = {}
+    for layout in ("tiled", "dense"):
+        out = rasterize_features(
+            vol.means, vol.quats, vol.scales, vol.opacities, feats, viewmats, Ks, w, h,
+            backend="torch", torch_layout=layout,
+        )  # fmt: skip
+        (grad,) = torch.autograd.grad((out.features * target).sum() + out.depth.sum(), viewmats)
+        results[layout] = (out, grad)
+    (a, ga), (b, gb) = results["tiled"], results["dense"]
+    assert a.alpha.max() > 0.99
+    for x, y in zip(a[:3], b[:3], strict=True):
+        torch.testing.assert_close(x, y, atol=1e-10, rtol=1e-9)
+    torch.testing.assert_close(ga, gb, atol=1e-8, rtol=1e-7)
+
+
+def test_tile_list_lengths_count_rectangles():
+    from rendering.backends.torch_backend import tile_list_lengths
+
+    vol, _, viewmats, Ks, w, h = cuboid_scene(batch=3, d=4, width=70, height=45)
+    proj = project_gaussians(
+        vol.means, quat_scale_to_covar(vol.quats, vol.scales), vol.opacities, viewmats, Ks, w, h
+    )
+    rects = tile_bounds(proj.means2d, proj.radii, 16, w, h)
+    counts = tile_list_lengths(proj, w, h, 16)
+    assert counts.shape == (3, 3, 5)
+    for b in range(3):
+        for ty in range(3):
+            for tx in range(5):
+                r = rects[b]
+                inside = (r[:, 0] <= tx) & (tx < r[:, 2]) & (r[:, 1] <= ty) & (ty < r[:, 3])
+                assert counts[b, ty, tx] == inside.sum()
 
 
 def test_gradcheck_features_and_viewmats():
@@ -119,8 +158,11 @@ def test_chunking_and_batching_do_not_change_the_result():
         torch.testing.assert_close(one.features[0], full.features[b])
     covars = quat_scale_to_covar(vol.quats, vol.scales)
     proj = project_gaussians(vol.means, covars, vol.opacities, viewmats, Ks, w, h)
-    small = rasterize_torch(proj, vol.opacities, feats.expand(3, -1, -1), w, h, element_budget=1000)
-    torch.testing.assert_close(small[0], full.features)
+    for layout in ("tiled", "dense"):
+        small = rasterize_torch(
+            proj, vol.opacities, feats.expand(3, -1, -1), w, h, layout=layout, element_budget=1000
+        )
+        torch.testing.assert_close(small[0], full.features)
 
 
 def test_shared_and_per_view_features_agree_and_any_channel_count_works():
