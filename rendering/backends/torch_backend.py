@@ -18,6 +18,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from ..projection import (
     ALPHA_THRESHOLD,
@@ -27,8 +28,10 @@ from ..projection import (
     tile_bounds,
 )
 
-# Elements of one [views, pixels, gaussians] slab; sets how many views render at once.
-DEFAULT_ELEMENT_BUDGET = 1 << 24
+# Elements of one [views, pixels, gaussians] slab, which sets how many views render at once.
+# Measured on a 2-core CPU: 4M-element slabs stay cache-friendly (2x faster than 16M); a GPU
+# wants large launches.
+ELEMENT_BUDGET = {"cpu": 1 << 22, "cuda": 1 << 26}
 
 
 def _blend_weights(alpha: Tensor, used: Tensor) -> Tensor:
@@ -167,7 +170,7 @@ def rasterize_torch(
     height: int,
     tile_size: int = 16,
     layout: Literal["tiled", "dense"] = "tiled",
-    element_budget: int = DEFAULT_ELEMENT_BUDGET,
+    element_budget: int | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Render B views, a few at a time so each [views, pixels, gaussians] slab stays under budget.
 
@@ -175,16 +178,32 @@ def rasterize_torch(
         proj: :class:`Projected` with B views of N Gaussians.
         opacities: [N]; features: [B, N, D].
         layout: "tiled" (fast) or "dense" (reference); both compute the same function.
+        element_budget: slab size per chunk; default by device type (``ELEMENT_BUDGET``).
 
     Returns:
         features [B, H, W, D], alpha [B, H, W], accumulated depth [B, H, W] (not normalised).
     """
     composite = {"tiled": composite_tiled, "dense": composite_dense}[layout]
+    if element_budget is None:
+        element_budget = ELEMENT_BUDGET.get(features.device.type, ELEMENT_BUDGET["cuda"])
+    chunks = _view_chunks(proj, width, height, tile_size, layout, element_budget)
+    # With several chunks, keeping every chunk's intermediates for backward would undo the
+    # budget; recomputing each chunk in backward keeps memory at one chunk's worth.
+    recompute = torch.is_grad_enabled() and len(chunks) > 1
     outs = []
-    for sl in _view_chunks(proj, width, height, tile_size, layout, element_budget):
-        part = Projected(*(t[sl] for t in proj))
-        outs.append(composite(part, opacities, features[sl], width, height, tile_size))
+    for sl in chunks:
+        args = (*(t[sl] for t in proj), opacities, features[sl], width, height, tile_size)
+        if recompute:
+            outs.append(checkpoint(_composite_unpacked, composite, *args, use_reentrant=False))
+        else:
+            outs.append(_composite_unpacked(composite, *args))
     return tuple(torch.cat(parts, dim=0) for parts in zip(*outs, strict=True))  # type: ignore[return-value]
+
+
+def _composite_unpacked(
+    composite, means2d, conics, depths, radii, opacities, features, width, height, tile_size
+):
+    return composite(Projected(means2d, conics, depths, radii), opacities, features, width, height, tile_size)
 
 
 def tile_list_lengths(proj: Projected, width: int, height: int, tile_size: int) -> Tensor:

@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Rendering speed: views/s of rasterize_features per backend, forward and forward+backward.
+
+Scene: one cuboid volume of ~1100 Gaussians, D=128 unit features, 80x100 (a stride-8
+feature map of a 640x800 image), random poses. Prints a table and appends it to
+BENCHMARKS.md with the device named.
+
+    python benchmarks/render.py                      # all backends usable here
+    python benchmarks/render.py --batches 1,144 --backends torch
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rendering import cuboid_volume, pascal3d_intrinsics, pose_to_viewmat, rasterize_features
+from rendering.backends import gsplat_available
+
+
+def scene(batch: int, device: str, d: int = 128, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    vol = cuboid_volume((0.8, 1.8, 0.6), 1100).to(device)
+    feats = torch.nn.functional.normalize(torch.randn(len(vol), d, generator=g), dim=-1).to(device)
+    az = torch.rand(batch, generator=g) * 6.283
+    el = (torch.rand(batch, generator=g) - 0.3) * 1.2
+    th = (torch.rand(batch, generator=g) - 0.5) * 0.6
+    viewmats = pose_to_viewmat(az, el, th, 9.0 + 3.0 * torch.rand(batch, generator=g)).to(device)
+    Ks = pascal3d_intrinsics(1.0, 3000.0, (400.0, 320.0), downsample=8).expand(batch, 3, 3)
+    return vol, feats, viewmats, Ks.contiguous().to(device)
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_call(fn, device: str, min_time: float, max_reps: int) -> float:
+    fn()  # warm-up: JIT, allocator, caches
+    sync(device)
+    times: list[float] = []
+    while len(times) < max_reps and (sum(times) < min_time or len(times) < 3):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure(backend: str, batch: int, device: str, backward: bool, args) -> float:
+    vol, feats, viewmats, Ks = scene(batch, device)
+    viewmats.requires_grad_(backward)
+    feats.requires_grad_(backward)
+
+    def run():
+        with torch.set_grad_enabled(backward):
+            out = rasterize_features(
+                vol.means, vol.quats, vol.scales, vol.opacities, feats, viewmats, Ks, 100, 80,
+                backend=backend,
+            )  # fmt: skip
+            if backward:
+                out.features.sum().backward()
+
+    seconds = time_call(run, device, args.min_time, args.max_reps)
+    return batch / seconds
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--batches", default="1,144,1024")
+    parser.add_argument("--backends", default="auto", help="comma list of gsplat,torch; auto = all usable")
+    parser.add_argument("--torch-max-batch-backward", type=int, default=144,
+                        help="skip torch forward+backward above this batch (time)")  # fmt: skip
+    parser.add_argument("--torch-max-batch", type=int, default=1024)
+    parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timed repeats per cell")
+    parser.add_argument("--max-reps", type=int, default=50)
+    parser.add_argument("--out", default="BENCHMARKS.md", help="Markdown file to append to ('' for none)")
+    args = parser.parse_args()
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    backends = ["gsplat", "torch"] if args.backends == "auto" else args.backends.split(",")
+    if "gsplat" in backends and not (device == "cuda" and gsplat_available()):
+        print("gsplat backend not usable here (needs CUDA and its extension); skipping it")
+        backends.remove("gsplat")
+    batches = [int(b) for b in args.batches.split(",")]
+
+    rows = []
+    for batch in batches:
+        cells = {}
+        for backend in backends:
+            for backward in (False, True):
+                limit = args.torch_max_batch_backward if backward else args.torch_max_batch
+                if backend == "torch" and batch > limit:
+                    cells[backend, backward] = None
+                    continue
+                cells[backend, backward] = measure(backend, batch, device, backward, args)
+                label = "fwd+bwd" if backward else "fwd"
+                print(
+                    f"  {backend:6s} B={batch:5d} {label:8s} {cells[backend, backward]:10.1f} views/s",
+                    flush=True,
+                )
+        rows.append((batch, cells))
+
+    def fmt(v):
+        return "skipped" if v is None else f"{v:,.0f}"
+
+    header = ["B"] + [f"{b} {'fwd+bwd' if bw else 'fwd'} (views/s)" for b in backends for bw in (False, True)]
+    if "gsplat" in backends and "torch" in backends:
+        header += ["gsplat/torch fwd", "gsplat/torch fwd+bwd"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for batch, cells in rows:
+        vals = [str(batch)] + [fmt(cells[b, bw]) for b in backends for bw in (False, True)]
+        if "gsplat" in backends and "torch" in backends:
+            for bw in (False, True):
+                g, t = cells["gsplat", bw], cells["torch", bw]
+                vals.append("-" if g is None or t is None else f"{g / t:.0f}x")
+        lines.append("| " + " | ".join(vals) + " |")
+    table = "\n".join(lines)
+    gsplat_version = "-"
+    try:
+        import gsplat
+
+        gsplat_version = gsplat.__version__
+    except ImportError:
+        pass
+    title = (
+        f"### Rendering speed, {device_name(device)} ({datetime.date.today().isoformat()})\n\n"
+        f"N=1100 cuboid Gaussians, D=128, 80x100, random poses; median over repeats after a warm-up. "
+        f"torch {torch.__version__}, gsplat {gsplat_version}. "
+        f"Command: `python benchmarks/render.py --batches {args.batches} --backends {args.backends}`\n"
+    )
+    print("\n" + title + "\n" + table)
+    if args.out:
+        with open(args.out, "a") as fh:
+            fh.write("\n" + title + "\n" + table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
