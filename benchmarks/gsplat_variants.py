@@ -34,9 +34,8 @@ def main() -> int:
     vol, feats, viewmats, Ks = scene(args.batch, "cuda")
     per_view = feats.expand(args.batch, -1, -1).contiguous()
     print(f"{torch.cuda.get_device_name()}, B={args.batch}, N={len(vol)}, D=128, 80x100")
-    print(
-        f"{'mode':7s} {'chunk':>5s} {'packed':>6s} {'colors':>8s} {'fwd views/s':>12s} {'fwd+bwd views/s':>16s}"
-    )
+    cols = ("mode", "chunk", "packed", "colors", "fwd views/s", "fwd+bwd views/s")
+    print("{:7s} {:>5s} {:>6s} {:>8s} {:>12s} {:>16s}".format(*cols))
     for mode in ("RGB", "RGB+D"):
         for chunk in (32, 64, 128, 129):
             if mode == "RGB" and chunk == 129:
