@@ -152,17 +152,17 @@ def rasterize_features(
             f"features: gsplat renders at most D={MAX_GSPLAT_CHANNELS}, got D={features.shape[-1]}"
         )
 
-    covars = quat_scale_to_covar(quats.to(dtype), scales.to(dtype))
-    proj = project_gaussians(
-        means.to(dtype), covars, opacities.to(dtype), viewmats.to(dtype), Ks.to(dtype),
-        width, height, near_plane=near_plane, eps2d=eps2d,
-    )  # fmt: skip
     if name == "gsplat":
-        feats, alpha, acc_depth = rasterize_gsplat(
-            means, quats, scales, opacities, features.contiguous(), viewmats, Ks, width, height,
+        feats, alpha, acc_depth, proj = rasterize_gsplat(
+            means, quats, scales, opacities, features, viewmats, Ks, width, height,
             near_plane=near_plane, eps2d=eps2d, tile_size=tile_size,
         )  # fmt: skip
     else:
+        covars = quat_scale_to_covar(quats.to(dtype), scales.to(dtype))
+        proj = project_gaussians(
+            means.to(dtype), covars, opacities.to(dtype), viewmats.to(dtype), Ks.to(dtype),
+            width, height, near_plane=near_plane, eps2d=eps2d,
+        )  # fmt: skip
         feats, alpha, acc_depth = rasterize_torch(
             proj, opacities.to(dtype), features.to(dtype), width, height, tile_size, torch_layout
         )

@@ -15,7 +15,7 @@ FEATURE_MEAN_ABS = 1e-5
 ALPHA_MAX_ABS = 5e-3
 
 
-def render_both(batch=64, d=128, requires_grad=False, seed=0):
+def render_both(batch=64, d=128, requires_grad=False, seed=0, with_visibility=False):
     vol, feats, viewmats, Ks, w, h = cuboid_scene(batch=batch, d=d, device="cuda", seed=seed)
     outs, grads = {}, {}
     target = torch.randn(batch, h, w, d, device="cuda", generator=torch.Generator("cuda").manual_seed(1))
@@ -23,8 +23,9 @@ def render_both(batch=64, d=128, requires_grad=False, seed=0):
         vm = viewmats.clone().requires_grad_(requires_grad)
         f = feats.clone().requires_grad_(requires_grad)
         out = rasterize_features(
-            vol.means, vol.quats, vol.scales, vol.opacities, f, vm, Ks, w, h, backend=backend
-        )
+            vol.means, vol.quats, vol.scales, vol.opacities, f, vm, Ks, w, h,
+            backend=backend, with_visibility=with_visibility,
+        )  # fmt: skip
         outs[backend] = out
         if requires_grad:
             loss = (out.features * target).sum()
@@ -48,6 +49,14 @@ def test_gsplat_matches_torch_backend_on_many_poses(seed):
     assert (g.alpha - t.alpha).abs().max() < ALPHA_MAX_ABS
     seen = (g.alpha > 0.5) & (t.alpha > 0.5)
     assert ((g.depth - t.depth).abs()[seen]).max() < 1e-2
+
+
+def test_projected_centres_and_visibility_agree():
+    outs, _ = render_both(batch=32, d=4, with_visibility=True)
+    g, t = outs["gsplat"], outs["torch"]
+    torch.testing.assert_close(g.means2d, t.means2d, atol=1e-3, rtol=1e-5)
+    assert g.visible.sum() > 32 * 100  # each view sees a few hundred Gaussians
+    assert (g.visible != t.visible).float().mean() < 1e-3
 
 
 def test_gradients_agree_in_direction():
