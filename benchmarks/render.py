@@ -56,7 +56,7 @@ def time_call(fn, device: str, min_time: float, max_reps: int) -> float:
     return statistics.median(times)
 
 
-def measure(backend: str, batch: int, device: str, backward: bool, args) -> float:
+def measure(backend: str, batch: int, device: str, backward: bool, args, with_depth: bool = False) -> float:
     vol, feats, viewmats, Ks = scene(batch, device)
     viewmats.requires_grad_(backward)
     feats.requires_grad_(backward)
@@ -65,7 +65,7 @@ def measure(backend: str, batch: int, device: str, backward: bool, args) -> floa
         with torch.set_grad_enabled(backward):
             out = rasterize_features(
                 vol.means, vol.quats, vol.scales, vol.opacities, feats, viewmats, Ks, 100, 80,
-                backend=backend,
+                backend=backend, with_depth=with_depth,
             )  # fmt: skip
             if backward:
                 out.features.sum().backward()
@@ -101,35 +101,34 @@ def main() -> int:
         backends.remove("gsplat")
     batches = [int(b) for b in args.batches.split(",")]
 
+    modes = [("fwd", False, False), ("fwd+depth", False, True), ("fwd+bwd", True, False)]
     rows = []
     for batch in batches:
         cells = {}
         for backend in backends:
-            for backward in (False, True):
+            for label, backward, depth in modes:
                 limit = args.torch_max_batch_backward if backward else args.torch_max_batch
                 if backend == "torch" and batch > limit:
-                    cells[backend, backward] = None
+                    cells[backend, label] = None
                     continue
-                cells[backend, backward] = measure(backend, batch, device, backward, args)
-                label = "fwd+bwd" if backward else "fwd"
-                print(
-                    f"  {backend:6s} B={batch:5d} {label:8s} {cells[backend, backward]:10.1f} views/s",
-                    flush=True,
-                )
+                rate = measure(backend, batch, device, backward, args, with_depth=depth)
+                cells[backend, label] = rate
+                print(f"  {backend:6s} B={batch:5d} {label:9s} {rate:10.1f} views/s", flush=True)
         rows.append((batch, cells))
 
     def fmt(v):
         return "skipped" if v is None else f"{v:,.0f}"
 
-    header = ["B"] + [f"{b} {'fwd+bwd' if bw else 'fwd'} (views/s)" for b in backends for bw in (False, True)]
-    if "gsplat" in backends and "torch" in backends:
-        header += ["gsplat/torch fwd", "gsplat/torch fwd+bwd"]
+    both = "gsplat" in backends and "torch" in backends
+    header = ["B"] + [f"{b} {m[0]} (views/s)" for b in backends for m in modes]
+    if both:
+        header += [f"gsplat/torch {m[0]}" for m in modes]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for batch, cells in rows:
-        vals = [str(batch)] + [fmt(cells[b, bw]) for b in backends for bw in (False, True)]
-        if "gsplat" in backends and "torch" in backends:
-            for bw in (False, True):
-                g, t = cells["gsplat", bw], cells["torch", bw]
+        vals = [str(batch)] + [fmt(cells[b, m[0]]) for b in backends for m in modes]
+        if both:
+            for label, _, _ in modes:
+                g, t = cells["gsplat", label], cells["torch", label]
                 vals.append("-" if g is None or t is None else f"{g / t:.0f}x")
         lines.append("| " + " | ".join(vals) + " |")
     table = "\n".join(lines)
@@ -142,7 +141,9 @@ def main() -> int:
         pass
     title = (
         f"### Rendering speed, {device_name(device)} ({datetime.date.today().isoformat()})\n\n"
-        f"N=1100 cuboid Gaussians, D=128, 80x100, random poses; median over repeats after a warm-up. "
+        f"N=1100 cuboid Gaussians, D=128, 80x100, random poses; median over repeats after a warm-up; "
+        f"fwd renders features + alpha, fwd+depth also expected depth, fwd+bwd backpropagates "
+        f"into features and viewmats. "
         f"torch {torch.__version__}, gsplat {gsplat_version}. "
         f"Command: `python benchmarks/render.py --batches {args.batches} --backends {args.backends}`\n"
     )

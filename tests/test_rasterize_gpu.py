@@ -72,3 +72,12 @@ def test_any_channel_count(d):
     outs, _ = render_both(batch=4, d=d)
     assert outs["gsplat"].features.shape[-1] == d
     assert (outs["gsplat"].features - outs["torch"].features).abs().max() < FEATURE_MAX_ABS
+
+
+def test_depth_channel_does_not_change_features_on_gsplat():
+    vol, feats, viewmats, Ks, w, h = cuboid_scene(batch=8, d=128, device="cuda")
+    args = (vol.means, vol.quats, vol.scales, vol.opacities, feats, viewmats, Ks, w, h)
+    a = rasterize_features(*args, backend="gsplat", with_depth=True)
+    b = rasterize_features(*args, backend="gsplat", with_depth=False)
+    assert b.depth is None
+    torch.testing.assert_close(a.features, b.features, atol=1e-6, rtol=1e-5)

@@ -272,3 +272,12 @@ def test_bad_input_raises_value_error_naming_the_argument(change, match):
 def test_gsplat_backend_refused_on_cpu():
     with pytest.raises(ValueError, match="needs CUDA tensors"):
         rasterize_features(**_scene_kwargs(), backend="gsplat")
+
+
+def test_depth_is_optional_and_does_not_change_features():
+    kwargs = _scene_kwargs()
+    with_depth = rasterize_features(**kwargs)
+    without = rasterize_features(**kwargs, with_depth=False)
+    assert without.depth is None and with_depth.depth is not None
+    torch.testing.assert_close(without.features, with_depth.features)
+    torch.testing.assert_close(without.alpha, with_depth.alpha)

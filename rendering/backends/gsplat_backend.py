@@ -10,11 +10,11 @@ from torch import Tensor
 from ..projection import Projected
 
 # gsplat keeps one float per channel per pixel in registers; timed on an H100 at B=1024 (see
-# benchmarks/gsplat_variants.py), 32-33 channels a pass render 128-d features fastest forward
-# (37k views/s against 29k in one 128-channel pass) and 64-65 fastest with backward. The
-# odd sizes let depth ride as channel D+1 without an extra pass.
-CHANNEL_CHUNK_FORWARD = 33
-CHANNEL_CHUNK_BACKWARD = 65
+# benchmarks/gsplat_variants.py), 32 channels a pass render 128-d features fastest forward
+# (37k views/s against 29k in one 128-channel pass) and 64 fastest with backward. With depth
+# as channel D+1, chunks one larger keep the number of passes.
+CHANNEL_CHUNK_FORWARD = 32
+CHANNEL_CHUNK_BACKWARD = 64
 
 
 @functools.cache
@@ -42,17 +42,18 @@ def rasterize_gsplat(
     near_plane: float = 0.01,
     eps2d: float = 0.3,
     tile_size: int = 16,
-) -> tuple[Tensor, Tensor, Tensor, Projected]:
-    """Render with ``gsplat.rasterization`` (classic mode, depth as one more channel).
+    with_depth: bool = True,
+) -> tuple[Tensor, Tensor, Tensor | None, Projected]:
+    """Render with ``gsplat.rasterization`` (classic mode; depth as one more channel if asked).
 
     Args:
         means: [N, 3]; quats: [N, 4] wxyz; scales: [N, 3]; opacities: [N].
-        features: [B, N, D], float32, on CUDA.
+        features: [N, D] or [B, N, D], float32, on CUDA.
         viewmats: [B, 4, 4]; Ks: [B, 3, 3].
 
     Returns:
-        features [B, H, W, D], alpha [B, H, W], accumulated depth [B, H, W] (not normalised),
-        and gsplat's own projection of the Gaussians (differentiable ``means2d``).
+        features [B, H, W, D], alpha [B, H, W], accumulated depth [B, H, W] (not normalised;
+        None without ``with_depth``), and gsplat's projection (differentiable ``means2d``).
     """
     from gsplat import rasterization
 
@@ -60,6 +61,9 @@ def rasterize_gsplat(
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (means, quats, scales, opacities, features, viewmats)
     )
+    chunk = CHANNEL_CHUNK_BACKWARD if needs_grad else CHANNEL_CHUNK_FORWARD
+    if with_depth:  # gsplat appends depth per view, so features must be per view
+        features = features.expand(viewmats.shape[0], -1, -1)
     colors, alphas, meta = rasterization(
         means,
         quats,
@@ -74,8 +78,8 @@ def rasterize_gsplat(
         eps2d=eps2d,
         tile_size=tile_size,
         packed=False,
-        render_mode="RGB+D",
-        channel_chunk=CHANNEL_CHUNK_BACKWARD if needs_grad else CHANNEL_CHUNK_FORWARD,
+        render_mode="RGB+D" if with_depth else "RGB",
+        channel_chunk=chunk + 1 if with_depth else chunk,
     )
     proj = Projected(meta["means2d"], meta["conics"], meta["depths"], meta["radii"])
-    return colors[..., :D], alphas[..., 0], colors[..., D], proj
+    return colors[..., :D], alphas[..., 0], colors[..., D] if with_depth else None, proj
