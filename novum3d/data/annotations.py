@@ -90,16 +90,25 @@ def load_annotation(path: str | Path) -> ObjectAnnotation:
 
 
 def save_annotation(path: str | Path, ann: ObjectAnnotation, **extra: np.ndarray) -> None:
-    """Write an annotation in the NeMo layout (``bbox`` also stored as ``box_obj``)."""
+    """Write an annotation in the NeMo layout (``bbox`` also stored as ``box_obj``).
+
+    The file is an ordinary ``.npz`` that ``np.load`` reads, written with fixed zip timestamps
+    so that the same annotation always gives the same bytes (``np.savez`` stamps the clock).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fields = {k: np.float64(getattr(ann, k)) for k in _SCALARS}
-    np.savez(
-        path,
-        **fields,
-        principal=np.asarray(ann.principal, dtype=np.float64),
-        bbox=np.asarray(ann.bbox, dtype=np.float64),
-        box_obj=np.asarray(ann.bbox, dtype=np.float64),
-        cad_index=np.int64(ann.cad_index),
-        **extra,
-    )
+    arrays = {k: np.float64(getattr(ann, k)) for k in _SCALARS}
+    arrays |= {
+        "principal": np.asarray(ann.principal, dtype=np.float64),
+        "bbox": np.asarray(ann.bbox, dtype=np.float64),
+        "box_obj": np.asarray(ann.bbox, dtype=np.float64),
+        "cad_index": np.int64(ann.cad_index),
+    }
+    arrays |= {k: np.asarray(v) for k, v in extra.items()}
+    tmp = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+        for key, value in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with zf.open(info, "w") as fh:
+                np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
+    tmp.replace(path)

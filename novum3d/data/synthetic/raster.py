@@ -1,0 +1,86 @@
+"""A small CPU z-buffer mesh rasterizer for the synthetic images.
+
+Deliberately not the Gaussian renderer: the model must not be tested on its own rendering.
+Triangles are scanned one at a time over their pixel bounding box (vectorised with numpy);
+the z-buffer keeps, per pixel, the nearest face id and its barycentric coordinates, from
+which shading and object-space texture coordinates are interpolated afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Fragments:
+    face: np.ndarray  # [H, W] int64, -1 where no face
+    bary: np.ndarray  # [H, W, 3] barycentric coordinates of the pixel centre in its face
+    depth: np.ndarray  # [H, W] camera-space z, inf where empty
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.face >= 0
+
+
+def rasterize_mesh(
+    vertices: np.ndarray, faces: np.ndarray, viewmat: np.ndarray, K: np.ndarray, width: int, height: int
+) -> Fragments:
+    """Z-buffer rasterization of a triangle mesh with an OpenCV pinhole camera.
+
+    Args:
+        vertices: [V, 3] object-frame positions.
+        faces: [F, 3] vertex indices.
+        viewmat: [4, 4] world-to-camera (OpenCV); K: [3, 3].
+
+    Returns:
+        :class:`Fragments` with pixel centres at (j + 0.5, i + 0.5).
+    """
+    cam = vertices @ viewmat[:3, :3].T + viewmat[:3, 3]
+    z = cam[:, 2]
+    uv = (cam @ K.T)[:, :2] / np.maximum(z, 1e-9)[:, None]
+    face_ids = np.full((height, width), -1, dtype=np.int64)
+    bary = np.zeros((height, width, 3))
+    depth = np.full((height, width), np.inf)
+    tri_uv, tri_z = uv[faces], z[faces]  # [F, 3, 2], [F, 3]
+    lo = np.floor(tri_uv.min(axis=1) - 0.5).astype(np.int64)
+    hi = np.ceil(tri_uv.max(axis=1) - 0.5).astype(np.int64)
+    lo = np.maximum(lo, 0)
+    hi = np.minimum(hi, [width - 1, height - 1])
+    in_front = (tri_z > 1e-6).all(axis=1)
+    for f in np.nonzero(in_front & (hi >= lo).all(axis=1))[0]:
+        (x0, y0), (x1, y1) = lo[f], hi[f]
+        xs, ys = np.meshgrid(np.arange(x0, x1 + 1) + 0.5, np.arange(y0, y1 + 1) + 0.5)
+        a, b, c = tri_uv[f]
+        area = (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+        if abs(area) < 1e-12:
+            continue
+        w0 = ((b[0] - xs) * (c[1] - ys) - (b[1] - ys) * (c[0] - xs)) / area
+        w1 = ((c[0] - xs) * (a[1] - ys) - (c[1] - ys) * (a[0] - xs)) / area
+        w2 = 1.0 - w0 - w1
+        inside = (w0 >= 0) & (w1 >= 0) & (w2 >= 0)
+        if not inside.any():
+            continue
+        # Perspective-correct depth: 1/z is linear in screen space.
+        inv_z = w0 / tri_z[f, 0] + w1 / tri_z[f, 1] + w2 / tri_z[f, 2]
+        zf = 1.0 / inv_z
+        region = depth[y0 : y1 + 1, x0 : x1 + 1]
+        closer = inside & (zf < region)
+        if not closer.any():
+            continue
+        region[closer] = zf[closer]
+        face_ids[y0 : y1 + 1, x0 : x1 + 1][closer] = f
+        # Perspective-correct barycentrics for interpolating object-space attributes.
+        pc = np.stack([w0 / tri_z[f, 0], w1 / tri_z[f, 1], w2 / tri_z[f, 2]], axis=-1) * zf[..., None]
+        bary[y0 : y1 + 1, x0 : x1 + 1][closer] = pc[closer]
+    return Fragments(face_ids, bary, depth)
+
+
+def interpolate(fragments: Fragments, faces: np.ndarray, attribute: np.ndarray) -> np.ndarray:
+    """Per-pixel interpolation of a per-vertex attribute [V, C] -> [H, W, C] (zeros off the mesh)."""
+    out = np.zeros((*fragments.face.shape, attribute.shape[1]))
+    m = fragments.mask
+    tri = attribute[faces[fragments.face[m]]]  # [P, 3, C]
+    out[m] = (tri * fragments.bary[m][..., None]).sum(axis=1)
+    return out

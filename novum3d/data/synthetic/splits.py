@@ -1,0 +1,49 @@
+"""Open every split of a generated synthetic data set as readers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..pascal3d import DataError, Pascal3DPreprocessed
+
+
+def open_splits(
+    root: str | Path, classes: Sequence[str] | None = None, **kwargs: Any
+) -> dict[str, Pascal3DPreprocessed]:
+    """Readers of every split of a synthetic data set.
+
+    Keys: ``train``, ``val``, ``clean``, ``occluded-L1..3``, ``corrupted-<name>``, ``ood-<nuisance>``.
+
+    Args:
+        root: the folder ``scripts/make_synthetic.py`` wrote (holding dataset.json).
+        classes: label order (default: the data set's own categories).
+        kwargs: passed to every :class:`Pascal3DPreprocessed` (``on_error``, ``transform``, ...).
+    """
+    import json
+
+    root = Path(root)
+    manifest_path = root / "dataset.json"
+    if not manifest_path.is_file():
+        raise DataError(
+            f"{root}: no dataset.json; generate data with "
+            f"`python scripts/make_synthetic.py --preset small --out {root}`"
+        )
+    manifest = json.loads(manifest_path.read_text())
+    classes = list(classes or manifest["categories"])
+    splits: dict[str, Pascal3DPreprocessed] = {}
+    for name in ("train", "val"):
+        splits[name] = Pascal3DPreprocessed(root / name, classes, **kwargs)
+    splits["clean"] = Pascal3DPreprocessed(root / "test-clean", classes, nuisance="clean", **kwargs)
+    for level in (1, 2, 3):
+        splits[f"occluded-L{level}"] = Pascal3DPreprocessed(
+            root / "test-occluded", classes, occlusion_level=level, **kwargs
+        )
+    for folder in sorted((root / "test-corrupted").iterdir()):
+        splits[f"corrupted-{folder.name}"] = Pascal3DPreprocessed(
+            folder, classes, nuisance=folder.name, **kwargs
+        )
+    for folder in sorted((root / "test-ood").iterdir()):
+        splits[f"ood-{folder.name}"] = Pascal3DPreprocessed(folder, classes, nuisance=folder.name, **kwargs)
+    return splits
