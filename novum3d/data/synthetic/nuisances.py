@@ -90,13 +90,18 @@ def _impulse_noise(x, s, rng):
     return out
 
 
+def _scale(x) -> float:
+    # ImageNet-C radii are for 224 px images; small images keep at least those radii.
+    return max(1.0, max(x.shape[:2]) / 224)
+
+
 def _defocus_blur(x, s, rng):
-    r = [1, 2, 3, 4, 6][s - 1] * max(x.shape[:2]) / 224
+    r = [1, 2, 3, 4, 6][s - 1] * _scale(x)
     return uniform_filter(x, size=(int(2 * r + 1), int(2 * r + 1), 1))
 
 
 def _gaussian_blur(x, s, rng):
-    sigma = [1, 2, 3, 4, 6][s - 1] * max(x.shape[:2]) / 224
+    sigma = [1, 2, 3, 4, 6][s - 1] * _scale(x)
     return gaussian_filter(x, sigma=(sigma, sigma, 0))
 
 
