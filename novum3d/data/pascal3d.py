@@ -294,7 +294,11 @@ class Pascal3DRaw(_Reader):
         if not (self.root / "Annotations").is_dir():
             raise DataError(f"{self.root}: no Annotations/ folder; expected PASCAL3D+_release1.1")
         for category in self.classes:
-            for source in sources:
+            present = [src for src in sources if (self.root / "Annotations" / f"{category}_{src}").is_dir()]
+            if not present:  # one source missing is normal (ImageNet part only); none is not
+                folders = ", ".join(f"{category}_{src}" for src in sources)
+                self._fail(self.root / "Annotations", f"no annotation folder for {category} ({folders})")
+            for source in present:
                 self._index(category, source, split)
         if verify_images:
             self._verify_images()
@@ -302,9 +306,6 @@ class Pascal3DRaw(_Reader):
     def _index(self, category: str, source: str, split: str | None) -> None:
         ann_dir = self.root / "Annotations" / f"{category}_{source}"
         img_dir = self.root / "Images" / f"{category}_{source}"
-        if not ann_dir.is_dir():
-            self._fail(ann_dir, "annotation folder missing")
-            return
         names = sorted(p.stem for p in ann_dir.glob("*.mat"))
         list_file = self.root / "Image_sets" / f"{category}_{source}_{split}.txt"
         if split is not None and list_file.is_file():
