@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -123,3 +124,127 @@ class VolumeConfig:
             raise ValueError(f"scale_factor: must be > 0, got {self.scale_factor}")
         if not 0 < self.opacity <= 1:
             raise ValueError(f"opacity: must lie in (0, 1], got {self.opacity}")
+
+
+@dataclass
+class ModelConfig:
+    backbone: Literal["resnet50", "resnet18"] = "resnet50"
+    feature_dim: int = 128
+    backbone_weights: str | None = None  # local file with torchvision ResNet weights; never downloaded
+
+    def validate(self) -> None:
+        if self.feature_dim < 1:
+            raise ValueError(f"feature_dim: must be >= 1, got {self.feature_dim}")
+        if self.backbone_weights is not None and not Path(self.backbone_weights).is_file():
+            raise ValueError(
+                f"backbone_weights: no such file {self.backbone_weights!r} (weights are never downloaded)"
+            )
+
+
+@dataclass
+class LossConfig:
+    temperature: float = 0.07
+    neighbor_radius: float = 2.0  # same-class Gaussians closer than this many spacings are not negatives
+    same_class_negatives: bool = True
+    other_class_negatives: bool = True
+    background_negatives: bool = True
+
+    def validate(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"temperature: must be > 0, got {self.temperature}")
+        if self.neighbor_radius < 0:
+            raise ValueError(f"neighbor_radius: must be >= 0, got {self.neighbor_radius}")
+
+
+@dataclass
+class BankConfig:
+    size: int = 2560
+    per_image: int = 32  # background features sampled from each training image
+
+    def validate(self) -> None:
+        if self.size < 0 or self.per_image < 0:
+            raise ValueError("size and per_image: must be >= 0")
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/synthetic-small"
+    layout: Literal["synthetic", "pascal3d"] = "synthetic"
+    classes: list[str] | None = None  # default: the categories file's classes
+    image_size: tuple[int, int] = (256, 256)  # height, width every image must have
+    num_workers: int = 2
+
+    def validate(self) -> None:
+        if min(self.image_size) < 32:
+            raise ValueError(f"image_size: must be at least 32x32, got {self.image_size}")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    epochs: int = 10
+    batch_size: int = 16
+    volume_momentum: float = 0.9
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size: must be >= 1")
+        if not 0 <= self.volume_momentum < 1:
+            raise ValueError(f"volume_momentum: must lie in [0, 1), got {self.volume_momentum}")
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/default"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True  # bf16 autocast on CUDA
+    val_every: int = 1  # epochs
+    log_every: int = 10  # steps
+    max_steps_per_epoch: int | None = None
+
+
+@dataclass
+class ExperimentConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    volume: VolumeConfig = field(default_factory=VolumeConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    bank: BankConfig = field(default_factory=BankConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def apply_overrides(data: dict, overrides: list[str], where: str = "command line") -> dict:
+    """Apply ``a.b=value`` overrides (values parsed as YAML) to a nested mapping, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"{where}: override {item!r} is not of the form key.sub=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{where}: override {item!r}: value is not valid YAML ({exc})") from exc
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{where}: override {key!r}: {part!r} is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load an experiment YAML, apply ``key=value`` overrides, validate; errors name file and key."""
+    data = load_yaml(path) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    apply_overrides(data, overrides or [])
+    return from_mapping(ExperimentConfig, data, where=str(path))
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """Plain-data form of a config dataclass (for checkpoints and YAML)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))

@@ -14,7 +14,7 @@ from .cameras import (
     rotation_from_pose,
     viewmat_to_pose,
 )
-from .rasterize import RasterOutput, rasterize_features, resolve_backend
+from .rasterize import RasterOutput, project_visible, rasterize_features, resolve_backend
 from .volumes import (
     GaussianVolume,
     cuboid_volume,
@@ -31,6 +31,7 @@ __all__ = [
     "pose_to_viewmat",
     "project_pascal3d",
     "project_points",
+    "project_visible",
     "rasterize_features",
     "resolve_backend",
     "rotation_error",

@@ -178,3 +178,41 @@ def rasterize_features(
         margin = 2.0 * scales.detach().to(dtype).amax(-1)
         visible = gaussian_visibility(proj, opacities.to(dtype), margin, width, height, visibility_threshold)
     return RasterOutput(feats, alpha, depth, proj.means2d, visible)
+
+
+def project_visible(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    *,
+    near_plane: float = 0.01,
+    eps2d: float = 0.3,
+    visibility_threshold: float = 0.5,
+) -> tuple[Tensor, Tensor]:
+    """Per-Gaussian projected centres and visibility, without rasterizing any image.
+
+    Same visibility rule as :func:`rasterize_features` with ``with_visibility=True``; this is
+    what training needs to find correspondences, at a fraction of the cost.
+
+    Args:
+        means [N, 3], quats [N, 4], scales [N, 3], opacities [N]; viewmats [B, 4, 4]; Ks [B, 3, 3].
+
+    Returns:
+        means2d [B, N, 2] (pixel coordinates, differentiable w.r.t. cameras), visible [B, N] bool.
+    """
+    features = means.new_zeros(means.shape[0], 1)
+    _check_inputs(means, quats, scales, opacities, features, viewmats, Ks, width, height)
+    dtype = torch.promote_types(means.dtype, viewmats.dtype)
+    covars = quat_scale_to_covar(quats.to(dtype), scales.to(dtype))
+    proj = project_gaussians(
+        means.to(dtype), covars, opacities.to(dtype), viewmats.to(dtype), Ks.to(dtype),
+        width, height, near_plane=near_plane, eps2d=eps2d,
+    )  # fmt: skip
+    margin = 2.0 * scales.detach().to(dtype).amax(-1)
+    visible = gaussian_visibility(proj, opacities.to(dtype), margin, width, height, visibility_threshold)
+    return proj.means2d, visible

@@ -281,3 +281,14 @@ def test_depth_is_optional_and_does_not_change_features():
     assert without.depth is None and with_depth.depth is not None
     torch.testing.assert_close(without.features, with_depth.features)
     torch.testing.assert_close(without.alpha, with_depth.alpha)
+
+
+def test_project_visible_matches_rasterize_with_visibility():
+    from rendering import project_visible
+
+    kwargs = _scene_kwargs()
+    out = rasterize_features(**kwargs, with_visibility=True)
+    kwargs.pop("features")
+    means2d, visible = project_visible(**kwargs)
+    torch.testing.assert_close(means2d, out.means2d)
+    assert torch.equal(visible, out.visible)

@@ -1,0 +1,43 @@
+"""The NOVUM module: a feature backbone and the neural object volumes of all classes."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..categories import load_categories
+from ..config import ExperimentConfig
+from ..inference.classify import class_scores
+from ..volumes import build_volume
+from .backbone import STRIDE, FeatureBackbone, normalize_images
+from .volumes import NeuralVolumes
+
+
+class NOVUM(nn.Module):
+    """Backbone (trained by gradients) + volumes and bank (trained by momentum), one per class."""
+
+    def __init__(self, cfg: ExperimentConfig, classes: list[str] | None = None):
+        super().__init__()
+        categories = {c.name: c for c in load_categories(cfg.volume.categories)}
+        classes = classes or cfg.data.classes or list(categories)
+        unknown = [c for c in classes if c not in categories]
+        if unknown:
+            raise ValueError(f"classes: {unknown} not in categories file {cfg.volume.categories!r}")
+        self.backbone = FeatureBackbone(cfg.model.backbone, cfg.model.feature_dim, cfg.model.backbone_weights)
+        geometry = {c: build_volume(categories[c], cfg.volume) for c in classes}
+        self.volumes = NeuralVolumes(geometry, cfg.model.feature_dim, cfg.bank.size, seed=cfg.train.seed)
+        self.stride = STRIDE
+
+    @property
+    def classes(self) -> list[str]:
+        return self.volumes.classes
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Images [B, 3, H, W] in [0, 1] -> unit feature maps [B, D, H/8, W/8]."""
+        return self.backbone(normalize_images(images))
+
+    @torch.no_grad()
+    def classify(self, images: Tensor, pixel_mask: Tensor | None = None) -> Tensor:
+        """Class scores [B, Y] (geometry-free)."""
+        v = self.volumes
+        return class_scores(self(images), v.features, v.valid, v.bank, pixel_mask)

@@ -1,0 +1,1 @@
+"""Correspondences, the contrastive loss and the trainer."""

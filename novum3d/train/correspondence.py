@@ -1,0 +1,98 @@
+"""Which feature-map location corresponds to which Gaussian, from the annotated pose."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rendering import project_visible
+
+from ..model.volumes import NeuralVolumes
+
+
+@dataclass
+class Correspondences:
+    batch_ids: Tensor  # [P] image in the batch
+    class_ids: Tensor  # [P]
+    gauss_ids: Tensor  # [P] Gaussian within its class
+    features: Tensor  # [P, D] unit backbone features at the Gaussians' projected centres
+
+
+def sample_features(feature_maps: Tensor, batch_ids: Tensor, points: Tensor) -> Tensor:
+    """Bilinear samples of [B, D, h, w] maps at pixel coordinates [P, 2] (x, y; centres at +0.5)."""
+    h, w = feature_maps.shape[-2:]
+    grid = torch.stack([points[:, 0] / w * 2 - 1, points[:, 1] / h * 2 - 1], dim=-1)
+    out = torch.empty(
+        points.shape[0], feature_maps.shape[1], device=feature_maps.device, dtype=feature_maps.dtype
+    )
+    for b in batch_ids.unique():
+        sel = batch_ids == b
+        g = grid[sel].view(1, 1, -1, 2).to(feature_maps.dtype)
+        out[sel] = F.grid_sample(feature_maps[b : b + 1], g, mode="bilinear", align_corners=False)[0, :, 0].T
+    return F.normalize(out, dim=-1)
+
+
+def find_correspondences(
+    volumes: NeuralVolumes, feature_maps: Tensor, labels: Tensor, viewmats: Tensor, Ks: Tensor
+) -> Correspondences:
+    """Project each image's class volume at its pose and sample features at the visible Gaussians.
+
+    Args:
+        feature_maps: [B, D, h, w]; labels: [B]; viewmats: [B, 4, 4]; Ks: [B, 3, 3] at feature-map scale.
+    """
+    h, w = feature_maps.shape[-2:]
+    parts = []
+    for y in labels.unique().tolist():
+        idx = torch.nonzero(labels == y)[:, 0]
+        vol = volumes.volume(y)
+        with torch.no_grad():
+            means2d, visible = project_visible(
+                vol.means, vol.quats, vol.scales, vol.opacities, viewmats[idx].float(), Ks[idx].float(), w, h
+            )
+        b, k = torch.nonzero(visible, as_tuple=True)
+        parts.append((idx[b], torch.full_like(k, y), k, means2d[b, k]))
+    batch_ids, class_ids, gauss_ids, points = (torch.cat(t) for t in zip(*parts, strict=True))
+    return Correspondences(batch_ids, class_ids, gauss_ids, sample_features(feature_maps, batch_ids, points))
+
+
+def background_features(
+    feature_maps: Tensor, object_masks: Tensor, per_image: int, generator: torch.Generator | None = None
+) -> Tensor:
+    """Up to ``per_image`` features per image from cells off the object.
+
+    Args:
+        feature_maps: [B, D, h, w]; object_masks: [B, h, w] bool, True on the object.
+
+    Returns:
+        [Q, D] unit features (detached).
+    """
+    B, D = feature_maps.shape[:2]
+    out = []
+    for b in range(B):
+        cells = torch.nonzero(~object_masks[b].reshape(-1))[:, 0]
+        if cells.numel() == 0 or per_image == 0:
+            continue
+        pick = torch.randperm(cells.numel(), generator=generator)[:per_image].to(cells.device)
+        out.append(feature_maps[b].reshape(D, -1)[:, cells[pick]].T)
+    if not out:
+        return feature_maps.new_zeros(0, D)
+    return F.normalize(torch.cat(out).detach().float(), dim=-1)
+
+
+def object_cells(
+    masks: Tensor | None, bboxes: Tensor, image_size: tuple[int, int], map_size: tuple[int, int]
+) -> Tensor:
+    """Feature-map cells touching the object: [B, h, w] bool, from masks [B, H, W] or boxes [B, 4]."""
+    h, w = map_size
+    if masks is not None:
+        return F.adaptive_max_pool2d(masks.float()[:, None], (h, w))[:, 0] > 0
+    H, W = image_size
+    ys = (torch.arange(h, device=bboxes.device) + 0.5) * H / h
+    xs = (torch.arange(w, device=bboxes.device) + 0.5) * W / w
+    x0, y0, x1, y1 = (bboxes[:, i, None] for i in range(4))
+    inside_x = (xs[None] >= x0) & (xs[None] <= x1)
+    inside_y = (ys[None] >= y0) & (ys[None] <= y1)
+    return inside_y[:, :, None] & inside_x[:, None, :]

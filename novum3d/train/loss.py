@@ -1,0 +1,54 @@
+"""NOVUM's contrastive loss: InfoNCE over all Gaussians of all classes and the background bank."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..config import LossConfig
+
+
+def contrastive_loss(
+    feats: Tensor,
+    class_ids: Tensor,
+    gauss_ids: Tensor,
+    volume_features: Tensor,
+    valid: Tensor,
+    neighbors: Tensor,
+    bank: Tensor,
+    cfg: LossConfig,
+) -> Tensor:
+    """Mean InfoNCE: each feature must match its own Gaussian better than the negatives.
+
+    Negatives: (i) Gaussians of the same class that are not its neighbours, (ii) all Gaussians of
+    other classes, (iii) the background bank; each group can be switched off in ``cfg``.
+
+    Args:
+        feats: [P, D] unit features at visible Gaussians (the only tensor with gradients).
+        class_ids, gauss_ids: [P] the corresponding Gaussian.
+        volume_features: [Y, K, D]; valid: [Y, K] bool; neighbors: [Y, K, K] bool; bank: [M, D].
+    """
+    Y, K, D = volume_features.shape
+    P = feats.shape[0]
+    if P == 0:
+        return feats.sum() * 0.0
+    target = class_ids * K + gauss_ids
+    logits = feats @ volume_features.reshape(Y * K, D).detach().to(feats.dtype).T / cfg.temperature
+    rows = torch.arange(P, device=feats.device)
+    excluded = ~valid.reshape(1, Y * K).expand(P, -1).clone()
+    same_class = torch.zeros(P, Y, K, dtype=torch.bool, device=feats.device)
+    same_class[rows, class_ids] = True
+    same_class = same_class.reshape(P, Y * K)
+    near = torch.zeros(P, Y, K, dtype=torch.bool, device=feats.device)
+    near[rows, class_ids] = neighbors[class_ids, gauss_ids]
+    excluded |= near.reshape(P, Y * K)
+    if not cfg.same_class_negatives:
+        excluded |= same_class
+    if not cfg.other_class_negatives:
+        excluded |= ~same_class
+    excluded[rows, target] = False  # the positive always stays
+    logits = logits.masked_fill(excluded, float("-inf"))
+    if cfg.background_negatives and bank.shape[0] > 0:
+        logits = torch.cat([logits, feats @ bank.detach().to(feats.dtype).T / cfg.temperature], dim=1)
+    return F.cross_entropy(logits.float(), target)
