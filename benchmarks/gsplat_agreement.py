@@ -23,9 +23,7 @@ from tests.test_rasterize_gpu import render_both
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--views", type=int, default=256)
     parser.add_argument("--grad-views", type=int, default=64)
     args = parser.parse_args()

@@ -23,9 +23,7 @@ from benchmarks.render import scene, time_call
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--min-time", type=float, default=1.0)
     args = parser.parse_args()
@@ -59,9 +57,7 @@ def main() -> int:
                                     (out.sum() + alpha.sum()).backward()
 
                         rates.append(args.batch / time_call(run, "cuda", args.min_time, 30))
-                    print(
-                        f"{mode:7s} {chunk:5d} {packed!s:>6s} {name:>8s} {rates[0]:12,.0f} {rates[1]:16,.0f}"
-                    )
+                    print(f"{mode:7s} {chunk:5d} {packed!s:>6s} {name:>8s} {rates[0]:12,.0f} {rates[1]:16,.0f}")
     return 0
 
 

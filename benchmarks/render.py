@@ -81,9 +81,7 @@ def device_name(device: str) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", default="1,144,1024")
     parser.add_argument("--backends", default="auto", help="comma list of gsplat,torch; auto = all usable")
     parser.add_argument("--torch-max-batch-backward", type=int, default=144,

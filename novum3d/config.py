@@ -131,14 +131,13 @@ class ModelConfig:
     backbone: Literal["resnet50", "resnet18"] = "resnet50"
     feature_dim: int = 128
     backbone_weights: str | None = None  # local file with torchvision ResNet weights; never downloaded
+    freeze_batchnorm: bool = False  # keep BatchNorm statistics fixed (fine-tuning, tiny batches)
 
     def validate(self) -> None:
         if self.feature_dim < 1:
             raise ValueError(f"feature_dim: must be >= 1, got {self.feature_dim}")
         if self.backbone_weights is not None and not Path(self.backbone_weights).is_file():
-            raise ValueError(
-                f"backbone_weights: no such file {self.backbone_weights!r} (weights are never downloaded)"
-            )
+            raise ValueError(f"backbone_weights: no such file {self.backbone_weights!r} (weights are never downloaded)")
 
 
 @dataclass
@@ -170,6 +169,7 @@ class BankConfig:
 class DataConfig:
     root: str = "data/synthetic-small"
     layout: Literal["synthetic", "pascal3d"] = "synthetic"
+    val_root: str | None = None  # pascal3d layout: the preprocessed validation root
     classes: list[str] | None = None  # default: the categories file's classes
     image_size: tuple[int, int] = (256, 256)  # height, width every image must have
     num_workers: int = 2
@@ -203,6 +203,7 @@ class TrainConfig:
     val_every: int = 1  # epochs
     log_every: int = 10  # steps
     max_steps_per_epoch: int | None = None
+    val_max_images: int | None = None  # cap on validation images (quick checks)
 
 
 @dataclass

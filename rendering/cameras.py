@@ -234,9 +234,7 @@ def rotation_error(R_pred: Tensor, R_gt: Tensor) -> Tensor:
         [...] radians.
     """
     if R_pred.shape[-2:] != (3, 3) or R_gt.shape[-2:] != (3, 3):
-        raise ValueError(
-            f"R_pred, R_gt: expected [..., 3, 3], got {tuple(R_pred.shape)} and {tuple(R_gt.shape)}"
-        )
+        raise ValueError(f"R_pred, R_gt: expected [..., 3, 3], got {tuple(R_pred.shape)} and {tuple(R_gt.shape)}")
     rel = R_pred.transpose(-1, -2) @ R_gt
     cos = (rel.diagonal(dim1=-2, dim2=-1).sum(-1) - 1.0) / 2.0
     skew = torch.stack(

@@ -148,9 +148,7 @@ def rasterize_features(
     dtype = torch.promote_types(features.dtype, viewmats.dtype)
     name = resolve_backend(backend, features.device, dtype)
     if name == "gsplat" and features.shape[-1] > MAX_GSPLAT_CHANNELS:
-        raise ValueError(
-            f"features: gsplat renders at most D={MAX_GSPLAT_CHANNELS}, got D={features.shape[-1]}"
-        )
+        raise ValueError(f"features: gsplat renders at most D={MAX_GSPLAT_CHANNELS}, got D={features.shape[-1]}")
 
     if name == "gsplat":
         feats, alpha, acc_depth, proj = rasterize_gsplat(

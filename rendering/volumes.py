@@ -43,9 +43,7 @@ class GaussianVolume:
     def __len__(self) -> int:
         return self.means.shape[0]
 
-    def to(
-        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> GaussianVolume:
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> GaussianVolume:
         return GaussianVolume(
             self.means.to(device, dtype),
             self.scales.to(device, dtype),
@@ -130,9 +128,7 @@ def cuboid_volume(
     return _isotropic(points, spacing, scale_factor * spacing, opacity)
 
 
-def sphere_volume(
-    radius: float, n: int = 1100, scale_factor: float = 0.6, opacity: float = 1.0
-) -> GaussianVolume:
+def sphere_volume(radius: float, n: int = 1100, scale_factor: float = 0.6, opacity: float = 1.0) -> GaussianVolume:
     """Gaussians on a sphere (Fibonacci lattice), the paper's sphere ablation."""
     if not (radius > 0 and math.isfinite(radius)):
         raise ValueError(f"radius: must be a positive finite number, got {radius!r}")
@@ -146,9 +142,7 @@ def sphere_volume(
     return _isotropic(points, spacing, scale_factor * spacing, opacity)
 
 
-def single_gaussian_volume(
-    size_xyz: tuple[float, float, float] | list[float], opacity: float = 1.0
-) -> GaussianVolume:
+def single_gaussian_volume(size_xyz: tuple[float, float, float] | list[float], opacity: float = 1.0) -> GaussianVolume:
     """One Gaussian per category at the origin, half-extents as standard deviations (ablation)."""
     size = _check_size(size_xyz)
     quats = torch.tensor([[1.0, 0.0, 0.0, 0.0]])

@@ -21,17 +21,13 @@ from novum3d.data.synthetic.preview import write_preview
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
     parser.add_argument("--out", default=None, help="output folder (default: data/synthetic-<preset>)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="processes")
     parser.add_argument("--classes", default=None, help="comma list (default: all 12)")
-    parser.add_argument(
-        "--preview", action="store_true", help="also write preview.png, samples of each split"
-    )
+    parser.add_argument("--preview", action="store_true", help="also write preview.png, samples of each split")
     args = parser.parse_args(argv)
     out = Path(args.out or f"data/synthetic-{args.preset}")
     if (out / "dataset.json").exists():

@@ -23,9 +23,7 @@ from novum3d.data.prepare import PrepareOptions, cad_category_sizes, prepare_pas
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--raw", required=True, help="the PASCAL3D+_release1.1 folder")
     parser.add_argument("--out", required=True)
     parser.add_argument("--occluded", default=None, help="OccludedPASCAL3D+ root (images/<cls>FGL*_BGL*/)")
@@ -49,9 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=lambda it, n: tqdm(it, total=n, unit="obj", desc="PASCAL3D+"),
         )  # fmt: skip
         if args.cad_sizes:
-            path = write_categories_yaml(
-                cad_category_sizes(args.raw, classes), Path(args.out) / "categories.yaml"
-            )
+            path = write_categories_yaml(cad_category_sizes(args.raw, classes), Path(args.out) / "categories.yaml")
             print(f"category sizes from CAD: {path}")
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -59,9 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     broken = result["broken"]
     print(f"written {result['written']}, already there {result['resumed']}, broken {len(broken)}")
     if broken:
-        print(
-            f"broken records listed in {Path(args.out) / 'broken.txt'}; first: {broken[0][0]}: {broken[0][1]}"
-        )
+        print(f"broken records listed in {Path(args.out) / 'broken.txt'}; first: {broken[0][0]}: {broken[0][1]}")
     return 0
 
 

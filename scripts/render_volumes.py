@@ -18,9 +18,7 @@ from novum3d.volumes import build_category_volumes
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="volume config YAML, e.g. configs/volumes/cuboid.yaml")
     parser.add_argument("--out", default="outputs/volumes.png", help="PNG to write")
     parser.add_argument("--azimuth", type=float, default=30.0, help="degrees")

@@ -148,9 +148,7 @@ def test_rotation_error_properties():
     half_turns = torch.diag_embed(
         torch.tensor([[1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]], dtype=torch.float64)
     )
-    torch.testing.assert_close(
-        rotation_error(R1[:3], R1[:3] @ half_turns), torch.full((3,), math.pi).double()
-    )
+    torch.testing.assert_close(rotation_error(R1[:3], R1[:3] @ half_turns), torch.full((3,), math.pi).double())
 
 
 def test_rotation_error_is_the_geodesic_angle_and_matches_logm():
@@ -159,9 +157,7 @@ def test_rotation_error_is_the_geodesic_angle_and_matches_logm():
     g = torch.Generator().manual_seed(3)
     for angle in [1e-6, 1e-3, 0.3, 1.0, 2.5, math.pi - 1e-3, math.pi - 1e-6]:
         axis = torch.nn.functional.normalize(torch.randn(3, generator=g, dtype=torch.float64), dim=0)
-        K = torch.tensor(
-            [[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]], dtype=torch.float64
-        )
+        K = torch.tensor([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]], dtype=torch.float64)
         R = torch.linalg.matrix_exp(angle * K)
         err = rotation_error(torch.eye(3, dtype=torch.float64), R).item()
         assert abs(err - angle) < 1e-9 * max(1.0, angle) + 1e-12

@@ -59,9 +59,7 @@ def test_grayscale_and_rgba_images_become_rgb(tmp_path):
 
     make_nemo_layout(tmp_path, classes=["car"], per_class=2, masks=False)
     Image.new("L", (48, 40), 128).save(tmp_path / "images" / "car" / "n0000.JPEG", format="JPEG")
-    Image.new("RGBA", (48, 40), (10, 20, 30, 0)).save(
-        tmp_path / "images" / "car" / "n0001.JPEG", format="PNG"
-    )
+    Image.new("RGBA", (48, 40), (10, 20, 30, 0)).save(tmp_path / "images" / "car" / "n0001.JPEG", format="PNG")
     ds = Pascal3DPreprocessed(tmp_path, classes=["car"])
     assert ds[0]["image"].shape == ds[1]["image"].shape == (3, 40, 48)
 
@@ -157,18 +155,14 @@ def test_raw_record_with_single_object_and_split_lists(tmp_path):
     (root / "Image_sets").mkdir()
     (root / "Image_sets" / "bus_imagenet_val.txt").write_text("b\n")
     assert len(Pascal3DRaw(root, classes=["bus"], sources=["imagenet"])) == 2
-    assert [s["name"] for s in Pascal3DRaw(root, classes=["bus"], sources=["imagenet"], split="val")] == [
-        "b_00"
-    ]
+    assert [s["name"] for s in Pascal3DRaw(root, classes=["bus"], sources=["imagenet"], split="val")] == ["b_00"]
 
 
 def test_raw_record_errors(tmp_path):
     root = tmp_path / "P"
     path = root / "Annotations" / "car_imagenet" / "x.mat"
     write_pascal3d_record(path, "x.JPEG", [mat_object("car", [1, 1, 9, 9], viewpoint(float("nan"), 0, 0))])
-    with pytest.raises(
-        AnnotationError, match=r"x\.mat: objects\(1\)\.viewpoint: field 'azimuth' is not finite"
-    ):
+    with pytest.raises(AnnotationError, match=r"x\.mat: objects\(1\)\.viewpoint: field 'azimuth' is not finite"):
         read_pascal3d_record(path)
     path.write_bytes(b"garbage")
     with pytest.raises(AnnotationError, match=r"x\.mat: not a readable \.mat"):

@@ -155,7 +155,7 @@ def test_object_cells_and_background_sampling():
     cells = object_cells(masks, boxes, (256, 256), (32, 32))
     assert cells[0].sum() == 4 and not cells[1].any()
     maps = F.normalize(torch.randn(2, 4, 32, 32), dim=1)
-    bg = background_features(maps, cells, per_image=10, generator=torch.Generator().manual_seed(0))
+    bg = background_features(maps, cells, per_image=10, seeds=[0, 1])
     assert bg.shape == (20, 4)
     on_object = maps[0, :, cells[0]].T
     assert (torch.cdist(bg[:10], on_object).min() > 1e-6).all()

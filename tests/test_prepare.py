@@ -56,9 +56,7 @@ def test_prepared_annotation_projects_onto_the_painted_point(tmp_path, mode):
         s["principal"].double(), s["viewport"],
     )[0].numpy()  # fmt: skip
     # Where the toolbox puts the point in the raw image, moved by the crop's scale and shift.
-    raw_uv = project_pascal3d(
-        torch.from_numpy(POINT), *np.radians([40.0, 15.0, 5.0]), 8.0, 1.0, (210.0, 140.0)
-    )
+    raw_uv = project_pascal3d(torch.from_numpy(POINT), *np.radians([40.0, 15.0, 5.0]), 8.0, 1.0, (210.0, 140.0))
     scale = 1.6  # distance 8 brought to 5
     mapped = (raw_uv[0].numpy() - [210.0, 140.0]) * scale + s["principal"].numpy()
     # The dot is painted on whole pixels: its centre is within half a raw pixel of the point.
@@ -88,9 +86,7 @@ def test_occluded_images_follow_their_source_crop(tmp_path):
     raw = raw_dataset(tmp_path / "raw", names=("n01",))
     occ = tmp_path / "occ"
     (occ / "images" / "carFGL1_BGL1").mkdir(parents=True)
-    Image.open(raw / "Images" / "car_imagenet" / "n01.JPEG").save(
-        occ / "images" / "carFGL1_BGL1" / "n01.JPEG"
-    )
+    Image.open(raw / "Images" / "car_imagenet" / "n01.JPEG").save(occ / "images" / "carFGL1_BGL1" / "n01.JPEG")
     prepare_pascal3d(raw, tmp_path / "out", ["car"], PrepareOptions(height=64, width=80), occluded_root=occ)
     clean = Pascal3DPreprocessed(tmp_path / "out", ["car"])[0]
     occluded = Pascal3DPreprocessed(tmp_path / "out", ["car"], occlusion_level=1)[0]

@@ -18,9 +18,7 @@ from tests.helpers import cuboid_scene, random_scene
 
 def brute_force_render(means, quats, scales, opacities, feats, viewmats, Ks, width, height, tile_size=16):
     """gsplat's per-pixel loop, one pixel and one Gaussian at a time (slow, obvious)."""
-    proj = project_gaussians(
-        means, quat_scale_to_covar(quats, scales), opacities, viewmats, Ks, width, height
-    )
+    proj = project_gaussians(means, quat_scale_to_covar(quats, scales), opacities, viewmats, Ks, width, height)
     rects = tile_bounds(proj.means2d, proj.radii, tile_size, width, height)
     B, N = proj.depths.shape
     out = torch.zeros(B, height, width, feats.shape[-1], dtype=feats.dtype)
@@ -108,9 +106,7 @@ def test_tile_list_lengths_count_rectangles():
     from rendering.backends.torch_backend import tile_list_lengths
 
     vol, _, viewmats, Ks, w, h = cuboid_scene(batch=3, d=4, width=70, height=45)
-    proj = project_gaussians(
-        vol.means, quat_scale_to_covar(vol.quats, vol.scales), vol.opacities, viewmats, Ks, w, h
-    )
+    proj = project_gaussians(vol.means, quat_scale_to_covar(vol.quats, vol.scales), vol.opacities, viewmats, Ks, w, h)
     rects = tile_bounds(proj.means2d, proj.radii, 16, w, h)
     counts = tile_list_lengths(proj, w, h, 16)
     assert counts.shape == (3, 3, 5)
@@ -123,9 +119,7 @@ def test_tile_list_lengths_count_rectangles():
 
 
 def test_gradcheck_features_and_viewmats():
-    means, quats, scales, opacities, feats, viewmats, Ks, w, h = random_scene(
-        n=4, batch=2, d=2, width=8, height=6
-    )
+    means, quats, scales, opacities, feats, viewmats, Ks, w, h = random_scene(n=4, batch=2, d=2, width=8, height=6)
     feats = feats.clone().requires_grad_(True)
     viewmats = viewmats.clone().requires_grad_(True)
 
@@ -153,9 +147,7 @@ def test_chunked_backward_recomputes_and_matches_single_chunk():
 
 
 def test_gradcheck_means_and_scales():
-    means, quats, scales, opacities, feats, viewmats, Ks, w, h = random_scene(
-        n=4, batch=1, d=2, width=8, height=6
-    )
+    means, quats, scales, opacities, feats, viewmats, Ks, w, h = random_scene(n=4, batch=1, d=2, width=8, height=6)
     means = means.clone().requires_grad_(True)
     scales = scales.clone().requires_grad_(True)
 
@@ -175,9 +167,7 @@ def test_chunking_and_batching_do_not_change_the_result():
     covars = quat_scale_to_covar(vol.quats, vol.scales)
     proj = project_gaussians(vol.means, covars, vol.opacities, viewmats, Ks, w, h)
     for layout in ("tiled", "dense"):
-        small = rasterize_torch(
-            proj, vol.opacities, feats.expand(3, -1, -1), w, h, layout=layout, element_budget=1000
-        )
+        small = rasterize_torch(proj, vol.opacities, feats.expand(3, -1, -1), w, h, layout=layout, element_budget=1000)
         torch.testing.assert_close(small[0], full.features)
 
 
@@ -212,9 +202,7 @@ def test_visibility_front_face_seen_back_face_hidden():
 
     vm = pose_to_viewmat(torch.tensor([0.0, math.pi]), 0.0, 0.0, 10.0)
     K = pascal3d_intrinsics(1.0, 3000.0, (400.0, 320.0), downsample=8).expand(2, 3, 3)
-    out = rasterize_features(
-        vol.means, vol.quats, vol.scales, vol.opacities, feats, vm, K, w, h, with_visibility=True
-    )
+    out = rasterize_features(vol.means, vol.quats, vol.scales, vol.opacities, feats, vm, K, w, h, with_visibility=True)
     y = vol.means[:, 1]
     front, back = y < -0.89, y > 0.89
     assert out.visible[0, front].all() and not out.visible[0, back].any()
@@ -230,9 +218,7 @@ def test_visibility_excludes_gaussians_outside_the_image():
 
     vm = pose_to_viewmat(0.0, 0.0, 0.0, 10.0)
     K = pascal3d_intrinsics(1.0, 3000.0, (100.0, 320.0), downsample=8)  # object centred at x=12.5 px
-    out = rasterize_features(
-        vol.means, vol.quats, vol.scales, vol.opacities, feats, vm, K, w, h, with_visibility=True
-    )
+    out = rasterize_features(vol.means, vol.quats, vol.scales, vol.opacities, feats, vm, K, w, h, with_visibility=True)
     assert out.visible.any()
     assert (out.means2d[0, out.visible[0], 0] >= 0).all()
     assert ((out.means2d[0, :, 0] < 0) & out.visible[0]).sum() == 0

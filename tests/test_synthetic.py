@@ -128,10 +128,7 @@ def test_ood_splits_leave_the_training_distribution():
         s = render_job(Job("test-ood/shape", "car", "car", i, "shape"), preset, size, seed=0).scene
         assert np.all((s.proportions < 0.85) | (s.proportions > 1.15))
         assert render_job(Job("t", "car", "car", i, "texture"), preset, size, 0).scene.texture in TEXTURES_OOD
-        assert (
-            render_job(Job("t", "car", "car", i, "context"), preset, size, 0).scene.background
-            in BACKGROUNDS_OOD
-        )
+        assert render_job(Job("t", "car", "car", i, "context"), preset, size, 0).scene.background in BACKGROUNDS_OOD
         s = render_job(Job("train", "car", "car", i), preset, size, seed=0).scene
         assert s.texture not in TEXTURES_OOD and s.background not in BACKGROUNDS_OOD
         assert np.all((s.proportions >= 0.85) & (s.proportions <= 1.15))

@@ -85,9 +85,7 @@ class NeuralVolumes(nn.Module):
         """
         Y, K, D = self.features.shape
         flat = class_ids * K + gauss_ids
-        sums = torch.zeros(Y * K, D, device=feats.device, dtype=torch.float32).index_add_(
-            0, flat, feats.float()
-        )
+        sums = torch.zeros(Y * K, D, device=feats.device, dtype=torch.float32).index_add_(0, flat, feats.float())
         counts = torch.zeros(Y * K, device=feats.device, dtype=torch.float32).index_add_(
             0, flat, torch.ones_like(flat, dtype=torch.float32)
         )

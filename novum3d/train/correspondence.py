@@ -25,9 +25,7 @@ def sample_features(feature_maps: Tensor, batch_ids: Tensor, points: Tensor) -> 
     """Bilinear samples of [B, D, h, w] maps at pixel coordinates [P, 2] (x, y; centres at +0.5)."""
     h, w = feature_maps.shape[-2:]
     grid = torch.stack([points[:, 0] / w * 2 - 1, points[:, 1] / h * 2 - 1], dim=-1)
-    out = torch.empty(
-        points.shape[0], feature_maps.shape[1], device=feature_maps.device, dtype=feature_maps.dtype
-    )
+    out = torch.empty(points.shape[0], feature_maps.shape[1], device=feature_maps.device, dtype=feature_maps.dtype)
     for b in batch_ids.unique():
         sel = batch_ids == b
         g = grid[sel].view(1, 1, -1, 2).to(feature_maps.dtype)
@@ -58,13 +56,12 @@ def find_correspondences(
     return Correspondences(batch_ids, class_ids, gauss_ids, sample_features(feature_maps, batch_ids, points))
 
 
-def background_features(
-    feature_maps: Tensor, object_masks: Tensor, per_image: int, generator: torch.Generator | None = None
-) -> Tensor:
+def background_features(feature_maps: Tensor, object_masks: Tensor, per_image: int, seeds: list[int]) -> Tensor:
     """Up to ``per_image`` features per image from cells off the object.
 
     Args:
         feature_maps: [B, D, h, w]; object_masks: [B, h, w] bool, True on the object.
+        seeds: one per image, so that the same image draws the same cells on any rank.
 
     Returns:
         [Q, D] unit features (detached).
@@ -75,7 +72,8 @@ def background_features(
         cells = torch.nonzero(~object_masks[b].reshape(-1))[:, 0]
         if cells.numel() == 0 or per_image == 0:
             continue
-        pick = torch.randperm(cells.numel(), generator=generator)[:per_image].to(cells.device)
+        g = torch.Generator().manual_seed(seeds[b])
+        pick = torch.randperm(cells.numel(), generator=g)[:per_image].to(cells.device)
         out.append(feature_maps[b].reshape(D, -1)[:, cells[pick]].T)
     if not out:
         return feature_maps.new_zeros(0, D)

@@ -53,9 +53,7 @@ def _alpha_at(means2d: Tensor, conics: Tensor, opac: Tensor, px: Tensor, py: Ten
     return alpha, (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
 
 
-def _depth_sorted(
-    proj: Projected, opacities: Tensor, features: Tensor, tile_size: int, width: int, height: int
-):
+def _depth_sorted(proj: Projected, opacities: Tensor, features: Tensor, tile_size: int, width: int, height: int):
     """Per-view Gaussian attributes sorted front to back (culled Gaussians last)."""
     B, N = proj.depths.shape
     culled = (proj.radii <= 0).any(-1)
@@ -82,9 +80,7 @@ def composite_dense(
         features [B, H, W, D], alpha [B, H, W], accumulated depth [B, H, W] (not normalised).
     """
     B = proj.depths.shape[0]
-    means2d, conics, depths, feats, opac, rects = _depth_sorted(
-        proj, opacities, features, tile_size, width, height
-    )
+    means2d, conics, depths, feats, opac, rects = _depth_sorted(proj, opacities, features, tile_size, width, height)
     ys, xs = torch.meshgrid(
         torch.arange(height, device=feats.device), torch.arange(width, device=feats.device), indexing="ij"
     )
@@ -115,9 +111,7 @@ def composite_tiled(
     """
     B = proj.depths.shape[0]
     device, dtype = features.device, features.dtype
-    means2d, conics, depths, feats, opac, rects = _depth_sorted(
-        proj, opacities, features, tile_size, width, height
-    )
+    means2d, conics, depths, feats, opac, rects = _depth_sorted(proj, opacities, features, tile_size, width, height)
     tiles_x, tiles_y = math.ceil(width / tile_size), math.ceil(height / tile_size)
     tile_ix = torch.arange(tiles_x, device=device).repeat(tiles_y)[:, None]  # [T, 1]
     tile_iy = torch.arange(tiles_y, device=device).repeat_interleave(tiles_x)[:, None]
@@ -200,9 +194,7 @@ def rasterize_torch(
     return tuple(torch.cat(parts, dim=0) for parts in zip(*outs, strict=True))  # type: ignore[return-value]
 
 
-def _composite_unpacked(
-    composite, means2d, conics, depths, radii, opacities, features, width, height, tile_size
-):
+def _composite_unpacked(composite, means2d, conics, depths, radii, opacities, features, width, height, tile_size):
     return composite(Projected(means2d, conics, depths, radii), opacities, features, width, height, tile_size)
 
 

@@ -1,0 +1,344 @@
+"""The trainer: one process, or one per GPU under torchrun (DistributedDataParallel).
+
+What every rank must agree on is kept identical by construction: the backbone through DDP's
+gradient all-reduce, the volume features through an all-reduced momentum update, and the
+background bank through an all-gather before each FIFO write. The loss is normalised by the
+global number of correspondences, so N ranks with B/N images each take the same step as one
+process with B images.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Subset
+from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
+
+from ..config import ExperimentConfig, config_to_dict
+from ..model.novum import NOVUM
+from .correspondence import background_features, find_correspondences, object_cells
+from .data import batch_cameras, collate, default_classes, open_split
+from .loss import contrastive_loss
+
+CHECKPOINT = "last.pt"
+PREVIOUS = "previous.pt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used; the message names the file and what to do."""
+
+
+@dataclass
+class StepStats:
+    loss: float
+    correspondences: int
+    images: int
+
+
+def _dist_info() -> tuple[int, int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+    return 0, 1, 0
+
+
+def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t
+
+
+def _all_gather_rows(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate [n_r, D] tensors of all ranks, in rank order (n_r may differ)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return t
+    world = dist.get_world_size()
+    n = torch.tensor([t.shape[0]], device=t.device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    longest = int(max(s.item() for s in sizes))
+    padded = F.pad(t, (0, 0, 0, longest - t.shape[0]))
+    parts = [torch.zeros_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes, strict=True)])
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}  # noqa: NPY002
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002 (global state other code may use)
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint; a truncated or foreign file raises CheckpointError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # torch raises several types for truncated zip archives
+        previous = path.with_name(PREVIOUS)
+        hint = f"; the one before it is {previous}" if previous.is_file() and previous != path else ""
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc}){hint}") from exc
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"{path}: not a novum3d checkpoint (no 'model' and 'config' entries)")
+    return ckpt
+
+
+class Trainer:
+    """Train NOVUM on the configured data; ``fit()`` runs the epochs, checkpointing each one."""
+
+    def __init__(self, cfg: ExperimentConfig, resume: bool = False, quiet: bool = False):
+        self.cfg = cfg
+        self.rank, self.world, local_rank = _dist_info()
+        self.quiet = quiet or self.rank != 0
+        if cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available()):
+            self.device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+        self.amp = cfg.train.amp and self.device.type == "cuda"
+        self.out = Path(cfg.train.out_dir)
+        torch.manual_seed(cfg.train.seed)
+        np.random.seed(cfg.train.seed)  # noqa: NPY002
+        random.seed(cfg.train.seed)
+
+        classes = default_classes(cfg.data, cfg.volume.categories)
+        self.train_set = open_split(cfg.data, "train", classes)
+        self.val_set = open_split(cfg.data, "val", classes)
+        if cfg.train.val_max_images is not None and len(self.val_set) > cfg.train.val_max_images:
+            step = len(self.val_set) / cfg.train.val_max_images
+            self.val_set = Subset(self.val_set, [int(i * step) for i in range(cfg.train.val_max_images)])
+
+        self.model = NOVUM(cfg, classes).to(self.device)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if cfg.model.freeze_batchnorm:
+            for m in self.model.backbone.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.eval()
+                    m.requires_grad_(False)
+        self.backbone = self.model.backbone
+        if self.world > 1:
+            self.backbone = DistributedDataParallel(
+                self.model.backbone, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.optimizer = torch.optim.Adam(
+            [p for p in self.model.backbone.parameters() if p.requires_grad],
+            lr=cfg.optim.lr,
+            weight_decay=cfg.optim.weight_decay,
+        )
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.optim.epochs)
+        self.neighbors = self.model.volumes.neighbor_mask(cfg.loss.neighbor_radius)
+        self.epoch = 0
+        self.global_step = 0
+        self.history: list[dict[str, Any]] = []
+        if resume:
+            self.resume(self.out / CHECKPOINT)
+
+    # ---- data -------------------------------------------------------------------------
+    def train_loader(self, epoch: int) -> DataLoader:
+        per_rank = max(1, self.cfg.optim.batch_size // self.world)
+        if self.world > 1:
+            sampler = DistributedSampler(self.train_set, self.world, self.rank, shuffle=True, seed=self.cfg.train.seed)
+            sampler.set_epoch(epoch)
+            kwargs: dict[str, Any] = {"sampler": sampler}
+        else:
+            # The order of epoch e depends only on (seed, e): a resumed run sees the same batches.
+            g = torch.Generator().manual_seed(self.cfg.train.seed * 100_003 + epoch)
+            kwargs = {"shuffle": True, "generator": g}
+        return DataLoader(
+            self.train_set,
+            batch_size=per_rank,
+            num_workers=self.cfg.data.num_workers,
+            collate_fn=partial(collate, image_size=self.cfg.data.image_size),
+            drop_last=len(self.train_set) >= per_rank * self.world,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+            **kwargs,
+        )
+
+    # ---- one step ---------------------------------------------------------------------
+    def train_step(self, batch: dict[str, Any]) -> StepStats:
+        cfg, vols = self.cfg, self.model.volumes
+        self.backbone.train()
+        if cfg.model.freeze_batchnorm:
+            for m in self.model.backbone.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.eval()
+        images = batch["image"].to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        labels = batch["label"].to(self.device)
+        viewmats, Ks = batch_cameras(batch, self.model.stride, self.device)
+        from ..model.backbone import normalize_images
+
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            maps = self.backbone(normalize_images(images))
+        maps = maps.float()
+        corr = find_correspondences(vols, maps, labels, viewmats, Ks)
+        local = contrastive_loss(
+            corr.features,
+            corr.class_ids,
+            corr.gauss_ids,
+            vols.features,
+            vols.valid,
+            self.neighbors,
+            vols.bank,
+            cfg.loss,
+        )
+        count = torch.tensor([float(len(corr.batch_ids))], device=self.device)
+        total = _all_reduce_sum(count.clone())
+        # Sum over this rank's correspondences / global count, times world: DDP's gradient mean
+        # then equals the gradient of the global mean loss.
+        loss = local * count[0] * self.world / total[0].clamp(min=1)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        vols.momentum_update(
+            corr.class_ids, corr.gauss_ids, corr.features.detach(), cfg.optim.volume_momentum, reduce=_all_reduce_sum
+        )
+        masks = batch["mask"].to(self.device) if batch["mask"] is not None else None
+        on_object = object_cells(masks, batch["bbox"].to(self.device), images.shape[-2:], maps.shape[-2:])
+        first = self.rank * images.shape[0]  # this rank's images' places in the global batch
+        seeds = [hash((cfg.train.seed, self.global_step, first + b)) % 2**62 for b in range(images.shape[0])]
+        bg = background_features(maps.detach(), on_object, cfg.bank.per_image, seeds)
+        vols.enqueue_background(_all_gather_rows(bg))
+        self.global_step += 1
+        global_loss = _all_reduce_sum((local.detach() * count).clone())[0] / total[0].clamp(min=1)
+        return StepStats(float(global_loss), int(total.item()), images.shape[0] * self.world)
+
+    # ---- validation -------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Geometry-free classification accuracy on the validation split (rank 0's view)."""
+        self.model.eval()
+        loader = DataLoader(
+            self.val_set,
+            batch_size=max(1, self.cfg.optim.batch_size),
+            num_workers=self.cfg.data.num_workers,
+            collate_fn=partial(collate, image_size=self.cfg.data.image_size),
+        )
+        correct = seen = 0
+        for batch in loader:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                scores = self.model.classify(batch["image"].to(self.device))
+            correct += int((scores.argmax(1).cpu() == batch["label"]).sum())
+            seen += len(batch["label"])
+        self.model.train()
+        return {"val_accuracy": correct / max(seen, 1), "val_images": seen}
+
+    # ---- checkpoints ------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "rng": _rng_state(),
+            "config": config_to_dict(self.cfg),
+            "classes": self.model.classes,
+            "history": self.history,
+        }
+
+    def save(self) -> Path:
+        """Write then rename: a crash mid-write leaves the last good checkpoint in place."""
+        if self.rank != 0:
+            return self.out / CHECKPOINT
+        self.out.mkdir(parents=True, exist_ok=True)
+        tmp = self.out / f"{CHECKPOINT}.tmp"
+        torch.save(self.state(), tmp)
+        last = self.out / CHECKPOINT
+        if last.exists():
+            os.replace(last, self.out / PREVIOUS)
+        os.replace(tmp, last)
+        return last
+
+    def resume(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, self.device)
+        if ckpt["classes"] != self.model.classes:
+            raise CheckpointError(f"{path}: trained on classes {ckpt['classes']}, config has {self.model.classes}")
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path}: does not match this config's model ({exc})") from exc
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.epoch, self.global_step = ckpt["epoch"], ckpt["global_step"]
+        self.history = ckpt.get("history", [])
+        _set_rng_state(ckpt["rng"])
+
+    # ---- the loop ---------------------------------------------------------------------
+    def fit(self, until_epoch: int | None = None) -> list[dict[str, Any]]:
+        """Train until ``optim.epochs`` (or ``until_epoch``), checkpointing after every epoch."""
+        cfg = self.cfg
+        last_epoch = min(cfg.optim.epochs, until_epoch or cfg.optim.epochs)
+        log_path = self.out / "metrics.jsonl"
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+        while self.epoch < last_epoch:
+            loader = self.train_loader(self.epoch)
+            steps = (
+                len(loader)
+                if cfg.train.max_steps_per_epoch is None
+                else min(len(loader), cfg.train.max_steps_per_epoch)
+            )
+            bar = tqdm(total=steps, desc=f"epoch {self.epoch + 1}/{cfg.optim.epochs}", disable=self.quiet, unit="step")
+            start, images, losses = time.perf_counter(), 0, []
+            for i, batch in enumerate(loader):
+                if i >= steps:
+                    break
+                stats = self.train_step(batch)
+                if not math.isfinite(stats.loss):
+                    raise FloatingPointError(f"loss became {stats.loss} at step {self.global_step}")
+                images += stats.images
+                losses.append(stats.loss)
+                rate = images / (time.perf_counter() - start)
+                bar.set_postfix(loss=f"{stats.loss:.3f}", img_s=f"{rate:.1f}")
+                bar.update()
+                if self.rank == 0 and self.global_step % cfg.train.log_every == 0:
+                    with log_path.open("a") as fh:
+                        fh.write(json.dumps({"step": self.global_step, "loss": stats.loss, "img_s": rate}) + "\n")
+            bar.close()
+            self.scheduler.step()
+            self.epoch += 1
+            record = {
+                "epoch": self.epoch,
+                "loss": float(np.mean(losses)) if losses else float("nan"),
+                "images_per_s": images / max(time.perf_counter() - start, 1e-9),
+                "seconds": time.perf_counter() - start,
+            }
+            if self.epoch % cfg.train.val_every == 0 or self.epoch == cfg.optim.epochs:
+                record |= self.validate()
+            self.history.append(record)
+            if self.rank == 0:
+                with log_path.open("a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+                if not self.quiet:
+                    tqdm.write(json.dumps(record))
+            self.save()
+        return self.history

@@ -1,0 +1,119 @@
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from novum3d.config import load_experiment
+from novum3d.data.synthetic import generate
+from novum3d.train.data import collate
+from novum3d.train.trainer import CheckpointError, Trainer
+
+CLASSES = ["car", "bus"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train") / "tiny"
+    generate(root, "tiny", seed=0, categories=CLASSES)
+    return root
+
+
+def tiny_config(data_root, out, **extra):
+    overrides = [
+        f"data.root={data_root}", "data.image_size=[64, 64]", "data.num_workers=0", f"data.classes={CLASSES}",
+        "model.backbone=resnet18", "model.feature_dim=16", "volume.num_gaussians=120", "bank.size=64",
+        "bank.per_image=4", "optim.batch_size=4", "optim.epochs=3", f"train.out_dir={out}", "train.device=cpu",
+    ] + [f"{k}={v}" for k, v in extra.items()]  # fmt: skip
+    return load_experiment("configs/synthetic-small.yaml", overrides)
+
+
+def test_resume_gives_the_identical_next_step(data_root, tmp_path):
+    cfg = tiny_config(data_root, tmp_path / "run")
+    a = Trainer(cfg, quiet=True)
+    a.fit(until_epoch=1)
+    batch = next(iter(a.train_loader(1)))
+    loss_a = a.train_step(batch).loss
+    b = Trainer(tiny_config(data_root, tmp_path / "run"), resume=True, quiet=True)
+    assert b.epoch == 1 and b.global_step == a.global_step - 1
+    batch_b = next(iter(b.train_loader(1)))
+    assert torch.equal(batch_b["image"], batch["image"])  # same data order after resume
+    loss_b = b.train_step(batch_b).loss
+    assert loss_a == pytest.approx(loss_b, rel=1e-6, abs=1e-7)
+    torch.testing.assert_close(a.model.volumes.features, b.model.volumes.features)
+    torch.testing.assert_close(a.model.volumes.bank, b.model.volumes.bank)
+
+
+def test_truncated_checkpoint_is_a_clear_error_and_the_previous_survives(data_root, tmp_path):
+    cfg = tiny_config(data_root, tmp_path / "run", **{"train.max_steps_per_epoch": 1})
+    t = Trainer(cfg, quiet=True)
+    t.fit(until_epoch=2)
+    last, previous = tmp_path / "run" / "last.pt", tmp_path / "run" / "previous.pt"
+    assert last.is_file() and previous.is_file()
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"last\.pt: unreadable checkpoint.*previous\.pt"):
+        Trainer(cfg, resume=True, quiet=True)
+    shutil.copy(previous, last)
+    assert Trainer(cfg, resume=True, quiet=True).epoch == 1
+
+
+def _ddp_worker(rank, world, data_root, out, batch, result_path):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29533", LOCAL_RANK=str(rank))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    cfg = tiny_config(data_root, out, **{"model.freeze_batchnorm": "true"})
+    t = Trainer(cfg, quiet=True)
+    per = batch["image"].shape[0] // world
+    part = {k: (v[rank * per : (rank + 1) * per] if torch.is_tensor(v) else v) for k, v in batch.items()}
+    loss = t.train_step(part).loss
+    if rank == 0:
+        torch.save({"features": t.model.volumes.features, "bank": t.model.volumes.bank, "loss": loss}, result_path)
+    torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_processes_match_one_process_on_the_same_global_batch(data_root, tmp_path):
+    cfg = tiny_config(data_root, tmp_path / "one", **{"model.freeze_batchnorm": "true"})
+    single = Trainer(cfg, quiet=True)
+    samples = [single.train_set[i] for i in range(4)]
+    batch = collate(samples, (64, 64))
+    loss = single.train_step(batch).loss
+    result = tmp_path / "ddp.pt"
+    mp.spawn(_ddp_worker, args=(2, data_root, tmp_path / "two", batch, result), nprocs=2, join=True)
+    ddp = torch.load(result)
+    torch.testing.assert_close(ddp["features"], single.model.volumes.features, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ddp["bank"], single.model.volumes.bank, atol=1e-5, rtol=1e-5)
+    assert ddp["loss"] == pytest.approx(loss, rel=1e-4)
+
+
+def run_script(*args):
+    return subprocess.run([sys.executable, "scripts/train.py", *args], capture_output=True, text=True, check=False)
+
+
+def test_train_script_without_data_says_how_to_get_it(tmp_path):
+    run = run_script("configs/cube.yaml", f"data.root={tmp_path / 'nothing'}")
+    assert run.returncode == 2
+    assert "make_synthetic.py" in run.stderr and "prepare_pascal3d.py" in run.stderr
+
+
+def test_train_script_names_bad_config_keys(tmp_path):
+    run = run_script("configs/cube.yaml", "optim.lr=fast")
+    assert run.returncode == 2 and "optim.lr: expected a number" in run.stderr
+    run = run_script("configs/cube.yaml", "optim.learning_rate=1")
+    assert run.returncode == 2 and "unknown key(s) ['learning_rate']" in run.stderr
+
+
+def test_train_script_runs_and_resumes(data_root, tmp_path):
+    common = [
+        f"data.root={data_root}", "data.image_size=[64,64]", "data.num_workers=0", "model.feature_dim=16",
+        "volume.num_gaussians=120", "optim.batch_size=8", f"train.out_dir={tmp_path}", "train.device=cpu",
+    ]  # fmt: skip
+    run = run_script("configs/synthetic-small.yaml", *common, "optim.epochs=1")
+    assert run.returncode == 0, run.stderr
+    assert "val accuracy" in run.stdout and (tmp_path / "last.pt").is_file()
+    run = run_script("configs/synthetic-small.yaml", *common, "optim.epochs=2", "--resume")
+    assert run.returncode == 0, run.stderr
+    assert "done: 2 epochs" in run.stdout
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) >= 2
