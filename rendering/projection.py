@@ -58,9 +58,9 @@ def project_gaussians(
     """Project 3D Gaussians into B pinhole cameras.
 
     Args:
-        means: [N, 3] world positions.
-        covars: [N, 3, 3] world covariances.
-        opacities: [N] in [0, 1]; used only for the radius and culling.
+        means: [N, 3] world positions, or [B, N, 3] for Gaussians that differ per view.
+        covars: [N, 3, 3] or [B, N, 3, 3] world covariances.
+        opacities: [N] or [B, N] in [0, 1]; used only for the radius and culling.
         viewmats: [B, 4, 4] world-to-camera, OpenCV frame.
         Ks: [B, 3, 3].
         width, height: image size in pixels.
@@ -69,8 +69,11 @@ def project_gaussians(
         :class:`Projected`.
     """
     rot, trans = viewmats[:, :3, :3], viewmats[:, :3, 3]
-    means_c = torch.einsum("bij,nj->bni", rot, means) + trans[:, None, :]
-    covars_c = torch.einsum("bij,njk,blk->bnil", rot, covars, rot)
+    B = viewmats.shape[0]
+    means = means.expand(B, *means.shape[-2:])
+    covars = covars.expand(B, *covars.shape[-3:])
+    means_c = torch.einsum("bij,bnj->bni", rot, means) + trans[:, None, :]
+    covars_c = torch.einsum("bij,bnjk,blk->bnil", rot, covars, rot)
 
     tx, ty, tz = means_c.unbind(-1)
     fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]

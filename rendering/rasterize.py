@@ -195,16 +195,25 @@ def project_visible(
     """Per-Gaussian projected centres and visibility, without rasterizing any image.
 
     Same visibility rule as :func:`rasterize_features` with ``with_visibility=True``; this is
-    what training needs to find correspondences, at a fraction of the cost.
+    what training needs to find correspondences, at a fraction of the cost. The Gaussians may
+    differ per view (a batch of images of different objects in one call); Gaussians with
+    opacity 0 are culled, which lets callers pad volumes of different sizes.
 
     Args:
-        means [N, 3], quats [N, 4], scales [N, 3], opacities [N]; viewmats [B, 4, 4]; Ks [B, 3, 3].
+        means [N, 3] or [B, N, 3]; quats [.., N, 4]; scales [.., N, 3]; opacities [N] or [B, N];
+        viewmats [B, 4, 4]; Ks [B, 3, 3].
 
     Returns:
         means2d [B, N, 2] (pixel coordinates, differentiable w.r.t. cameras), visible [B, N] bool.
     """
-    features = means.new_zeros(means.shape[0], 1)
-    _check_inputs(means, quats, scales, opacities, features, viewmats, Ks, width, height)
+    _check_shape("viewmats", viewmats, (None, 4, 4), "[B, 4, 4]")
+    B = viewmats.shape[0]
+    _check_shape("Ks", Ks, (B, 3, 3), f"[B, 3, 3] with B={B}")
+    lead = () if means.dim() == 2 else (B,)
+    N = means.shape[-2]
+    for name, t, last in (("means", means, 3), ("quats", quats, 4), ("scales", scales, 3)):
+        _check_shape(name, t, (*lead, N, last), f"[{'B, ' if lead else ''}N, {last}] with N={N}")
+    _check_shape("opacities", opacities, (*lead, N), f"[{'B, ' if lead else ''}N] with N={N}")
     dtype = torch.promote_types(means.dtype, viewmats.dtype)
     covars = quat_scale_to_covar(quats.to(dtype), scales.to(dtype))
     proj = project_gaussians(

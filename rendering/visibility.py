@@ -31,8 +31,8 @@ def gaussian_visibility(
 
     Args:
         proj: :class:`~rendering.projection.Projected`, B views of N Gaussians.
-        opacities: [N].
-        depth_margin: [N] depth, in world units, an occluder must lie in front by
+        opacities: [N] or [B, N].
+        depth_margin: [N] or [B, N] depth, in world units, an occluder must lie in front by
             (about two standard deviations of the Gaussian).
         threshold: transmittance needed to count as visible, in (0, 1).
 
@@ -44,6 +44,8 @@ def gaussian_visibility(
     m = proj.means2d
     inside = (m[..., 0] >= 0) & (m[..., 0] < width) & (m[..., 1] >= 0) & (m[..., 1] < height)
     candidate = inside & ~culled
+    opacities = opacities.expand(B, N)
+    depth_margin = depth_margin.expand(B, N)
     chunk = max(1, element_budget // max(1, N * N))
     log_t = []
     for s in range(0, B, chunk):
@@ -53,8 +55,8 @@ def gaussian_visibility(
         d = means[:, :, None, :] - means[:, None, :, :]
         a, b, c = (conics[:, None, :, k] for k in range(3))
         sigma = 0.5 * (a * d[..., 0] ** 2 + c * d[..., 1] ** 2) + b * d[..., 0] * d[..., 1]
-        alpha = torch.clamp(opacities[None, None, :] * torch.exp(-sigma), max=MAX_ALPHA)
-        in_front = depths[:, None, :] < depths[:, :, None] - depth_margin[None, :, None]
+        alpha = torch.clamp(opacities[sl, None, :] * torch.exp(-sigma), max=MAX_ALPHA)
+        in_front = depths[:, None, :] < depths[:, :, None] - depth_margin[sl, :, None]
         occluder = in_front & ~culled[sl][:, None, :] & (alpha >= ALPHA_THRESHOLD) & (sigma >= 0)
         log_t.append(torch.where(occluder, torch.log1p(-alpha), torch.zeros_like(alpha)).sum(-1))
     transmittance_ok = torch.cat(log_t, dim=0) > math.log(threshold)

@@ -10,6 +10,7 @@ full (640x800, for the GPU benchmark). Same seed -> byte-identical files.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -28,19 +29,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="processes")
     parser.add_argument("--classes", default=None, help="comma list (default: all 12)")
     parser.add_argument("--preview", action="store_true", help="also write preview.png, samples of each split")
+    parser.add_argument(
+        "--counts", default=None, help="override the preset's per-class counts, e.g. train=40,val=4,test=0,corrupted=0"
+    )
     args = parser.parse_args(argv)
     out = Path(args.out or f"data/synthetic-{args.preset}")
     if (out / "dataset.json").exists():
         print(f"error: {out} already holds a data set (dataset.json); choose another --out", file=sys.stderr)
         return 2
     classes = args.classes.split(",") if args.classes else None
+    preset = PRESETS[args.preset]
+    if args.counts:
+        try:
+            counts = {k: int(v) for k, v in (item.split("=") for item in args.counts.split(","))}
+            preset = dataclasses.replace(preset, **counts)
+        except (ValueError, TypeError) as exc:
+            print(
+                f"error: --counts: expected e.g. train=40,val=4 with keys train/val/test/corrupted ({exc})",
+                file=sys.stderr,
+            )
+            return 2
     start = time.perf_counter()
 
     def progress(it, total):
         return tqdm(it, total=total, unit="img", desc=f"synthetic {args.preset}")
 
     try:
-        manifest = generate(out, args.preset, args.seed, args.workers, classes, progress=progress)
+        manifest = generate(out, preset, args.seed, args.workers, classes, progress=progress)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -144,6 +144,18 @@ def test_correspondences_lie_on_visible_projected_gaussians():
     assert torch.equal(corr.class_ids, labels[corr.batch_ids])
     assert (corr.gauss_ids < v.valid.sum(1)[corr.class_ids]).all()
     assert set(corr.batch_ids.tolist()) == {0, 1, 2}
+    # The batched call equals projecting each image's own class volume separately.
+    from rendering import project_visible
+
+    for b in range(3):
+        vol = v.volume(int(labels[b]))
+        means2d, visible = project_visible(
+            vol.means, vol.quats, vol.scales, vol.opacities, vm[b : b + 1], K[b : b + 1], 32, 32
+        )
+        mine = corr.gauss_ids[corr.batch_ids == b]
+        assert torch.equal(mine, torch.nonzero(visible[0])[:, 0])
+        expected = sample_features(maps, torch.full_like(mine, b), means2d[0, mine])
+        torch.testing.assert_close(corr.features[corr.batch_ids == b], expected)
 
 
 def test_object_cells_and_background_sampling():

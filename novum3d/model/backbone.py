@@ -16,11 +16,17 @@ class FeatureBackbone(nn.Module):
     """torchvision ResNet-50/18 trunk whose stride 16 and 32 outputs are upsampled and fused
     into the stride-8 stage (as NeMo/NOVUM do), then projected to D unit-norm channels.
 
+    The fusion is FPN-like: 1x1 lateral convolutions to ``width`` channels, then 3x3 fusions at
+    that width. Fusing at the trunk's own widths (3072 -> 1024 and 1536 -> 512 channels) cost
+    more than the whole ResNet-50 trunk at 640x800 (measured on an H100: 130 ms per 32 images).
+
     Weights are random unless ``weights`` names a local file holding a torchvision ResNet
     ``state_dict``; nothing is ever downloaded.
     """
 
-    def __init__(self, arch: str = "resnet50", feature_dim: int = 128, weights: str | Path | None = None):
+    def __init__(
+        self, arch: str = "resnet50", feature_dim: int = 128, weights: str | Path | None = None, width: int = 256
+    ):
         super().__init__()
         if arch not in ("resnet50", "resnet18"):
             raise ValueError(f"arch: expected 'resnet50' or 'resnet18', got {arch!r}")
@@ -30,18 +36,20 @@ class FeatureBackbone(nn.Module):
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
         self.layer2, self.layer3, self.layer4 = net.layer2, net.layer3, net.layer4
         c2, c3, c4 = (128, 256, 512) if arch == "resnet18" else (512, 1024, 2048)
-        self.fuse3 = _conv_block(c4 + c3, c3)
-        self.fuse2 = _conv_block(c3 + c2, c2)
-        self.head = nn.Conv2d(c2, feature_dim, kernel_size=1)
+        self.lateral2, self.lateral3 = nn.Conv2d(c2, width, 1), nn.Conv2d(c3, width, 1)
+        self.lateral4 = nn.Conv2d(c4, width, 1)
+        self.fuse3 = _conv_block(2 * width, width)
+        self.fuse2 = _conv_block(2 * width, width)
+        self.head = nn.Conv2d(width, feature_dim, kernel_size=1)
         self.feature_dim = feature_dim
 
     def forward(self, images: Tensor) -> Tensor:
         """Images [B, 3, H, W] (ImageNet-normalised) -> unit features [B, D, H/8, W/8]."""
         x2 = self.layer2(self.stem(images))
         x3 = self.layer3(x2)
-        x4 = self.layer4(x3)
-        y3 = self.fuse3(torch.cat([F.interpolate(x4, size=x3.shape[-2:], mode="bilinear"), x3], 1))
-        y2 = self.fuse2(torch.cat([F.interpolate(y3, size=x2.shape[-2:], mode="bilinear"), x2], 1))
+        x4 = self.lateral4(self.layer4(x3))
+        y3 = self.fuse3(torch.cat([F.interpolate(x4, size=x3.shape[-2:], mode="bilinear"), self.lateral3(x3)], 1))
+        y2 = self.fuse2(torch.cat([F.interpolate(y3, size=x2.shape[-2:], mode="bilinear"), self.lateral2(x2)], 1))
         return F.normalize(self.head(y2).float(), dim=1)
 
 

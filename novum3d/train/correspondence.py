@@ -25,11 +25,15 @@ def sample_features(feature_maps: Tensor, batch_ids: Tensor, points: Tensor) -> 
     """Bilinear samples of [B, D, h, w] maps at pixel coordinates [P, 2] (x, y; centres at +0.5)."""
     h, w = feature_maps.shape[-2:]
     grid = torch.stack([points[:, 0] / w * 2 - 1, points[:, 1] / h * 2 - 1], dim=-1)
-    out = torch.empty(points.shape[0], feature_maps.shape[1], device=feature_maps.device, dtype=feature_maps.dtype)
-    for b in batch_ids.unique():
-        sel = batch_ids == b
-        g = grid[sel].view(1, 1, -1, 2).to(feature_maps.dtype)
-        out[sel] = F.grid_sample(feature_maps[b : b + 1], g, mode="bilinear", align_corners=False)[0, :, 0].T
+    # One grid_sample for the batch: each image's points padded to the longest list.
+    counts = torch.bincount(batch_ids, minlength=feature_maps.shape[0])
+    order = torch.argsort(batch_ids, stable=True)
+    slot = torch.arange(len(batch_ids), device=batch_ids.device) - (torch.cumsum(counts, 0) - counts)[batch_ids[order]]
+    padded = grid.new_zeros(feature_maps.shape[0], 1, max(int(counts.max()), 1), 2)
+    padded[batch_ids[order], 0, slot] = grid[order]
+    sampled = F.grid_sample(feature_maps, padded.to(feature_maps.dtype), mode="bilinear", align_corners=False)
+    out = torch.empty(len(batch_ids), feature_maps.shape[1], device=feature_maps.device, dtype=feature_maps.dtype)
+    out[order] = sampled[batch_ids[order], :, 0, slot]
     return F.normalize(out, dim=-1)
 
 
@@ -38,22 +42,21 @@ def find_correspondences(
 ) -> Correspondences:
     """Project each image's class volume at its pose and sample features at the visible Gaussians.
 
+    All images go through one projection call: each view gets its own class's Gaussians, padded
+    ones carry opacity 0 and are culled.
+
     Args:
         feature_maps: [B, D, h, w]; labels: [B]; viewmats: [B, 4, 4]; Ks: [B, 3, 3] at feature-map scale.
     """
     h, w = feature_maps.shape[-2:]
-    parts = []
-    for y in labels.unique().tolist():
-        idx = torch.nonzero(labels == y)[:, 0]
-        vol = volumes.volume(y)
-        with torch.no_grad():
-            means2d, visible = project_visible(
-                vol.means, vol.quats, vol.scales, vol.opacities, viewmats[idx].float(), Ks[idx].float(), w, h
-            )
-        b, k = torch.nonzero(visible, as_tuple=True)
-        parts.append((idx[b], torch.full_like(k, y), k, means2d[b, k]))
-    batch_ids, class_ids, gauss_ids, points = (torch.cat(t) for t in zip(*parts, strict=True))
-    return Correspondences(batch_ids, class_ids, gauss_ids, sample_features(feature_maps, batch_ids, points))
+    v = volumes
+    with torch.no_grad():
+        opacities = v.opacities[labels] * v.valid[labels]
+        means2d, visible = project_visible(
+            v.means[labels], v.quats[labels], v.scales[labels], opacities, viewmats.float(), Ks.float(), w, h
+        )
+    b, k = torch.nonzero(visible, as_tuple=True)
+    return Correspondences(b, labels[b], k, sample_features(feature_maps, b, means2d[b, k]))
 
 
 def background_features(feature_maps: Tensor, object_masks: Tensor, per_image: int, seeds: list[int]) -> Tensor:

@@ -267,6 +267,7 @@ def generate(
     """Write the whole synthetic benchmark under ``out``; returns the manifest (also dataset.json)."""
     out = Path(out)
     spec = PRESETS[preset] if isinstance(preset, str) else preset
+    name = preset if isinstance(preset, str) else next((k for k, v in PRESETS.items() if v == spec), "custom")
     cats = load_categories()
     sizes = {c.name: c.size for c in cats}
     names = categories or [c.name for c in cats]
@@ -295,7 +296,7 @@ def generate(
         counts[rec["split"]] = counts.get(rec["split"], 0) + 1
     manifest = {
         "format": "novum3d-synthetic/1 (NeMo preprocessed layout)",
-        "preset": preset if isinstance(preset, str) else "custom",
+        "preset": name,
         "preset_spec": asdict(spec),
         "seed": seed,
         "categories": names,
