@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import statistics
 import sys
 import time
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from novum3d.config import load_experiment
 from novum3d.model.backbone import normalize_images
 from novum3d.train.correspondence import find_correspondences
-from novum3d.train.data import batch_cameras
+from novum3d.train.data import batch_cameras, images_to_device
 from novum3d.train.loss import contrastive_loss
 from novum3d.train.trainer import Trainer
 
@@ -53,11 +54,14 @@ def main() -> int:
     parser.add_argument("--out", default="BENCHMARKS.md")
     args = parser.parse_args()
     cfg = load_experiment(args.config, [*args.overrides, "train.out_dir=/tmp/novum3d-bench"])
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:  # under torchrun: optim.batch_size is the global batch, split over ranks
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     trainer = Trainer(cfg, quiet=True)
     dev = trainer.device
     loader = trainer.train_loader(0)
     batches = [b for _, b in zip(range(min(4, len(loader))), loader, strict=False)]
-    B = batches[0]["image"].shape[0]
+    B = batches[0]["image"].shape[0] * world  # global batch
     for b in batches[:2]:
         trainer.train_step(b)  # warm-up: cuDNN autotuning, allocator
     step_s = timed(lambda: [trainer.train_step(b) for b in batches], dev, max(1, args.steps // len(batches))) / len(
@@ -65,9 +69,7 @@ def main() -> int:
     )
 
     batch = batches[0]
-    images = batch["image"].to(dev)
-    if dev.type == "cuda":
-        images = images.contiguous(memory_format=torch.channels_last)
+    images = images_to_device(batch["image"], dev)
     vm, Ks = batch_cameras(batch, trainer.model.stride, dev)
     labels = batch["label"].to(dev)
     v = trainer.model.volumes
@@ -98,11 +100,14 @@ def main() -> int:
         if i >= args.steps:
             break
         trainer.train_step(b)
-        n += b["image"].shape[0]
+        n += b["image"].shape[0] * world
     sync(dev)
     loader_rate = n / (time.perf_counter() - t)
+    if trainer.rank != 0:
+        return 0
 
     name = torch.cuda.get_device_name() if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    name = f"{world} x {name}" if world > 1 else name
     H, W = cfg.data.image_size
     lines = [
         f"### Training throughput, {name} ({datetime.date.today().isoformat()})",
@@ -111,6 +116,8 @@ def main() -> int:
         f"{int(v.valid.sum(1).max())} Gaussians, bank {v.bank.shape[0]}, bf16 autocast {trainer.amp}, "
         f"{len(corr.batch_ids)} correspondences in the timed batch. torch {torch.__version__}. "
         f"Command: `python benchmarks/train_throughput.py {args.config} {' '.join(args.overrides)}`",
+        "",
+        f"{world} process(es); the parts below are one rank's." if world > 1 else "",
         "",
         "| measure | value |",
         "|---|---|",

@@ -43,7 +43,7 @@ def open_split(cfg: DataConfig, split: str, classes: list[str]) -> Dataset:
                 f"  python scripts/make_synthetic.py --preset small --out {root} --workers 2\n"
                 "or point data.root at preprocessed PASCAL3D+ (data.layout=pascal3d, see scripts/prepare_pascal3d.py)"
             )
-        return Pascal3DPreprocessed(folder, classes)
+        return Pascal3DPreprocessed(folder, classes, uint8_images=True)
     folder = root if split == "train" else Path(cfg.val_root or "")
     if not (folder / "annotations").is_dir():
         raise MissingDataError(
@@ -51,7 +51,14 @@ def open_split(cfg: DataConfig, split: str, classes: list[str]) -> Dataset:
             f"  python scripts/prepare_pascal3d.py --raw <PASCAL3D+_release1.1> --out {folder}\n"
             "set data.val_root for validation, or train on synthetic data (data.layout=synthetic)"
         )
-    return Pascal3DPreprocessed(folder, classes)
+    return Pascal3DPreprocessed(folder, classes, uint8_images=True)
+
+
+def images_to_device(images: Tensor, device: torch.device) -> Tensor:
+    """uint8 (or float) [B, 3, H, W] -> float in [0, 1] on ``device``, channels_last on CUDA."""
+    images = images.to(device, non_blocking=True)
+    images = images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+    return images.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else images
 
 
 def collate(samples: list[dict[str, Any]], image_size: tuple[int, int]) -> dict[str, Any]:

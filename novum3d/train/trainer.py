@@ -31,7 +31,7 @@ from tqdm import tqdm
 from ..config import ExperimentConfig, config_to_dict
 from ..model.novum import NOVUM
 from .correspondence import background_features, find_correspondences, object_cells
-from .data import batch_cameras, collate, default_classes, open_split
+from .data import batch_cameras, collate, default_classes, images_to_device, open_split
 from .loss import contrastive_loss
 
 CHECKPOINT = "last.pt"
@@ -191,9 +191,7 @@ class Trainer:
             for m in self.model.backbone.modules():
                 if isinstance(m, torch.nn.BatchNorm2d):
                     m.eval()
-        images = batch["image"].to(self.device, non_blocking=True)
-        if self.device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = images_to_device(batch["image"], self.device)
         labels = batch["label"].to(self.device)
         viewmats, Ks = batch_cameras(batch, self.model.stride, self.device)
         from ..model.backbone import normalize_images
@@ -247,7 +245,7 @@ class Trainer:
         correct = seen = 0
         for batch in loader:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                scores = self.model.classify(batch["image"].to(self.device))
+                scores = self.model.classify(images_to_device(batch["image"], self.device))
             correct += int((scores.argmax(1).cpu() == batch["label"]).sum())
             seen += len(batch["label"])
         self.model.train()
