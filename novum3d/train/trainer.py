@@ -91,6 +91,15 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _tensorboard_writer(path: Path):
+    """A TensorBoard writer when the optional ``tensorboard`` package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(path))
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint; a truncated or foreign file raises CheckpointError naming it."""
     path = Path(path)
@@ -157,6 +166,7 @@ class Trainer:
         self.epoch = 0
         self.global_step = 0
         self.history: list[dict[str, Any]] = []
+        self.tensorboard = _tensorboard_writer(self.out / "tensorboard") if self.rank == 0 else None
         if resume:
             self.resume(self.out / CHECKPOINT)
 
@@ -324,6 +334,9 @@ class Trainer:
                 if self.rank == 0 and self.global_step % cfg.train.log_every == 0:
                     with log_path.open("a") as fh:
                         fh.write(json.dumps({"step": self.global_step, "loss": stats.loss, "img_s": rate}) + "\n")
+                    if self.tensorboard is not None:
+                        self.tensorboard.add_scalar("train/loss", stats.loss, self.global_step)
+                        self.tensorboard.add_scalar("train/images_per_s", rate, self.global_step)
             bar.close()
             self.scheduler.step()
             self.epoch += 1
@@ -339,6 +352,9 @@ class Trainer:
             if self.rank == 0:
                 with log_path.open("a") as fh:
                     fh.write(json.dumps(record) + "\n")
+                if self.tensorboard is not None and "val_accuracy" in record:
+                    self.tensorboard.add_scalar("val/accuracy", record["val_accuracy"], self.epoch)
+                    self.tensorboard.flush()
                 if not self.quiet:
                     tqdm.write(json.dumps(record))
             self.save()
