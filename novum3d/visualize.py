@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
@@ -64,6 +63,5 @@ def save_grid(images: list[np.ndarray], labels: list[str], path: str | Path, col
 
 def volume_sheet(volumes: dict[str, GaussianVolume], path: str | Path, **pose: float) -> Path:
     """One position-coloured render per category at one pose, tiled into a PNG."""
-    torch.manual_seed(0)
     images = [render_position_image(v, **pose) for v in volumes.values()]
     return save_grid(images, list(volumes), path)

@@ -100,6 +100,20 @@ def _check_inputs(
         raise ValueError(f"all tensors must be on one device, got {sorted(map(str, devices))}")
 
 
+def _project_torch(means, quats, scales, opacities, viewmats, Ks, width, height, near_plane, eps2d, dtype):
+    covars = quat_scale_to_covar(quats.to(dtype), scales.to(dtype))
+    return project_gaussians(
+        means.to(dtype), covars, opacities.to(dtype), viewmats.to(dtype), Ks.to(dtype),
+        width, height, near_plane=near_plane, eps2d=eps2d,
+    )  # fmt: skip
+
+
+def _visible(proj, scales: Tensor, opacities: Tensor, width: int, height: int, threshold: float) -> Tensor:
+    # Occluders must lie two of the Gaussian's own standard deviations nearer (see visibility.py).
+    margin = 2.0 * scales.detach().to(proj.depths.dtype).amax(-1)
+    return gaussian_visibility(proj, opacities.to(proj.depths.dtype), margin, width, height, threshold)
+
+
 def rasterize_features(
     means: Tensor,
     quats: Tensor,
@@ -156,11 +170,7 @@ def rasterize_features(
             near_plane=near_plane, eps2d=eps2d, tile_size=tile_size, with_depth=with_depth,
         )  # fmt: skip
     else:
-        covars = quat_scale_to_covar(quats.to(dtype), scales.to(dtype))
-        proj = project_gaussians(
-            means.to(dtype), covars, opacities.to(dtype), viewmats.to(dtype), Ks.to(dtype),
-            width, height, near_plane=near_plane, eps2d=eps2d,
-        )  # fmt: skip
+        proj = _project_torch(means, quats, scales, opacities, viewmats, Ks, width, height, near_plane, eps2d, dtype)
         feats, alpha, acc_depth = rasterize_torch(
             proj,
             opacities.to(dtype),
@@ -173,8 +183,7 @@ def rasterize_features(
     depth = acc_depth / alpha.clamp(min=1e-10) if with_depth else None
     visible = None
     if with_visibility:
-        margin = 2.0 * scales.detach().to(dtype).amax(-1)
-        visible = gaussian_visibility(proj, opacities.to(dtype), margin, width, height, visibility_threshold)
+        visible = _visible(proj, scales, opacities, width, height, visibility_threshold)
     return RasterOutput(feats, alpha, depth, proj.means2d, visible)
 
 
@@ -215,11 +224,5 @@ def project_visible(
         _check_shape(name, t, (*lead, N, last), f"[{'B, ' if lead else ''}N, {last}] with N={N}")
     _check_shape("opacities", opacities, (*lead, N), f"[{'B, ' if lead else ''}N] with N={N}")
     dtype = torch.promote_types(means.dtype, viewmats.dtype)
-    covars = quat_scale_to_covar(quats.to(dtype), scales.to(dtype))
-    proj = project_gaussians(
-        means.to(dtype), covars, opacities.to(dtype), viewmats.to(dtype), Ks.to(dtype),
-        width, height, near_plane=near_plane, eps2d=eps2d,
-    )  # fmt: skip
-    margin = 2.0 * scales.detach().to(dtype).amax(-1)
-    visible = gaussian_visibility(proj, opacities.to(dtype), margin, width, height, visibility_threshold)
-    return proj.means2d, visible
+    proj = _project_torch(means, quats, scales, opacities, viewmats, Ks, width, height, near_plane, eps2d, dtype)
+    return proj.means2d, _visible(proj, scales, opacities, width, height, visibility_threshold)

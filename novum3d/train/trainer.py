@@ -29,6 +29,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from ..config import ExperimentConfig, config_to_dict
+from ..model.backbone import normalize_images
 from ..model.novum import NOVUM
 from .correspondence import background_features, find_correspondences, object_cells
 from .data import batch_cameras, collate, default_classes, images_to_device, open_split
@@ -204,8 +205,6 @@ class Trainer:
         images = images_to_device(batch["image"], self.device)
         labels = batch["label"].to(self.device)
         viewmats, Ks = batch_cameras(batch, self.model.stride, self.device)
-        from ..model.backbone import normalize_images
-
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             maps = self.backbone(normalize_images(images))
         maps = maps.float()
