@@ -184,9 +184,7 @@ class Pascal3DPreprocessed(_Reader):
             self._fail(ann_dir, "annotation folder missing")
             return
         if list_dir.is_dir():
-            names = sorted(
-                {ln.strip() for f in sorted(list_dir.glob("*.txt")) for ln in f.read_text().split()}
-            )
+            names = sorted({ln.strip() for f in sorted(list_dir.glob("*.txt")) for ln in f.read_text().split()})
             names = [Path(n).stem if Path(n).suffix in IMAGE_EXTENSIONS else n for n in names if n]
         else:
             names = sorted(p.stem for p in ann_dir.glob("*.npz"))

@@ -19,9 +19,7 @@ def _palette(rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.uniform(0.1, 0.95, size=(n, 3))
 
 
-def texture_colors(
-    family: str, points: np.ndarray, part_ids: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
+def texture_colors(family: str, points: np.ndarray, part_ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Albedo [P, 3] for surface points [P, 3] (object frame) of parts [P]."""
     colors = _palette(rng, 3)[part_ids % 3]
     second = _palette(rng, 1)[0]

@@ -161,9 +161,7 @@ def render_job(job: Job, preset: Preset, category_size: tuple[float, float, floa
     for _attempt in range(20):
         scene = sample_scene(job, preset, category_size, rng)
         mesh, part_ids = build_mesh(job.category, scene.proportions)
-        viewmat = (
-            pose_to_viewmat(scene.azimuth, scene.elevation, scene.theta, scene.distance)[0].double().numpy()
-        )
+        viewmat = pose_to_viewmat(scene.azimuth, scene.elevation, scene.theta, scene.distance)[0].double().numpy()
         K = pascal3d_intrinsics(FOCAL, VIEWPORT, scene.principal)[0].double().numpy()
         frags = rasterize_mesh(mesh.vertices, mesh.faces, viewmat, K, preset.width, preset.height)
         if frags.mask.sum() >= 16:
@@ -215,9 +213,7 @@ def plan_jobs(preset: Preset, categories: list[str]) -> list[Job]:
             for i in range(preset.test):
                 if nuisance == "weather":
                     weather = list(WEATHER)[i % len(WEATHER)]
-                    job = Job(
-                        "test-ood/weather", cat, cat, i, "weather", corruption=weather, severity=2 + i % 3
-                    )
+                    job = Job("test-ood/weather", cat, cat, i, "weather", corruption=weather, severity=2 + i % 3)
                 else:
                     job = Job(f"test-ood/{nuisance}", cat, cat, i, nuisance)
                 jobs.append(job)

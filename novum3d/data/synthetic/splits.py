@@ -41,9 +41,7 @@ def open_splits(
             root / "test-occluded", classes, occlusion_level=level, **kwargs
         )
     for folder in sorted((root / "test-corrupted").iterdir()) if (root / "test-corrupted").is_dir() else []:
-        splits[f"corrupted-{folder.name}"] = Pascal3DPreprocessed(
-            folder, classes, nuisance=folder.name, **kwargs
-        )
+        splits[f"corrupted-{folder.name}"] = Pascal3DPreprocessed(folder, classes, nuisance=folder.name, **kwargs)
     for folder in sorted((root / "test-ood").iterdir()) if (root / "test-ood").is_dir() else []:
         splits[f"ood-{folder.name}"] = Pascal3DPreprocessed(folder, classes, nuisance=folder.name, **kwargs)
     return splits
