@@ -56,3 +56,22 @@ def test_oracle_poses_are_recovered():
     one = est.estimate(maps[:1], vol, feats, bank, K.expand(1, 3, 3), class_key="car")
     torch.testing.assert_close(one.azimuth, res.azimuth[:1], atol=1e-4, rtol=0)
     torch.testing.assert_close(one.elevation, res.elevation[:1], atol=1e-4, rtol=0)
+
+
+def test_classifier_picks_the_right_class_among_twelve_random_volumes():
+    from novum3d.inference.classify import class_scores
+
+    torch.manual_seed(2)
+    vols = [cuboid_volume((0.6 + 0.1 * i, 1.8 - 0.05 * i, 0.6), 300) for i in range(12)]
+    feats = [F.normalize(torch.randn(len(v), 32), dim=-1) for v in vols]
+    bank = F.normalize(torch.randn(64, 32), dim=-1)
+    K = pascal3d_intrinsics(1.0, 70.0 * 5 * 8, (W * 4.0, H * 4.0), downsample=8)
+    C = torch.zeros(12, max(len(v) for v in vols), 32)
+    valid = torch.zeros(12, C.shape[1], dtype=torch.bool)
+    for y, f in enumerate(feats):
+        C[y, : len(f)], valid[y, : len(f)] = f, True
+    g = torch.Generator().manual_seed(3)
+    for y, (vol, f) in enumerate(zip(vols, feats, strict=True)):
+        az, el = torch.rand(2, generator=g) * 2 * math.pi, torch.deg2rad(torch.rand(2, generator=g) * 30)
+        maps = oracle_maps(vol, f, bank, az, el, torch.zeros(2), torch.full((2,), 5.0), K, seed=y)
+        assert (class_scores(maps, C, valid, bank).argmax(1) == y).all()
