@@ -1,0 +1,57 @@
+"""Pictures of a pose estimate: outline of the volume at the pose, part-correspondence map."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+from scipy.ndimage import binary_erosion
+from torch import Tensor
+
+from rendering import GaussianVolume, pose_to_viewmat, rasterize_features
+
+from ..visualize import position_colors
+
+
+def volume_silhouette(volume: GaussianVolume, pose: dict[str, float], K: Tensor, size: tuple[int, int]) -> np.ndarray:
+    """[H, W] bool: where the volume renders opaque (alpha > 0.5) at ``pose`` with image intrinsics K [3, 3]."""
+    h, w = size
+    vm = pose_to_viewmat(pose["azimuth"], pose["elevation"], pose["theta"], pose["distance"]).to(volume.means)
+    ones = volume.means.new_ones(len(volume), 1)
+    out = rasterize_features(
+        volume.means, volume.quats, volume.scales, volume.opacities, ones, vm, K[None].to(volume.means), w, h,
+        with_depth=False,
+    )  # fmt: skip
+    return (out.alpha[0] > 0.5).cpu().numpy()
+
+
+def correspondence_map(feature_map: Tensor, volume: GaussianVolume, features: Tensor, bank: Tensor) -> np.ndarray:
+    """[h, w, 3] uint8: each pixel coloured by the 3D position of its best-matching Gaussian; grey
+    where the background bank matches better."""
+    f = feature_map.flatten(1).T  # [P, D]
+    sim = f @ features.T.to(f.dtype)
+    best, idx = sim.max(1)
+    bg = (f @ bank.T.to(f.dtype)).max(1).values if bank.shape[0] else torch.full_like(best, -1.0)
+    colors = position_colors(volume.means.float())[idx.cpu()]
+    rgb = torch.where((best > bg).cpu()[:, None], colors, torch.full_like(colors, 0.5))
+    h, w = feature_map.shape[-2:]
+    return (rgb.view(h, w, 3).numpy() * 255).astype(np.uint8)
+
+
+def pose_figure(image: Tensor, silhouette: np.ndarray, corr: np.ndarray, caption: str) -> Image.Image:
+    """Side by side: the image with the volume's outline, and the correspondence map (upsampled)."""
+    rgb = (image.permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8).copy()
+    edge = silhouette & ~binary_erosion(silhouette, iterations=2)
+    rgb[edge] = (255, 40, 40)
+    h, w = rgb.shape[:2]
+    corr_big = np.asarray(Image.fromarray(corr).resize((w, h), Image.NEAREST))
+    sheet = Image.new("RGB", (2 * w, h + 18), "white")
+    sheet.paste(Image.fromarray(rgb), (0, 0))
+    sheet.paste(Image.fromarray(corr_big), (w, 0))
+    ImageDraw.Draw(sheet).text((4, h + 3), caption, fill="black")
+    return sheet
+
+
+def upsample_mask(mask: Tensor, size: tuple[int, int]) -> Tensor:
+    return F.interpolate(mask[None, None].float(), size=size)[0, 0] > 0.5

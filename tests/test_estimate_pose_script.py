@@ -1,0 +1,62 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from novum3d.data.synthetic import generate
+from novum3d.train.trainer import Trainer
+from tests.test_trainer import tiny_config
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pose") / "tiny"
+    generate(root, "tiny", seed=0, categories=["car", "bus"])
+    out = root.parent / "run"
+    cfg = tiny_config(root, out, **{"optim.epochs": 1, "train.max_steps_per_epoch": 1})
+    Trainer(cfg, quiet=True).fit()
+    return root, out / "last.pt"
+
+
+def run(*args):
+    return subprocess.run(
+        [sys.executable, "scripts/estimate_pose.py", *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_estimates_poses_writes_json_and_pictures_and_reports_bad_images(checkpoint, tmp_path):
+    root, ckpt = checkpoint
+    images = sorted((root / "test-clean" / "images" / "car").glob("*.JPEG"))
+    gray = tmp_path / "gray.png"
+    Image.open(images[0]).convert("L").save(gray)
+    (tmp_path / "notes.JPEG").write_text("not an image")
+    Image.new("RGB", (20, 20)).save(tmp_path / "tiny.png")
+    out = tmp_path / "out"
+    bad = [str(tmp_path / name) for name in ("missing.jpg", "notes.JPEG", "tiny.png")]
+    result = run(
+        str(images[0]), str(gray), *bad,
+        "--checkpoint", str(ckpt), "--out", str(out), "--visualize", "--steps", "3", "--distance", "120",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "missing.jpg: image file not found" in result.stderr
+    assert "notes.JPEG: unreadable image" in result.stderr
+    assert "tiny.png: image is 20x20" in result.stderr
+    for name in (images[0].stem, "gray"):
+        rec = json.loads((out / f"{name}.json").read_text())
+        assert rec["class"] in ("car", "bus") and set(rec["class_scores"]) == {"car", "bus"}
+        assert abs(sum(rec["class_probabilities"].values()) - 1) < 1e-3
+        assert set(rec["pose_degrees"]) == {"azimuth", "elevation", "theta"} and rec["distance"] > 0
+        assert Image.open(out / f"{name}.png").size == (128, 64 + 18)
+
+
+def test_bad_checkpoint_and_class_are_clear_errors(checkpoint, tmp_path):
+    root, ckpt = checkpoint
+    image = next((root / "test-clean" / "images" / "car").glob("*.JPEG"))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(ckpt.read_bytes()[:500])
+    result = run(str(image), "--checkpoint", str(bad))
+    assert result.returncode == 2 and "unreadable checkpoint" in result.stderr
+    result = run(str(image), "--checkpoint", str(ckpt), "--class", "sofa")
+    assert result.returncode == 2 and "not one of the model's classes" in result.stderr
