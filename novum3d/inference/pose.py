@@ -121,13 +121,17 @@ class PoseEstimator:
             feature_maps: [B, D, h, w] unit features.
             volume: the class's geometry; volume_features: [N, D]; bank: [M, D].
             Ks: [B, 3, 3] intrinsics at feature-map scale (images may differ in principal point).
-            class_key: identifies the class for the template cache (templates reuse Ks[0]).
+            class_key: identifies the class for the template cache.
         """
         cfg = self.cfg
         B, _, h, w = feature_maps.shape
         bg = background_scores(feature_maps, bank)
-        key = (class_key, tuple(Ks[0].flatten().tolist()), h, w)
-        poses, renders = self.templates(key, volume, volume_features, Ks[0], (h, w))
+        # Templates are rendered once per (class, focal, map size) with the principal point at the
+        # map centre; the refinement then uses each image's own camera.
+        K0 = Ks[0].clone()
+        K0[0, 2], K0[1, 2] = w / 2, h / 2
+        key = (class_key, round(float(K0[0, 0]), 3), round(float(K0[1, 1]), 3), h, w)
+        poses, renders = self.templates(key, volume, volume_features, K0, (h, w))
         with torch.no_grad():
             obj = torch.einsum("thwd,bdhw->bthw", renders, feature_maps)
             scores = torch.maximum(obj, bg[:, None]).mean(dim=(-2, -1))  # [B, T]

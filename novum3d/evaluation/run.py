@@ -1,0 +1,71 @@
+"""Evaluate a trained model on a split: per-image records, cached so an interrupted run resumes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..inference.pipeline import predict
+from ..inference.pose import PoseEstimator
+from ..model.novum import NOVUM
+from ..train.data import batch_cameras, collate, images_to_device
+from .metrics import pose_errors
+
+
+def evaluate_split(
+    model: NOVUM,
+    dataset: Dataset,
+    estimator: PoseEstimator,
+    cache: Path,
+    image_size: tuple[int, int],
+    batch_size: int = 16,
+    num_workers: int = 0,
+    progress: Callable | None = None,
+) -> list[dict[str, Any]]:
+    """Classify and estimate poses for every image; records are appended to ``cache`` (JSON lines)
+    as batches finish, and images already there are not evaluated again."""
+    done: dict[str, dict[str, Any]] = {}
+    if cache.is_file():
+        for line in cache.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                done[rec["id"]] = rec
+    todo = [i for i, item in enumerate(dataset.items) if f"{item.category}/{item.name}" not in done]
+    if todo:
+        device = next(model.parameters()).device
+        subset = torch.utils.data.Subset(dataset, todo)
+        loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers,
+                            collate_fn=partial(_collate_with_ids, image_size=image_size))  # fmt: skip
+        batches = progress(loader, len(loader)) if progress else loader
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with cache.open("a") as fh:
+            for batch in batches:
+                _, Ks = batch_cameras(batch, model.stride, device)
+                pred = predict(model, images_to_device(batch["image"], device), Ks, estimator)
+                gt = {k: batch[k] for k in ("azimuth", "elevation", "theta")}
+                pose = {k: getattr(pred.pose, k).cpu() for k in ("azimuth", "elevation", "theta")}
+                errs = pose_errors(pose, gt)
+                for b, ident in enumerate(batch["ids"]):
+                    rec = {
+                        "id": ident,
+                        "label": int(batch["label"][b]),
+                        "predicted": int(pred.labels[b]),
+                        "pose_error": float(errs[b]),
+                        "pose": {k: float(v[b]) for k, v in pose.items()} | {"distance": float(pred.pose.distance[b])},
+                    }
+                    done[ident] = rec
+                    fh.write(json.dumps(rec) + "\n")
+                fh.flush()
+    return [done[f"{item.category}/{item.name}"] for item in dataset.items]
+
+
+def _collate_with_ids(samples: list[dict[str, Any]], image_size: tuple[int, int]) -> dict[str, Any]:
+    batch = collate(samples, image_size)
+    batch["ids"] = [f"{s['category']}/{s['name']}" for s in samples]
+    return batch
