@@ -81,3 +81,31 @@ def test_depth_channel_does_not_change_features_on_gsplat():
     b = rasterize_features(*args, backend="gsplat", with_depth=False)
     assert b.depth is None
     torch.testing.assert_close(a.features, b.features, atol=1e-6, rtol=1e-5)
+
+
+def test_pose_estimator_agrees_between_gsplat_and_torch():
+    import math
+
+    import torch.nn.functional as F
+
+    from novum3d.inference.pose import PoseConfig, PoseEstimator
+    from tests.test_pose import H, W, oracle_maps
+
+    torch.manual_seed(0)
+    vol, feats, _, _, _, _ = cuboid_scene(batch=1, d=32, device="cuda")
+    bank = F.normalize(torch.randn(64, 32, device="cuda"), dim=-1)
+    from rendering import pascal3d_intrinsics
+
+    K = pascal3d_intrinsics(1.0, 70.0 * 5 * 8, (W * 4.0, H * 4.0), downsample=8).cuda()
+    az, el = torch.tensor([0.5, 2.5]), torch.deg2rad(torch.tensor([10.0, 25.0]))
+    maps = oracle_maps(vol.to("cpu"), feats.cpu(), bank.cpu(), az, el, torch.zeros(2), torch.full((2,), 5.0), K.cpu())
+    maps = maps.cuda()
+    out = {}
+    for backend in ("gsplat", "torch"):
+        est = PoseEstimator(PoseConfig(steps=30, backend=backend))
+        out[backend] = est.estimate(maps, vol, feats, bank, K.expand(2, 3, 3), class_key="car")
+    for key in ("azimuth", "elevation", "theta"):
+        diff = (
+            torch.remainder(getattr(out["gsplat"], key) - getattr(out["torch"], key) + math.pi, 2 * math.pi) - math.pi
+        )
+        assert diff.abs().max() < math.radians(1.0), (key, diff)
