@@ -217,6 +217,30 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+@dataclass
+class BaselineModelConfig:
+    """A standard torchvision classifier, the baseline NOVUM is compared against."""
+
+    arch: Literal["resnet50", "resnet18", "convnext_tiny", "vit_b_16"] = "resnet50"
+    weights: str | None = None  # local file with a torchvision state_dict; never downloaded
+    freeze_batchnorm: bool = False
+
+    def validate(self) -> None:
+        if self.weights is not None and not Path(self.weights).is_file():
+            raise ValueError(f"weights: no such file {self.weights!r} (weights are never downloaded)")
+
+
+@dataclass
+class BaselineConfig:
+    """A baseline classifier's experiment: the same data, optim and train sections as NOVUM's."""
+
+    model: BaselineModelConfig = field(default_factory=BaselineModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    categories: str = "pascal3d"  # where the class list comes from when data.classes is unset
+
+
 def apply_overrides(data: dict, overrides: list[str], where: str = "command line") -> dict:
     """Apply ``a.b=value`` overrides (values parsed as YAML) to a nested mapping, in place."""
     for item in overrides:
@@ -237,13 +261,14 @@ def apply_overrides(data: dict, overrides: list[str], where: str = "command line
     return data
 
 
-def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Load an experiment YAML, apply ``key=value`` overrides, validate; errors name file and key."""
+def load_experiment(path: str | Path, overrides: list[str] | None = None, cls: type[T] = ExperimentConfig) -> T:
+    """Load an experiment YAML (``cls``: ExperimentConfig or BaselineConfig), apply ``key=value``
+    overrides, validate; errors name the file and the key."""
     data = load_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     apply_overrides(data, overrides or [])
-    return from_mapping(ExperimentConfig, data, where=str(path))
+    return from_mapping(cls, data, where=str(path))
 
 
 def config_to_dict(cfg: Any) -> dict:

@@ -11,48 +11,11 @@ Overrides are key.sub=value pairs (values parsed as YAML), e.g. optim.epochs=2 t
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 
-import torch
-import torch.distributed as dist
-
-from novum3d.config import ConfigError, load_experiment
-from novum3d.data.pascal3d import DataError
-from novum3d.train.trainer import CheckpointError, Trainer
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="experiment YAML, e.g. configs/cube.yaml")
-    parser.add_argument("overrides", nargs="*", help="key.sub=value")
-    parser.add_argument("--resume", action="store_true", help="continue from <train.out_dir>/last.pt")
-    args = parser.parse_args(argv)
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    try:
-        cfg = load_experiment(args.config, args.overrides)
-        if distributed:
-            backend = "nccl" if torch.cuda.is_available() and cfg.train.device != "cpu" else "gloo"
-            dist.init_process_group(backend)
-        trainer = Trainer(cfg, resume=args.resume)
-        history = trainer.fit()
-    except (ConfigError, DataError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if distributed and dist.is_initialized():
-            dist.destroy_process_group()
-    if history and trainer.rank == 0:
-        last = history[-1]
-        acc = last.get("val_accuracy")
-        print(
-            f"done: {last['epoch']} epochs, loss {last['loss']:.3f}"
-            + (f", val accuracy {acc:.3f}" if acc is not None else "")
-            + f"; checkpoint {trainer.out / 'last.pt'}"
-        )
-    return 0
-
+from novum3d.config import ExperimentConfig
+from novum3d.train.command import train_main
+from novum3d.train.trainer import Trainer
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(train_main(None, __doc__, Trainer, ExperimentConfig))

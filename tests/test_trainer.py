@@ -117,3 +117,13 @@ def test_train_script_runs_and_resumes(data_root, tmp_path):
     assert run.returncode == 0, run.stderr
     assert "done: 2 epochs" in run.stdout
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) >= 2
+
+
+@pytest.mark.gpu
+def test_resume_on_cuda_continues_from_the_checkpoint(data_root, tmp_path):
+    # The checkpoint is mapped to the GPU on resume; its RNG states must still load.
+    cfg = tiny_config(data_root, tmp_path / "run", **{"train.device": "cuda", "train.max_steps_per_epoch": 1})
+    Trainer(cfg, quiet=True).fit(until_epoch=1)
+    resumed = Trainer(cfg, resume=True, quiet=True)
+    assert resumed.epoch == 1
+    assert len(resumed.fit()) == 3

@@ -14,6 +14,11 @@ from ..train.trainer import CheckpointError, load_checkpoint
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[NOVUM, ExperimentConfig]:
     """Rebuild the model a checkpoint was trained with and load its weights, volumes and bank."""
     ckpt = load_checkpoint(path, "cpu")
+    if ckpt.get("kind", "novum") != "novum":
+        raise CheckpointError(
+            f"{path}: a {ckpt['kind']} classifier checkpoint, not NOVUM; it classifies only "
+            "(novum3d.baselines.load_baseline, benchmarks/robustness.py)"
+        )
     try:
         cfg = from_mapping(ExperimentConfig, ckpt["config"], where=f"{path} (config)")
     except ConfigError as exc:

@@ -85,11 +85,12 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
+    # The checkpoint may have been mapped to the GPU; generator states must be CPU ByteTensors.
+    torch.set_rng_state(state["torch"].cpu())
     np.random.set_state(state["numpy"])  # noqa: NPY002 (global state other code may use)
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def _tensorboard_writer(path: Path):
@@ -135,14 +136,14 @@ class Trainer:
         np.random.seed(cfg.train.seed)  # noqa: NPY002
         random.seed(cfg.train.seed)
 
-        classes = default_classes(cfg.data, cfg.volume.categories)
+        classes = default_classes(cfg.data, self.categories_source())
         self.train_set = open_split(cfg.data, "train", classes)
         self.val_set = open_split(cfg.data, "val", classes)
         if cfg.train.val_max_images is not None and len(self.val_set) > cfg.train.val_max_images:
             step = len(self.val_set) / cfg.train.val_max_images
             self.val_set = Subset(self.val_set, [int(i * step) for i in range(cfg.train.val_max_images)])
 
-        self.model = NOVUM(cfg, classes).to(self.device)
+        self.model = self.build_model(classes).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         if cfg.model.freeze_batchnorm:
@@ -161,7 +162,6 @@ class Trainer:
             weight_decay=cfg.optim.weight_decay,
         )
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.optim.epochs)
-        self.neighbors = self.model.volumes.neighbor_mask(cfg.loss.neighbor_radius)
         self._loader: DataLoader | None = None
         self._sampler: DistributedSampler | None = None
         self.epoch = 0
@@ -170,6 +170,17 @@ class Trainer:
         self.tensorboard = _tensorboard_writer(self.out / "tensorboard") if self.rank == 0 else None
         if resume:
             self.resume(self.out / CHECKPOINT)
+
+    # ---- what the model is (a subclass trains another kind) -----------------------------
+    kind = "novum"
+
+    def categories_source(self) -> str:
+        return self.cfg.volume.categories
+
+    def build_model(self, classes: list[str]) -> torch.nn.Module:
+        model = NOVUM(self.cfg, classes)
+        self.neighbors = model.volumes.neighbor_mask(self.cfg.loss.neighbor_radius).to(self.device)
+        return model
 
     # ---- data -------------------------------------------------------------------------
     def train_loader(self, epoch: int) -> DataLoader:
@@ -263,6 +274,7 @@ class Trainer:
     # ---- checkpoints ------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         return {
+            "kind": self.kind,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -289,6 +301,8 @@ class Trainer:
 
     def resume(self, path: Path) -> None:
         ckpt = load_checkpoint(path, self.device)
+        if ckpt.get("kind", "novum") != self.kind:
+            raise CheckpointError(f"{path}: a {ckpt.get('kind')} checkpoint; this run trains a {self.kind} model")
         if ckpt["classes"] != self.model.classes:
             raise CheckpointError(f"{path}: trained on classes {ckpt['classes']}, config has {self.model.classes}")
         try:

@@ -1,0 +1,86 @@
+"""torchvision classifiers (ResNet, ConvNeXt, ViT) with a class head, random or local weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from ..config import BaselineConfig, BaselineModelConfig, ConfigError, from_mapping
+from ..model.backbone import normalize_images
+
+# The classifier head of each architecture: left out when loading weights of another task.
+HEADS = {"resnet50": "fc.", "resnet18": "fc.", "convnext_tiny": "classifier.2.", "vit_b_16": "heads."}
+
+
+def build_classifier(arch: str, num_classes: int, image_size: tuple[int, int], weights: str | Path | None = None):
+    """A torchvision classifier with a ``num_classes`` head; weights random unless a local file is given."""
+    if arch not in HEADS:
+        raise ValueError(f"arch: expected one of {sorted(HEADS)}, got {arch!r}")
+    kwargs = {"num_classes": num_classes}
+    if arch == "vit_b_16":
+        if image_size[0] != image_size[1] or image_size[0] % 16:
+            raise ValueError(f"vit_b_16 needs square images with a side divisible by 16, got {tuple(image_size)}")
+        kwargs["image_size"] = image_size[0]
+    net = getattr(torchvision.models, arch)(weights=None, **kwargs)
+    if weights is not None:
+        load_weights_except_head(net, weights, HEADS[arch])
+    return net
+
+
+def load_weights_except_head(net: nn.Module, path: str | Path, head: str) -> None:
+    """Load a local torchvision state_dict into ``net``, skipping the keys under ``head``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights file not found (weights are never downloaded)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    state = {k: v for k, v in state.items() if not k.startswith(head)}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(head)]
+    if missing or unexpected:
+        raise ValueError(f"{path}: does not fit this architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+class BaselineClassifier(nn.Module):
+    """Images [B, 3, H, W] in [0, 1] -> logits [B, Y]; the same interface as NOVUM's ``classify``."""
+
+    def __init__(self, cfg: BaselineModelConfig, classes: list[str], image_size: tuple[int, int]):
+        super().__init__()
+        self.backbone = build_classifier(cfg.arch, len(classes), image_size, cfg.weights)
+        self._classes = list(classes)
+
+    @property
+    def classes(self) -> list[str]:
+        return self._classes
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.backbone(normalize_images(images))
+
+    @torch.no_grad()
+    def classify(self, images: Tensor) -> Tensor:
+        """Logits [B, Y]."""
+        return self(images).float()
+
+
+def load_baseline(path: str | Path, device: torch.device | str = "cpu") -> tuple[BaselineClassifier, BaselineConfig]:
+    """Rebuild a baseline classifier from its training checkpoint (errors name the file)."""
+    from ..train.trainer import CheckpointError, load_checkpoint
+
+    ckpt = load_checkpoint(path, "cpu")
+    if ckpt.get("kind") != "baseline":
+        raise CheckpointError(f"{path}: a {ckpt.get('kind', 'novum')} checkpoint, not a baseline classifier")
+    try:
+        cfg = from_mapping(BaselineConfig, ckpt["config"], where=f"{path} (config)")
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: its config does not load with this version ({exc})") from exc
+    cfg.model.weights = None  # the checkpoint holds the weights
+    model = BaselineClassifier(cfg.model, ckpt["classes"], tuple(cfg.data.image_size))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the model its config describes ({exc})") from exc
+    return model.to(device).eval(), cfg

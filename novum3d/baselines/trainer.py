@@ -1,0 +1,43 @@
+"""Train a baseline classifier with NOVUM's trainer: same data order, checkpoints, logs and DDP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..model.backbone import normalize_images
+from ..train.data import images_to_device
+from ..train.trainer import StepStats, Trainer, _all_reduce_sum
+from .model import BaselineClassifier
+
+
+class BaselineTrainer(Trainer):
+    """Cross-entropy training of a torchvision classifier (config: :class:`BaselineConfig`)."""
+
+    kind = "baseline"
+
+    def categories_source(self) -> str:
+        return self.cfg.categories
+
+    def build_model(self, classes: list[str]) -> torch.nn.Module:
+        return BaselineClassifier(self.cfg.model, classes, tuple(self.cfg.data.image_size))
+
+    def train_step(self, batch: dict[str, Any]) -> StepStats:
+        self.backbone.train()
+        if self.cfg.model.freeze_batchnorm:
+            for m in self.model.backbone.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.eval()
+        images = images_to_device(batch["image"], self.device)
+        labels = batch["label"].to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits = self.backbone(normalize_images(images))
+        loss = F.cross_entropy(logits.float(), labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.global_step += 1
+        mean = _all_reduce_sum(loss.detach().reshape(1).clone())[0] / self.world
+        return StepStats(float(mean), images.shape[0] * self.world, images.shape[0] * self.world)
