@@ -14,19 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
 import torch
-from torch.utils.data import Subset
 from tqdm import tqdm
 
 from novum3d.data.pascal3d import DataError, Pascal3DPreprocessed
 from novum3d.data.synthetic import open_splits
 from novum3d.evaluation.metrics import summarize
 from novum3d.evaluation.report import accuracy_vs_occlusion, error_cdf, markdown_table
-from novum3d.evaluation.run import evaluate_split
+from novum3d.evaluation.run import evaluate_split, evenly_spaced, initial_distance
 from novum3d.inference.checkpoint import load_model
 from novum3d.inference.pose import PoseConfig, PoseEstimator
 from novum3d.train.trainer import CheckpointError
@@ -69,17 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: --splits: unknown {unknown}; this data set has {sorted(splits)}", file=sys.stderr)
         return 2
-    # The initial distance is a hyper-parameter: the training annotations' median, never the test's.
-    reference = splits.get("train") or splits[wanted[0]]
-    distance = statistics.median(item.annotation.distance for item in reference.items) if reference.items else 5.0
+    distance = initial_distance(splits, wanted[0])
     estimator = PoseEstimator(PoseConfig(steps=args.steps, distance=distance))
     out = Path(args.out)
     results, errors = {}, {}
     for name in wanted:
-        ds = splits[name]
-        if args.max_per_split is not None and len(ds) > args.max_per_split:
-            step = len(ds) / args.max_per_split
-            ds = _Subset(ds, [int(i * step) for i in range(args.max_per_split)])
+        ds = evenly_spaced(splits[name], args.max_per_split)
         records = evaluate_split(
             model, ds, estimator, out / "cache" / f"{name}.jsonl", tuple(cfg.data.image_size), args.batch_size,
             progress=lambda it, n, name=name: tqdm(it, total=n, desc=name, unit="batch"),
@@ -96,14 +89,6 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"written to {out}/ (results.json, results.md, plots)")
     return 0
-
-
-class _Subset(Subset):
-    """A Subset that keeps ``items`` (the evaluation caches by item name)."""
-
-    def __init__(self, dataset, indices):
-        super().__init__(dataset, indices)
-        self.items = [dataset.items[i] for i in indices]
 
 
 if __name__ == "__main__":

@@ -66,7 +66,8 @@ def line_plot(
         d.text((qx - 10, h - bottom + 6), label, fill="black")
     d.text((w // 2 - 40, h - 18), xlabel, fill="black")
     d.text((4, 8), f"{title}   ({ylabel})", fill="black")
-    palette = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+    palette = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+               (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]  # fmt: skip
     for i, (name, (xs, ys)) in enumerate(series.items()):
         color = palette[i % len(palette)]
         pts = [px(x, y) for x, y in zip(xs, ys, strict=True)]

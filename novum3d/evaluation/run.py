@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..inference.pipeline import predict
 from ..inference.pose import PoseEstimator
@@ -69,3 +69,28 @@ def _collate_with_ids(samples: list[dict[str, Any]], image_size: tuple[int, int]
     batch = collate(samples, image_size)
     batch["ids"] = [f"{s['category']}/{s['name']}" for s in samples]
     return batch
+
+
+class ItemSubset(Subset):
+    """A Subset that keeps ``items`` (the evaluation caches by item name)."""
+
+    def __init__(self, dataset, indices: list[int]):
+        super().__init__(dataset, indices)
+        self.items = [dataset.items[i] for i in indices]
+
+
+def evenly_spaced(dataset: Dataset, limit: int | None) -> Dataset:
+    """At most ``limit`` images, evenly spaced over the split (so every class keeps its share)."""
+    if limit is None or len(dataset) <= limit:
+        return dataset
+    step = len(dataset) / limit
+    return ItemSubset(dataset, [int(i * step) for i in range(limit)])
+
+
+def initial_distance(splits: dict[str, Dataset], fallback: str) -> float:
+    """The pose estimator's starting distance: the median annotated distance of the training split
+    (a hyper-parameter, so never taken from the test split unless no training split is there)."""
+    import statistics
+
+    reference = splits.get("train") or splits[fallback]
+    return statistics.median(item.annotation.distance for item in reference.items) if reference.items else 5.0

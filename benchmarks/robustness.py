@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Robustness benchmark: NOVUM, its ablations and standard classifiers on every test split.
+
+    python benchmarks/robustness.py configs/robustness.yaml --data data/synthetic-robust \\
+        [--seeds 0,1] [--work runs/robustness] [--max-per-split N] [key.sub=value ...]
+
+Every method of the suite is trained (skipped when its checkpoint has finished; resumed when it
+stopped midway) on the data set's train split with the suite's shared budget, then evaluated on
+clean, occluded L1-L3, corrupted (mean over corruptions) and OOD (per nuisance and mean). NOVUM
+methods with ``pose: true`` also get render-and-compare poses (Acc@pi/6). Writes
+<results>/robustness.json, robustness.md and accuracy_vs_occlusion.png, prints the tables and
+appends them to BENCHMARKS.md with the commands that reproduce them and the device.
+Trailing key.sub=value overrides apply to every method (e.g. data.num_workers=14).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from novum3d.baselines import BaselineTrainer, load_baseline
+from novum3d.config import ConfigError
+from novum3d.data.pascal3d import DataError
+from novum3d.data.synthetic import open_splits
+from novum3d.evaluation.robustness import (
+    SuiteMethod,
+    classify_split,
+    load_suite,
+    markdown_rows,
+    method_config,
+    occlusion_plot,
+    split_summary,
+    table_columns,
+)
+from novum3d.evaluation.run import evaluate_split, evenly_spaced, initial_distance
+from novum3d.inference.checkpoint import load_model
+from novum3d.inference.pose import PoseConfig, PoseEstimator
+from novum3d.train.trainer import CheckpointError, Trainer, load_checkpoint
+
+
+def train_if_needed(method: SuiteMethod, cfg, out_dir: Path) -> dict:
+    """Train unless out_dir/last.pt has all epochs; returns the checkpoint's history summary."""
+    last = out_dir / "last.pt"
+    done = last.is_file() and load_checkpoint(last)["epoch"] >= cfg.optim.epochs
+    if not done:
+        trainer_cls = Trainer if method.kind == "novum" else BaselineTrainer
+        trainer_cls(cfg, resume=last.is_file()).fit()
+    history = load_checkpoint(last)["history"]
+    return {
+        "epochs": len(history),
+        "train_seconds": sum(h["seconds"] for h in history),
+        "images_per_s": history[-1]["images_per_s"],
+        "val_accuracy": history[-1].get("val_accuracy"),
+    }
+
+
+def evaluate_method(method, out_dir: Path, splits: dict, names: list[str], args, device, distance: float) -> dict:
+    """Per-split summaries, cached in out_dir/robustness-eval.json for the same settings."""
+    key = {"splits": names, "max_per_split": args.max_per_split, "pose_steps": args.pose_steps if method.pose else None}
+    cache = out_dir / "robustness-eval.json"
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            return saved["splits"]
+    if method.kind == "novum":
+        model, cfg = load_model(out_dir / "last.pt", device)
+    else:
+        model, cfg = load_baseline(out_dir / "last.pt", device)
+    estimator = PoseEstimator(PoseConfig(steps=args.pose_steps, distance=distance)) if method.pose else None
+    results = {}
+    for name in tqdm(names, desc=method.name, unit="split"):
+        ds = evenly_spaced(splits[name], args.max_per_split)
+        size = tuple(cfg.data.image_size)
+        if estimator is not None:
+            records = evaluate_split(model, ds, estimator, out_dir / "eval-cache" / f"{name}.jsonl", size,
+                                     args.batch_size)  # fmt: skip
+        else:
+            records = classify_split(model, ds, size, args.batch_size)
+        results[name] = split_summary(records)
+    cache.write_text(json.dumps({"key": key, "splits": results}, indent=2))
+    return results
+
+
+def rate(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def data_command(root: Path, manifest: dict) -> str:
+    spec = manifest["preset_spec"]
+    counts = ",".join(f"{k}={spec[k]}" for k in ("train", "val", "test", "corrupted"))
+    preset = manifest["preset"] if manifest["preset"] != "custom" else "small"
+    return (f"python scripts/make_synthetic.py --preset {preset} --counts {counts} --seed {manifest['seed']} "
+            f"--out {root} --workers 16")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("suite", help="suite YAML, e.g. configs/robustness.yaml")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value for every method")
+    parser.add_argument("--data", required=True, help="a synthetic data set (scripts/make_synthetic.py)")
+    parser.add_argument("--seeds", default="0", help="comma list of training seeds")
+    parser.add_argument("--work", default="runs/robustness", help="checkpoints and caches, one folder per run")
+    parser.add_argument("--results", default="outputs/robustness", help="JSON, Markdown and the plot")
+    parser.add_argument("--max-per-split", type=int, default=None, help="evenly spaced subset of each test split")
+    parser.add_argument("--pose-steps", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=64, help="evaluation batch")
+    parser.add_argument("--benchmarks", default="BENCHMARKS.md", help="append the tables here ('' to skip)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    args = parser.parse_intermixed_args(argv)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))  # fmt: skip
+    data, work, results_dir = Path(args.data), Path(args.work), Path(args.results)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    extra = [f"data.root={data}", f"train.device={device.type}", *args.overrides]
+    try:
+        suite = load_suite(args.suite)
+        manifest = json.loads((data / "dataset.json").read_text()) if (data / "dataset.json").is_file() else None
+        splits = open_splits(data)
+        names = [s for s in splits if s not in ("train", "val")]
+        distance = initial_distance(splits, names[0])
+        rows: dict[str, list[dict]] = {m.name: [] for m in suite.methods}
+        pose_rows: dict[str, list[dict]] = {m.name: [] for m in suite.methods if m.pose}
+        training: dict[str, list[dict]] = {m.name: [] for m in suite.methods}
+        per_split: dict[str, dict] = {}
+        start = time.perf_counter()
+        for seed in seeds:
+            for method in suite.methods:
+                out_dir = work / f"{method.slug}-seed{seed}"
+                cfg = method_config(method, suite, extra, seed, out_dir)
+                training[method.name].append(train_if_needed(method, cfg, out_dir))
+                res = evaluate_method(method, out_dir, splits, names, args, device, distance)
+                per_split[f"{method.name} / seed {seed}"] = res
+                rows[method.name].append(table_columns(res))
+                if method.pose:
+                    pose_rows[method.name].append(table_columns(res, "acc_pi_6"))
+    except (ConfigError, DataError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    minutes = (time.perf_counter() - start) / 60
+
+    novum = next((m.name for m in suite.methods if m.kind == "novum"), None)
+    baseline = next((m.name for m in suite.methods if m.kind == "baseline"), None)
+    table = markdown_rows(rows)
+    if novum and baseline:
+        margin = [{c: a[c] - b[c] for c in a if c in b} for a, b in zip(rows[novum], rows[baseline], strict=True)]
+        table += "\n" + markdown_rows({f"margin: {novum} - {baseline}": margin}).splitlines()[-1]
+    pose_table = markdown_rows(pose_rows) if pose_rows else ""
+    counts = table_columns(next(iter(per_split.values())), "images", combine=np.sum)
+    first_cfg = method_config(suite.methods[0], suite, extra, seeds[0], work / "x")
+    train_lines = ["| method | epochs | train img/s | train min | val accuracy |", "|---|---|---|---|---|"]
+    for name, runs in training.items():
+        val = [r["val_accuracy"] for r in runs if r["val_accuracy"] is not None]
+        train_lines.append(
+            f"| {name} | {runs[0]['epochs']} | {rate(sum(r['images_per_s'] for r in runs) / len(runs))} | "
+            f"{sum(r['train_seconds'] for r in runs) / len(runs) / 60:.1f} | "
+            + (f"{100 * sum(val) / len(val):.1f}%" if val else "-")
+            + " |"
+        )
+    results_dir.mkdir(parents=True, exist_ok=True)
+    plot = occlusion_plot(rows, results_dir / "accuracy_vs_occlusion.png")
+    report = {"suite": args.suite, "data": str(data), "manifest": manifest, "seeds": seeds, "columns": rows,
+              "pose_columns": pose_rows, "training": training, "per_split": per_split}  # fmt: skip
+    (results_dir / "robustness.json").write_text(json.dumps(report, indent=2))
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    train_images = manifest["counts"].get("train", "?") if manifest else "?"
+    command = "python benchmarks/robustness.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    text = "\n".join(
+        [
+            f"### Robustness, {device_name} ({datetime.date.today().isoformat()})",
+            "",
+            "Commands:",
+            "",
+            "```bash",
+            data_command(data, manifest) if manifest else f"# data: {data}",
+            command,
+            "```",
+            "",
+            f"Data: {train_images} training images, {first_cfg.data.image_size[0]}x{first_cfg.data.image_size[1]} px; "
+            "test images per column: "
+            + ", ".join(f"{c} {int(n)}" for c, n in counts.items() if c != "OOD mean")
+            + ". Budget shared by every method: "
+            f"epochs {first_cfg.optim.epochs}, batch {first_cfg.optim.batch_size}, Adam lr {first_cfg.optim.lr:g}, "
+            f"no augmentation, random initialisation. Seeds: {', '.join(map(str, seeds))}. "
+            f"Wall time {minutes:.1f} min.",
+            "",
+            "Classification accuracy (%):",
+            "",
+            table,
+            "",
+            *(["Pose Acc@pi/6 (%), under the predicted class:", "", pose_table, ""] if pose_table else []),
+            "Training:",
+            "",
+            *train_lines,
+        ]
+    )
+    (results_dir / "robustness.md").write_text(text + "\n")
+    print(text)
+    print(f"written to {results_dir}/ (robustness.json, robustness.md" + (", the plot)" if plot else ")"))
+    if args.benchmarks:
+        with open(args.benchmarks, "a") as fh:
+            fh.write("\n" + text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

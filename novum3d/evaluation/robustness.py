@@ -1,0 +1,156 @@
+"""The robustness benchmark: methods x splits accuracy tables shaped like NOVUM's, over seeds.
+
+A suite YAML names the methods (NOVUM variants and baseline classifiers), each a training config
+plus overrides, and the overrides every method shares (so all get the same data and budget).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..config import BaselineConfig, ExperimentConfig, load_config, load_experiment
+from ..train.data import collate, images_to_device
+from .report import line_plot
+
+OCCLUSION = ["clean", "occluded-L1", "occluded-L2", "occluded-L3"]
+
+
+@dataclass
+class SuiteMethod:
+    name: str  # row label in the tables
+    kind: Literal["novum", "baseline"]
+    config: str  # a training config (configs/*.yaml)
+    overrides: list[str] = field(default_factory=list)
+    pose: bool = False  # also estimate poses (NOVUM only) for the Acc@pi/6 table
+
+    def validate(self) -> None:
+        if self.pose and self.kind != "novum":
+            raise ValueError(f"{self.name}: pose is estimated for NOVUM methods only")
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
+
+
+@dataclass
+class RobustnessSuite:
+    methods: list[SuiteMethod]
+    common: list[str] = field(default_factory=list)  # overrides applied to every method
+
+    def validate(self) -> None:
+        if not self.methods:
+            raise ValueError("methods: at least one method is needed")
+        slugs = [m.slug for m in self.methods]
+        if len(set(slugs)) != len(slugs):
+            raise ValueError(f"methods: names must differ (after lower-casing): {slugs}")
+
+
+def load_suite(path: str | Path) -> RobustnessSuite:
+    """Read a suite YAML; errors name the file and the key."""
+    return load_config(RobustnessSuite, path)
+
+
+def method_config(
+    method: SuiteMethod, suite: RobustnessSuite, extra: list[str], seed: int, out_dir: Path
+) -> ExperimentConfig | BaselineConfig:
+    """The training config of one method and seed: its YAML + common + method + extra overrides."""
+    overrides = [*suite.common, *method.overrides, *extra, f"train.seed={seed}", f"train.out_dir={out_dir}"]
+    cls = ExperimentConfig if method.kind == "novum" else BaselineConfig
+    return load_experiment(method.config, overrides, cls=cls)
+
+
+@torch.no_grad()
+def classify_split(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    image_size: tuple[int, int],
+    batch_size: int = 64,
+    num_workers: int = 0,
+) -> list[dict[str, int]]:
+    """``{"label", "predicted"}`` per image, by ``model.classify`` (bf16 on CUDA)."""
+    device = next(model.parameters()).device
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=partial(collate, image_size=image_size))  # fmt: skip
+    records = []
+    for batch in loader:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            predicted = model.classify(images_to_device(batch["image"], device)).argmax(1).cpu()
+        records += [{"label": int(y), "predicted": int(p)} for y, p in zip(batch["label"], predicted, strict=True)]
+    return records
+
+
+def split_summary(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Images, accuracy and (when the records hold pose errors) Acc@pi/6 of one split."""
+    out: dict[str, float] = {"images": len(records)}
+    if records:
+        out["accuracy"] = float(np.mean([r["predicted"] == r["label"] for r in records]))
+        if "pose_error" in records[0]:
+            out["acc_pi_6"] = float(np.mean([r["pose_error"] < math.pi / 6 for r in records]))
+    return out
+
+
+def table_columns(per_split: dict[str, dict[str, float]], key: str = "accuracy", combine=np.mean) -> dict[str, float]:
+    """Per-split values -> the table's columns.
+
+    clean and L1..L3 as they are; ``corrupted`` = ``combine`` (mean) over the corrupted-* splits;
+    each ood-* split, then ``OOD mean`` = ``combine`` over them (pass ``np.sum`` for image counts).
+    Splits without the key are left out.
+    """
+    value = {s: b[key] for s, b in per_split.items() if key in b}
+    cols: dict[str, float] = {}
+    for name in OCCLUSION:
+        if name in value:
+            cols["clean" if name == "clean" else name.replace("occluded-", "")] = value[name]
+    corrupted = [v for s, v in value.items() if s.startswith("corrupted-")]
+    if corrupted:
+        cols["corrupted"] = float(combine(corrupted))
+    ood = {s.removeprefix("ood-"): v for s, v in sorted(value.items()) if s.startswith("ood-")}
+    cols |= {f"OOD {k}": v for k, v in ood.items()}
+    if ood:
+        cols["OOD mean"] = float(combine(list(ood.values())))
+    return cols
+
+
+def markdown_rows(rows: dict[str, list[dict[str, float]]]) -> str:
+    """Methods x columns in percent; with several seeds, ``mean +- std`` (population std)."""
+    columns: list[str] = []
+    for seeds in rows.values():
+        for cols in seeds:
+            columns += [c for c in cols if c not in columns]
+    lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, seeds in rows.items():
+        cells = []
+        for c in columns:
+            vals = [100 * s[c] for s in seeds if c in s]
+            if not vals:
+                cells.append("-")
+            elif len(vals) == 1:
+                cells.append(f"{vals[0]:.1f}")
+            else:
+                cells.append(f"{np.mean(vals):.1f} +- {np.std(vals):.1f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def occlusion_plot(rows: dict[str, list[dict[str, float]]], path: str | Path) -> Path | None:
+    """Accuracy (mean over seeds) against occlusion level, one line per method."""
+    levels = ["clean", "L1", "L2", "L3"]
+    series = {}
+    for name, seeds in rows.items():
+        have = [i for i, lvl in enumerate(levels) if all(lvl in s for s in seeds)]
+        if len(have) >= 2:
+            series[name] = (have, [float(np.mean([s[levels[i]] for s in seeds])) for i in have])
+    if not series:
+        return None
+    ticks = [(i, lvl) for i, lvl in enumerate(levels)]
+    return line_plot(series, path, "classification accuracy vs occlusion", "occlusion level", "accuracy", ticks,
+                     size=(720, 440))  # fmt: skip
