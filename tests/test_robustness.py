@@ -152,3 +152,36 @@ def test_robustness_benchmark_runs_end_to_end_on_tiny_data(data_root, tmp_path):
     result = subprocess.run(args, capture_output=True, text=True, check=False)
     assert result.returncode == 0 and ckpt.stat().st_mtime_ns == before
     assert bench.read_text().count("### Robustness") == 2
+
+
+def test_merge_pools_seeds_of_separate_runs(tmp_path):
+    def report(seed, novum, resnet):
+        return {"seeds": [seed], "columns": {"NOVUM (cube)": [{"clean": novum}], "ResNet-50": [{"clean": resnet}]},
+                "pose_columns": {"NOVUM (cube)": [{"clean": 0.5}]}}  # fmt: skip
+
+    paths = []
+    for seed, (a, b) in enumerate([(0.9, 0.8), (0.7, 0.8)]):
+        paths.append(tmp_path / f"r{seed}.json")
+        paths[-1].write_text(json.dumps(report(seed, a, b)))
+    out = tmp_path / "B.md"
+    run = [sys.executable, "benchmarks/robustness_merge.py", *map(str, paths), "--benchmarks", str(out)]
+    assert subprocess.run(run, capture_output=True, text=True, check=False).returncode == 0
+    text = out.read_text()
+    assert "| NOVUM (cube) | 80.0 +- 10.0 |" in text and "| ResNet-50 | 80.0 +- 0.0 |" in text
+    assert "| margin: NOVUM (cube) - ResNet-50 | 0.0 +- 10.0 |" in text and "| NOVUM (cube) | 50.0 +- 0.0 |" in text
+    same = subprocess.run(run[:2] + [str(paths[0])] * 2, capture_output=True, text=True, check=False)
+    assert same.returncode == 2 and "seeds repeat" in same.stderr
+
+
+def test_local_weights_of_another_architecture_are_a_clear_error(tmp_path):
+    import torchvision
+
+    from novum3d.baselines import build_classifier
+
+    path = tmp_path / "r18.pt"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    net = build_classifier("resnet18", 3, (64, 64), path)  # the 1000-class head is left out
+    assert net.fc.out_features == 3
+    torch.testing.assert_close(net.conv1.weight, torch.load(path)["conv1.weight"])
+    with pytest.raises(ValueError, match=r"r18.pt: not a matching ResNet state_dict \(size mismatch"):
+        build_classifier("resnet50", 3, (64, 64), path)

@@ -9,7 +9,7 @@ import torchvision
 from torch import Tensor, nn
 
 from ..config import BaselineConfig, BaselineModelConfig, ConfigError, from_mapping
-from ..model.backbone import normalize_images
+from ..model.backbone import load_weights_except_head, normalize_images
 
 # The classifier head of each architecture: left out when loading weights of another task.
 HEADS = {"resnet50": "fc.", "resnet18": "fc.", "convnext_tiny": "classifier.2.", "vit_b_16": "heads."}
@@ -28,21 +28,6 @@ def build_classifier(arch: str, num_classes: int, image_size: tuple[int, int], w
     if weights is not None:
         load_weights_except_head(net, weights, HEADS[arch])
     return net
-
-
-def load_weights_except_head(net: nn.Module, path: str | Path, head: str) -> None:
-    """Load a local torchvision state_dict into ``net``, skipping the keys under ``head``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: weights file not found (weights are never downloaded)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    state = {k: v for k, v in state.items() if not k.startswith(head)}
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith(head)]
-    if missing or unexpected:
-        raise ValueError(f"{path}: does not fit this architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
 class BaselineClassifier(nn.Module):

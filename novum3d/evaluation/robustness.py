@@ -134,11 +134,15 @@ def markdown_rows(rows: dict[str, list[dict[str, float]]]) -> str:
             if not vals:
                 cells.append("-")
             elif len(vals) == 1:
-                cells.append(f"{vals[0]:.1f}")
+                cells.append(_percent(vals[0]))
             else:
-                cells.append(f"{np.mean(vals):.1f} +- {np.std(vals):.1f}")
+                cells.append(f"{_percent(np.mean(vals))} +- {_percent(np.std(vals))}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _percent(x: float) -> str:
+    return f"{round(float(x), 1) + 0.0:.1f}"  # + 0.0 turns a rounded -0.0 into 0.0
 
 
 def occlusion_plot(rows: dict[str, list[dict[str, float]]], path: str | Path) -> Path | None:

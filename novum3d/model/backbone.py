@@ -59,18 +59,28 @@ def _conv_block(cin: int, cout: int) -> nn.Sequential:
 
 def load_trunk_weights(net: nn.Module, path: str | Path) -> None:
     """Load a local torchvision ResNet state_dict (the classifier head may be absent or differ)."""
+    load_weights_except_head(net, path, "fc.")
+
+
+def load_weights_except_head(net: nn.Module, path: str | Path, head: str) -> None:
+    """Load a local torchvision state_dict into ``net``, skipping the keys under ``head``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: backbone weights file not found (weights are never downloaded)")
+        raise FileNotFoundError(f"{path}: weights file not found (weights are never downloaded)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("fc.")]
+    state = {k: v for k, v in state.items() if not k.startswith(head)}
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches: weights of another architecture or size
+        first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+        raise ValueError(f"{path}: not a matching {type(net).__name__} state_dict ({first})") from exc
+    missing = [k for k in missing if not k.startswith(head)]
     if missing or unexpected:
         raise ValueError(
-            f"{path}: not a matching ResNet state_dict (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            f"{path}: not a matching {type(net).__name__} state_dict "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
 
 
