@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     files = " ".join(args.reports)
     text = "\n".join(
         [
-            f"### Robustness, seeds {', '.join(map(str, seeds))} pooled (mean +- std over seeds)",
+            f"### Robustness, seeds {', '.join(map(str, seeds))} pooled (mean +- population std over seeds)",
             "",
             f"Command: `python benchmarks/robustness_merge.py {files}`",
             "",
