@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import emit, rate, sync
 from novum3d.config import ExperimentConfig
 from novum3d.inference.classify import class_scores
 from novum3d.inference.pose import PoseConfig, PoseEstimator
@@ -40,11 +41,6 @@ from rendering import (
 )
 
 
-def sync():
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def classification_rate(device, batch: int, reps: int = 5) -> float:
     model = NOVUM(ExperimentConfig()).to(device).eval()
     if device.type == "cuda":
@@ -58,11 +54,11 @@ def classification_rate(device, batch: int, reps: int = 5) -> float:
             class_scores(maps.float(), v.features, v.valid, v.bank).argmax(1)
 
     run()
-    sync()
+    sync(device.type)
     t = time.perf_counter()
     for _ in range(reps):
         run()
-    sync()
+    sync(device.type)
     return batch * reps / (time.perf_counter() - t)
 
 
@@ -90,22 +86,18 @@ def oracle(device, n: int, seed: int = 0):
 def pose_run(estimator, vol, feats, bank, K, maps, truth, batch):
     n = maps.shape[0]
     results = []
-    sync()
+    sync(maps.device)
     t = time.perf_counter()
     for s in range(0, n, batch):
         r = estimator.estimate(
             maps[s : s + batch], vol, feats, bank, K.expand(min(batch, n - s), 3, 3), class_key="car"
         )
         results.append(r)
-    sync()
-    rate = n / (time.perf_counter() - t)
+    sync(maps.device)
+    per_s = n / (time.perf_counter() - t)
     az, el, th = (torch.cat([getattr(r, k) for r in results]).cpu() for k in ("azimuth", "elevation", "theta"))
     err = rotation_error(rotation_from_pose(az, el, th), rotation_from_pose(*truth))
-    return rate, float((err < math.pi / 6).float().mean()), float(torch.rad2deg(err).median())
-
-
-def rate(x: float) -> str:
-    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+    return per_s, float((err < math.pi / 6).float().mean()), float(torch.rad2deg(err).median())
 
 
 def main() -> int:
@@ -137,10 +129,7 @@ def main() -> int:
         f"| pose, same | batch 1 | {rate(single[0])} | {100 * single[1]:.1f}% | {single[2]:.2f} |",
     ]
     text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "a") as fh:
-            fh.write("\n" + text + "\n")
+    emit(text, args.out)
     return 0
 
 

@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import emit, sync
 from rendering import cuboid_volume, pascal3d_intrinsics, pose_to_viewmat, rasterize_features
 from rendering.backends import gsplat_available
 
@@ -37,11 +38,6 @@ def scene(batch: int, device: str, d: int = 128, seed: int = 0):
     viewmats = pose_to_viewmat(az, el, th, 9.0 + 3.0 * torch.rand(batch, generator=g)).to(device)
     Ks = pascal3d_intrinsics(1.0, 3000.0, (400.0, 320.0), downsample=8).expand(batch, 3, 3)
     return vol, feats, viewmats, Ks.contiguous().to(device)
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def time_call(fn, device: str, min_time: float, max_reps: int) -> float:
@@ -145,10 +141,7 @@ def main() -> int:
         f"torch {torch.__version__}, gsplat {gsplat_version}. "
         f"Command: `python benchmarks/render.py --batches {args.batches} --backends {args.backends}`\n"
     )
-    print("\n" + title + "\n" + table)
-    if args.out:
-        with open(args.out, "a") as fh:
-            fh.write("\n" + title + "\n" + table + "\n")
+    emit(title + "\n" + table, args.out)
     return 0
 
 

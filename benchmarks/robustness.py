@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import emit, rate
 from novum3d.baselines import BaselineTrainer, load_baseline
 from novum3d.config import ConfigError
 from novum3d.data.pascal3d import DataError
@@ -90,10 +91,6 @@ def evaluate_method(method, out_dir: Path, splits: dict, names: list[str], args,
         results[name] = split_summary(records)
     cache.write_text(json.dumps({"key": key, "splits": results}, indent=2))
     return results
-
-
-def rate(x: float) -> str:
-    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
 
 def data_command(root: Path, manifest: dict) -> str:
@@ -205,11 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
     (results_dir / "robustness.md").write_text(text + "\n")
-    print(text)
+    emit(text, args.benchmarks)
     print(f"written to {results_dir}/ (robustness.json, robustness.md" + (", the plot)" if plot else ")"))
-    if args.benchmarks:
-        with open(args.benchmarks, "a") as fh:
-            fh.write("\n" + text + "\n")
     return 0
 
 

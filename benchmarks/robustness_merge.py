@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import emit
 from novum3d.evaluation.robustness import markdown_rows
 
 
@@ -64,10 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             *(["Pose Acc@pi/6 (%):", "", markdown_rows(pose)] if pose else []),
         ]
     )
-    print(text)
-    if args.benchmarks:
-        with open(args.benchmarks, "a") as fh:
-            fh.write("\n" + text + "\n")
+    emit(text, args.benchmarks)
     return 0
 
 

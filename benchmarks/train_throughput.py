@@ -22,17 +22,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import emit, sync
 from novum3d.config import load_experiment
 from novum3d.model.backbone import normalize_images
 from novum3d.train.correspondence import find_correspondences
 from novum3d.train.data import batch_cameras, images_to_device
 from novum3d.train.loss import contrastive_loss
 from novum3d.train.trainer import Trainer
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def timed(fn, device, reps: int) -> float:
@@ -126,10 +122,7 @@ def main() -> int:
     ]
     lines += [f"| {k} (one batch) | {s * 1000:.1f} ms |" for k, s in parts.items()]
     text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "a") as fh:
-            fh.write("\n" + text + "\n")
+    emit(text, args.out)
     return 0
 
 
