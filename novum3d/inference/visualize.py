@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from scipy.ndimage import binary_erosion
 from torch import Tensor
@@ -51,7 +50,3 @@ def pose_figure(image: Tensor, silhouette: np.ndarray, corr: np.ndarray, caption
     sheet.paste(Image.fromarray(corr_big), (w, 0))
     ImageDraw.Draw(sheet).text((4, h + 3), caption, fill="black")
     return sheet
-
-
-def upsample_mask(mask: Tensor, size: tuple[int, int]) -> Tensor:
-    return F.interpolate(mask[None, None].float(), size=size)[0, 0] > 0.5
