@@ -91,6 +91,13 @@ def rotation_from_pose(azimuth: ScalarOrTensor, elevation: ScalarOrTensor, theta
 
     Returns:
         [B, 3, 3].
+
+    Example:
+        >>> R = rotation_from_pose(torch.tensor([0.0, 1.0]), 0.2, 0.0)
+        >>> R.shape
+        torch.Size([2, 3, 3])
+        >>> torch.allclose(R @ R.transpose(-1, -2), torch.eye(3), atol=1e-6)
+        True
     """
     a, e, t = broadcast_pose(azimuth, elevation, theta, names=("azimuth", "elevation", "theta"))
     return _rot_z(t) @ pascal3d_rotation(a, e)
@@ -114,6 +121,16 @@ def pose_to_viewmat(
 
     Returns:
         [B, 4, 4] viewmats, as gsplat takes them.
+
+    Example:
+        >>> vm = pose_to_viewmat(0.0, 0.0, 0.0, 5.0)  # camera at (0, -5, 0), looking along +y
+        >>> vm
+        tensor([[[ 1.,  0.,  0.,  0.],
+                 [ 0.,  0., -1.,  0.],
+                 [ 0.,  1.,  0.,  5.],
+                 [ 0.,  0.,  0.,  1.]]])
+        >>> pose_to_viewmat(torch.tensor([0.0, 1.0, 2.0]), 0.3, 0.0, 5.0).shape
+        torch.Size([3, 4, 4])
     """
     a, e, t, d = broadcast_pose(
         azimuth, elevation, theta, distance, names=("azimuth", "elevation", "theta", "distance")
@@ -145,6 +162,12 @@ def pascal3d_intrinsics(
 
     Returns:
         [B, 3, 3].
+
+    Example:
+        >>> pascal3d_intrinsics(1.0, 3000.0, (320.0, 240.0), downsample=8)
+        tensor([[[375.,   0.,  40.],
+                 [  0., 375.,  30.],
+                 [  0.,   0.,   1.]]])
     """
     if downsample <= 0:
         raise ValueError(f"downsample: must be > 0, got {downsample}")
@@ -178,6 +201,15 @@ def project_points(points: Tensor, viewmats: Tensor, Ks: Tensor) -> Tensor:
 
     Returns:
         [B, N, 2] pixel coordinates (x, y).
+
+    Example:
+        >>> vm = pose_to_viewmat(0.0, 0.0, 0.0, 10.0)
+        >>> K = pascal3d_intrinsics(1.0, 3000.0, (320.0, 240.0))
+        >>> points = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, 0.0, 0.5]])  # origin, +x, up
+        >>> project_points(points, vm, K)
+        tensor([[[320., 240.],
+                 [470., 240.],
+                 [320.,  90.]]])
     """
     dtype = torch.promote_types(torch.promote_types(points.dtype, viewmats.dtype), Ks.dtype)
     points, viewmats, Ks = points.to(dtype), viewmats.to(dtype), Ks.to(dtype)
@@ -208,6 +240,15 @@ def project_pascal3d(
 
     Returns:
         [N, 2] when ``points`` is [N, 3] and the pose is a single one, else [B, N, 2].
+
+    Example:
+        >>> points = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, 0.0, 0.5]])
+        >>> project_pascal3d(points, 0.0, 0.0, 0.0, distance=10.0, focal=1.0, principal=(320.0, 240.0))
+        tensor([[320., 240.],
+                [470., 240.],
+                [320.,  90.]])
+        >>> project_pascal3d(points, torch.tensor([0.0, math.pi / 2]), 0.0, 0.0, 10.0, 1.0, (320.0, 240.0)).shape
+        torch.Size([2, 3, 2])
     """
     if points.dim() not in (2, 3) or points.shape[-1] != 3:
         raise ValueError(f"points: expected shape [N, 3] or [B, N, 3], got {tuple(points.shape)}")
@@ -232,6 +273,14 @@ def rotation_error(R_pred: Tensor, R_gt: Tensor) -> Tensor:
 
     Returns:
         [...] radians.
+
+    Example:
+        >>> R_gt = rotation_from_pose(0.3, 0.2, 0.0)
+        >>> R_pred = rotation_from_pose(0.3 + math.pi / 6, 0.2, 0.0)  # azimuth 30 degrees off
+        >>> rotation_error(R_pred, R_gt)
+        tensor([0.5236])
+        >>> rotation_error(R_gt, R_gt)
+        tensor([0.])
     """
     if R_pred.shape[-2:] != (3, 3) or R_gt.shape[-2:] != (3, 3):
         raise ValueError(f"R_pred, R_gt: expected [..., 3, 3], got {tuple(R_pred.shape)} and {tuple(R_gt.shape)}")
@@ -255,6 +304,12 @@ def viewmat_to_pose(viewmats: Tensor, atol: float = 1e-4) -> tuple[Tensor, Tenso
     Returns:
         (azimuth, elevation, theta, distance), each [B]; angles in radians, azimuth in
         [0, 2 pi), elevation in [-pi/2, pi/2], theta in (-pi, pi].
+
+    Example:
+        >>> vm = pose_to_viewmat(torch.tensor([0.5, 4.0]), 0.2, -0.1, 5.0)
+        >>> azimuth, elevation, theta, distance = viewmat_to_pose(vm)
+        >>> azimuth, elevation, theta, distance
+        (tensor([0.5000, 4.0000]), tensor([0.2000, 0.2000]), tensor([-0.1000, -0.1000]), tensor([5., 5.]))
     """
     if viewmats.dim() != 3 or viewmats.shape[-2:] != (4, 4):
         raise ValueError(f"viewmats: expected shape [B, 4, 4], got {tuple(viewmats.shape)}")

@@ -30,7 +30,16 @@ class RasterOutput(NamedTuple):
 
 
 def resolve_backend(backend: Backend, device: torch.device, dtype: torch.dtype) -> str:
-    """Pick the backend: gsplat for float32 CUDA tensors when it works, else torch."""
+    """Pick the backend: gsplat for float32 CUDA tensors when it works, else torch.
+
+    Example:
+        >>> resolve_backend("auto", torch.device("cpu"), torch.float32)
+        'torch'
+        >>> resolve_backend("gsplat", torch.device("cpu"), torch.float32)
+        Traceback (most recent call last):
+        ...
+        ValueError: backend='gsplat' needs CUDA tensors, got device cpu
+    """
     if backend not in ("auto", "gsplat", "torch"):
         raise ValueError(f"backend: expected 'auto', 'gsplat' or 'torch', got {backend!r}")
     if backend == "gsplat":
@@ -156,6 +165,21 @@ def rasterize_features(
 
     Returns:
         :class:`RasterOutput`.
+
+    Example:
+        >>> from rendering import cuboid_volume, pose_to_viewmat
+        >>> vol = cuboid_volume((1.0, 1.0, 1.0), n=200)
+        >>> vm = pose_to_viewmat(0.5, 0.3, 0.0, 4.0)
+        >>> K = torch.tensor([[[64.0, 0.0, 16.0], [0.0, 64.0, 16.0], [0.0, 0.0, 1.0]]])  # a 32x32 image
+        >>> out = rasterize_features(
+        ...     vol.means, vol.quats, vol.scales, vol.opacities, vol.means, vm, K, 32, 32, backend="torch"
+        ... )  # features: each Gaussian's position
+        >>> out.features.shape, out.alpha.shape, out.depth.shape, out.means2d.shape
+        (torch.Size([1, 32, 32, 3]), torch.Size([1, 32, 32]), torch.Size([1, 32, 32]), torch.Size([1, 218, 2]))
+        >>> round(out.alpha[0, 16, 16].item(), 3), out.alpha[0, 0, 0].item()  # opaque centre, empty corner
+        (1.0, 0.0)
+        >>> round(out.depth[0, 16, 16].item(), 2)  # the nearest face, in front of the origin at distance 4
+        3.34
     """
     _check_inputs(means, quats, scales, opacities, features, viewmats, Ks, width, height)
     B = viewmats.shape[0]
@@ -214,6 +238,17 @@ def project_visible(
 
     Returns:
         means2d [B, N, 2] (pixel coordinates, differentiable w.r.t. cameras), visible [B, N] bool.
+
+    Example:
+        >>> from rendering import cuboid_volume, pose_to_viewmat
+        >>> vol = cuboid_volume((1.0, 1.0, 1.0), n=200)
+        >>> vm = pose_to_viewmat(torch.tensor([0.5, 2.0]), 0.3, 0.0, 4.0)  # two views
+        >>> K = torch.tensor([[64.0, 0.0, 16.0], [0.0, 64.0, 16.0], [0.0, 0.0, 1.0]]).expand(2, 3, 3)
+        >>> means2d, visible = project_visible(vol.means, vol.quats, vol.scales, vol.opacities, vm, K, 32, 32)
+        >>> means2d.shape, visible.shape, visible.dtype
+        (torch.Size([2, 218, 2]), torch.Size([2, 218]), torch.bool)
+        >>> [0 < int(v.sum()) < len(vol) for v in visible]  # the far side is hidden in each view
+        [True, True]
     """
     _check_shape("viewmats", viewmats, (None, 4, 4), "[B, 4, 4]")
     B = viewmats.shape[0]
