@@ -1,13 +1,18 @@
-"""Evaluation reports: Markdown tables and simple PNG plots (drawn with PIL, no plotting library)."""
+"""Evaluation reports: Markdown tables and PNG line plots (matplotlib, Agg canvas, one shared style)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
-from PIL import Image, ImageDraw
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 COLUMNS = [  # key, header, scale, format
     ("images", "images", 1, "{:d}"),
@@ -29,6 +34,76 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+PLOT_DPI = 100  # pixels per inch of every figure: ``size`` arguments are pixels, fonts are points at this dpi
+
+# The one look of every chart novum3d draws (matplotlib rcParams).
+PLOT_STYLE: dict[str, Any] = {
+    "figure.dpi": PLOT_DPI,
+    "savefig.dpi": PLOT_DPI,
+    "figure.facecolor": "white",
+    "savefig.facecolor": "white",
+    "font.size": 10,
+    "axes.titlesize": 12,
+    "axes.titleweight": "bold",
+    "axes.labelsize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "0.85",
+    "grid.linewidth": 0.8,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "lines.linewidth": 2.0,
+    "lines.markersize": 6,
+    "legend.fontsize": 9,
+    "legend.framealpha": 0.9,
+    "legend.edgecolor": "0.8",
+}
+
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "*"]
+
+
+@contextmanager
+def plot_style() -> Iterator[None]:
+    """rcParams of ``PLOT_STYLE`` for the figures created and saved inside the block."""
+    with matplotlib.rc_context(PLOT_STYLE):
+        yield
+
+
+def new_figure(size: tuple[int, int]) -> tuple[Figure, Axes]:
+    """A figure of ``size`` (width, height) pixels with one axes, on the Agg canvas (no display).
+
+    Call it inside ``plot_style()``; the figure belongs to no pyplot state, so nothing needs closing.
+    """
+    w, h = size
+    fig = Figure(figsize=(w / PLOT_DPI, h / PLOT_DPI), dpi=PLOT_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as PNG at its exact pixel size (no tight bounding box), creating parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=PLOT_DPI)
+    return path
+
+
+def _legend_below(fig: Figure, n: int) -> None:
+    """A legend under the axes in as few rows as fit the figure's width, entries balanced over rows."""
+    renderer = fig.canvas.get_renderer()
+    fits = 1
+    for ncols in range(n, 1, -1):
+        legend = fig.legend(loc="outside lower center", ncols=ncols)
+        width = legend.get_window_extent(renderer).width
+        legend.remove()
+        if width <= 0.95 * fig.bbox.width:
+            fits = ncols
+            break
+    rows = math.ceil(n / fits)
+    fig.legend(loc="outside lower center", ncols=math.ceil(n / rows))
+
+
 def line_plot(
     series: dict[str, tuple[Sequence[float], Sequence[float]]],
     path: str | Path,
@@ -39,47 +114,32 @@ def line_plot(
     ylim: tuple[float, float] = (0.0, 1.0),
     size: tuple[int, int] = (640, 420),
 ) -> Path:
-    """Lines (x, y) per series on white, with axes, ticks, a legend and a title."""
-    w, h = size
-    left, right, top, bottom = 60, 20, 30, 50
-    img = Image.new("RGB", size, "white")
-    d = ImageDraw.Draw(img)
-    xs_all = [x for xs, _ in series.values() for x in xs]
-    x0, x1 = (min(xs_all), max(xs_all)) if xs_all else (0.0, 1.0)
-    x1 = x1 if x1 > x0 else x0 + 1
-
-    def px(x: float, y: float) -> tuple[float, float]:
-        return (
-            left + (x - x0) / (x1 - x0) * (w - left - right),
-            h - bottom - (y - ylim[0]) / (ylim[1] - ylim[0]) * (h - top - bottom),
-        )
-
-    d.rectangle([left, top, w - right, h - bottom], outline="black")
-    for k in range(6):
-        y = ylim[0] + k * (ylim[1] - ylim[0]) / 5
-        _, py = px(x0, y)
-        d.line([left - 4, py, left, py], fill="black")
-        d.text((4, py - 6), f"{y:.2f}", fill="black")
-    for x, label in xticks or [(x0, f"{x0:g}"), (x1, f"{x1:g}")]:
-        qx, _ = px(x, ylim[0])
-        d.line([qx, h - bottom, qx, h - bottom + 4], fill="black")
-        d.text((qx - 10, h - bottom + 6), label, fill="black")
-    d.text((w // 2 - 40, h - 18), xlabel, fill="black")
-    d.text((4, 8), f"{title}   ({ylabel})", fill="black")
-    palette = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-               (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]  # fmt: skip
-    for i, (name, (xs, ys)) in enumerate(series.items()):
-        color = palette[i % len(palette)]
-        pts = [px(x, y) for x, y in zip(xs, ys, strict=True)]
-        if len(pts) > 1:
-            d.line(pts, fill=color, width=2)
-        for p in pts if len(pts) < 12 else []:
-            d.ellipse([p[0] - 3, p[1] - 3, p[0] + 3, p[1] + 3], fill=color)
-        d.text((w - right - 150, top + 6 + 14 * i), f"- {name}", fill=color)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
+    """Lines (x, y) per series, with a title, labelled axes, gridlines and a legend, as a PNG of
+    ``size`` (width, height) pixels. ``xticks`` are (position, label) pairs; series of fewer than
+    12 points are drawn with markers (one shape per series, so overlapping lines stay apart)."""
+    with plot_style():
+        fig, ax = new_figure(size)
+        dense = False
+        for i, (name, (xs, ys)) in enumerate(series.items()):
+            few = len(xs) < 12
+            dense |= not few
+            ax.plot(xs, ys, label=name, marker=_MARKERS[i % len(_MARKERS)] if few else None)
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        pad = 0.03 * (ylim[1] - ylim[0])  # points on the limits stay whole
+        ax.set_ylim(ylim[0] - pad, ylim[1] + pad)
+        ax.set_yticks(np.linspace(ylim[0], ylim[1], 6))
+        if xticks:
+            ax.set_xticks([x for x, _ in xticks], [label for _, label in xticks])
+        ax.margins(x=0.0 if dense else 0.06)
+        if 0 < len(series) <= 3:
+            ax.legend(loc="best")
+        elif series:  # more would cover the lines: below the axes
+            _legend_below(fig, len(series))
+        else:
+            ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="0.5")
+        return save_figure(fig, path)
 
 
 def error_cdf(errors_by_split: dict[str, Sequence[float]], path: str | Path) -> Path:
@@ -89,9 +149,9 @@ def error_cdf(errors_by_split: dict[str, Sequence[float]], path: str | Path) -> 
         if len(errs) == 0:
             continue
         deg = np.sort(np.degrees(np.asarray(errs)))
-        grid = np.linspace(0, 180, 91)
+        grid = np.linspace(0, 180, 361)  # every 0.5 degrees: the steps of a few images stay upright
         series[split] = (grid.tolist(), (np.searchsorted(deg, grid, side="right") / len(deg)).tolist())
-    ticks = [(0, "0"), (30, "30"), (60, "60"), (90, "90"), (180, "180")]
+    ticks = [(d, f"{d}") for d in (0, 10, 30, 60, 90, 120, 150, 180)]  # gridlines at the Acc@pi/18 and pi/6 limits
     return line_plot(series, path, "cumulative pose error", "error (degrees)", "fraction of images", ticks)
 
 
