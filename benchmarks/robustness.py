@@ -16,6 +16,7 @@ Trailing key.sub=value overrides apply to every method (e.g. data.num_workers=14
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import shlex
@@ -31,9 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import emit, rate
 from novum3d.baselines import BaselineTrainer, load_baseline
-from novum3d.config import ConfigError
-from novum3d.data.pascal3d import DataError
+from novum3d.checkpoint import file_digest, load_checkpoint
+from novum3d.cli import command, select_device
 from novum3d.data.synthetic import open_splits
+from novum3d.errors import CheckpointError
+from novum3d.evaluation.cache import RecordCache, evaluation_key, load_keyed, save_keyed
 from novum3d.evaluation.robustness import (
     SuiteMethod,
     classify_split,
@@ -45,19 +48,39 @@ from novum3d.evaluation.robustness import (
     table_columns,
 )
 from novum3d.evaluation.run import evaluate_split, evenly_spaced, initial_distance
+from novum3d.fingerprint import CACHE_FORMAT, code_digest, compare_keys, dataset_digest
 from novum3d.inference.checkpoint import load_model
 from novum3d.inference.pose import PoseConfig, PoseEstimator
-from novum3d.train.trainer import CheckpointError, Trainer, load_checkpoint
+from novum3d.train.trainer import Trainer
 
 
-def train_if_needed(method: SuiteMethod, cfg, out_dir: Path) -> dict:
-    """Train unless out_dir/last.pt has all epochs; returns the checkpoint's history summary."""
+def train_if_needed(method: SuiteMethod, cfg, out_dir: Path, retrain: bool = False) -> dict:
+    """Train unless out_dir/last.pt is a finished run of this very config and data; returns its history summary.
+
+    An unfinished run of the same config and data is resumed. A checkpoint made from another config
+    or other data stops the benchmark with the parts that differ, unless ``retrain`` (--retrain).
+    """
     last = out_dir / "last.pt"
-    done = last.is_file() and load_checkpoint(last)["epoch"] >= cfg.optim.epochs
-    if not done:
-        trainer_cls = Trainer if method.kind == "novum" else BaselineTrainer
-        trainer_cls(cfg, resume=last.is_file()).fit()
-    history = load_checkpoint(last)["history"]
+    trainer = (Trainer if method.kind == "novum" else BaselineTrainer)(cfg)
+    if last.is_file():
+        ckpt = load_checkpoint(last)
+        saved = ckpt.get("identity")
+        differ = (
+            ["identity (a checkpoint of an older version)"]
+            if saved is None
+            else compare_keys(saved, trainer.identity())
+        )
+        if differ and not retrain:
+            raise CheckpointError(
+                f"made with another {', '.join(differ)} than method {method.name!r} has now; "
+                "rerun with --retrain to train it again, or use another --work",
+                path=last,
+            )
+        if not differ:
+            trainer.resume(last)
+    if trainer.epoch < cfg.optim.epochs:
+        trainer.fit()
+    history = trainer.history
     return {
         "epochs": len(history),
         "train_seconds": sum(h["seconds"] for h in history),
@@ -67,29 +90,40 @@ def train_if_needed(method: SuiteMethod, cfg, out_dir: Path) -> dict:
 
 
 def evaluate_method(method, out_dir: Path, splits: dict, names: list[str], args, device, distance: float) -> dict:
-    """Per-split summaries, cached in out_dir/robustness-eval.json for the same settings."""
-    key = {"splits": names, "max_per_split": args.max_per_split, "pose_steps": args.pose_steps if method.pose else None}
+    """Per-split summaries, cached in out_dir/robustness-eval.json under a key of the checkpoint's and
+    every split's contents, the code and the settings; a cache of other inputs is recomputed."""
+    last = out_dir / "last.pt"
+    subsets = {name: evenly_spaced(splits[name], args.max_per_split) for name in names}
+    pose = PoseConfig(steps=args.pose_steps, distance=distance) if method.pose else None
+    settings = {"pose": dataclasses.asdict(pose) if pose else None}
+    key = {"format": CACHE_FORMAT, "checkpoint": file_digest(last), "code": code_digest(), "settings": settings,
+           "data": {name: dataset_digest(ds) for name, ds in subsets.items()}}  # fmt: skip
     cache = out_dir / "robustness-eval.json"
-    if cache.is_file():
-        saved = json.loads(cache.read_text())
-        if saved.get("key") == key:
-            return saved["splits"]
+    saved, differ = load_keyed(cache, key)
+    if saved is not None:
+        return saved
+    if differ:
+        tqdm.write(
+            f"{method.name}: {cache} was made with another {', '.join(differ)}; evaluating again", file=sys.stderr
+        )
     if method.kind == "novum":
-        model, cfg = load_model(out_dir / "last.pt", device)
+        model, cfg = load_model(last, device)
     else:
-        model, cfg = load_baseline(out_dir / "last.pt", device)
-    estimator = PoseEstimator(PoseConfig(steps=args.pose_steps, distance=distance)) if method.pose else None
+        model, cfg = load_baseline(last, device)
+    estimator = PoseEstimator(pose) if pose else None
+    size = tuple(cfg.data.image_size)
     results = {}
     for name in tqdm(names, desc=method.name, unit="split"):
-        ds = evenly_spaced(splits[name], args.max_per_split)
-        size = tuple(cfg.data.image_size)
+        ds = subsets[name]
         if estimator is not None:
-            records = evaluate_split(model, ds, estimator, out_dir / "eval-cache" / f"{name}.jsonl", size,
-                                     args.batch_size)  # fmt: skip
+            records_cache = RecordCache(out_dir / "eval-cache" / f"{name}.jsonl",
+                                        evaluation_key(last, ds, settings | {"image_size": list(size)}),
+                                        overwrite=True)  # fmt: skip
+            records = evaluate_split(model, ds, estimator, records_cache, size, args.batch_size)
         else:
             records = classify_split(model, ds, size, args.batch_size)
         results[name] = split_summary(records)
-    cache.write_text(json.dumps({"key": key, "splits": results}, indent=2))
+    save_keyed(cache, key, results)
     return results
 
 
@@ -101,6 +135,7 @@ def data_command(root: Path, manifest: dict) -> str:
             f"--out {root} --workers 16")  # fmt: skip
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("suite", help="suite YAML, e.g. configs/robustness.yaml")
@@ -113,37 +148,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pose-steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=64, help="evaluation batch")
     parser.add_argument("--benchmarks", default="BENCHMARKS.md", help="append the tables here ('' to skip)")
+    parser.add_argument("--retrain", action="store_true", help="retrain methods whose checkpoint has other inputs")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_intermixed_args(argv)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))  # fmt: skip
+    device = select_device(args.device)
     data, work, results_dir = Path(args.data), Path(args.work), Path(args.results)
     seeds = [int(s) for s in args.seeds.split(",")]
     extra = [f"data.root={data}", f"train.device={device.type}", *args.overrides]
-    try:
-        suite = load_suite(args.suite)
-        manifest = json.loads((data / "dataset.json").read_text()) if (data / "dataset.json").is_file() else None
-        splits = open_splits(data)
-        names = [s for s in splits if s not in ("train", "val")]
-        distance = initial_distance(splits, names[0])
-        rows: dict[str, list[dict]] = {m.name: [] for m in suite.methods}
-        pose_rows: dict[str, list[dict]] = {m.name: [] for m in suite.methods if m.pose}
-        training: dict[str, list[dict]] = {m.name: [] for m in suite.methods}
-        per_split: dict[str, dict] = {}
-        start = time.perf_counter()
-        for seed in seeds:
-            for method in suite.methods:
-                out_dir = work / f"{method.slug}-seed{seed}"
-                cfg = method_config(method, suite, extra, seed, out_dir)
-                training[method.name].append(train_if_needed(method, cfg, out_dir))
-                res = evaluate_method(method, out_dir, splits, names, args, device, distance)
-                per_split[f"{method.name} / seed {seed}"] = res
-                rows[method.name].append(table_columns(res))
-                if method.pose:
-                    pose_rows[method.name].append(table_columns(res, "acc_pi_6"))
-    except (ConfigError, DataError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    suite = load_suite(args.suite)
+    manifest = json.loads((data / "dataset.json").read_text()) if (data / "dataset.json").is_file() else None
+    splits = open_splits(data)
+    names = [s for s in splits if s not in ("train", "val")]
+    distance = initial_distance(splits, names[0])
+    rows: dict[str, list[dict]] = {m.name: [] for m in suite.methods}
+    pose_rows: dict[str, list[dict]] = {m.name: [] for m in suite.methods if m.pose}
+    training: dict[str, list[dict]] = {m.name: [] for m in suite.methods}
+    per_split: dict[str, dict] = {}
+    start = time.perf_counter()
+    for seed in seeds:
+        for method in suite.methods:
+            out_dir = work / f"{method.slug}-seed{seed}"
+            cfg = method_config(method, suite, extra, seed, out_dir)
+            training[method.name].append(train_if_needed(method, cfg, out_dir, args.retrain))
+            res = evaluate_method(method, out_dir, splits, names, args, device, distance)
+            per_split[f"{method.name} / seed {seed}"] = res
+            rows[method.name].append(table_columns(res))
+            if method.pose:
+                pose_rows[method.name].append(table_columns(res, "acc_pi_6"))
     minutes = (time.perf_counter() - start) / 60
 
     novum = next((m.name for m in suite.methods if m.kind == "novum"), None)

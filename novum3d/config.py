@@ -12,11 +12,9 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from .errors import ConfigError
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A config file or mapping does not fit its dataclass; the message names file and key."""
 
 
 def _check_value(value: Any, hint: Any, where: str) -> Any:

@@ -13,6 +13,7 @@ reported and skipped; the exit code is 1 if any image failed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -21,28 +22,45 @@ from pathlib import Path
 
 import torch
 
-from novum3d.data.pascal3d import IMAGE_EXTENSIONS, DataError, load_rgb
+from novum3d.cli import command, select_device
+from novum3d.data.pascal3d import IMAGE_EXTENSIONS, load_rgb
+from novum3d.errors import DataError, Novum3DError
 from novum3d.inference.checkpoint import load_model
 from novum3d.inference.pipeline import predict
 from novum3d.inference.pose import PoseConfig, PoseEstimator
 from novum3d.inference.visualize import correspondence_map, pose_figure, volume_silhouette
-from novum3d.train.trainer import CheckpointError
 from rendering import pascal3d_intrinsics
+from rendering.backends import gsplat_available
 
 MIN_SIDE = 64
 
 
 def image_paths(items: list[str]) -> list[Path]:
+    """The images named, folders expanded to the images they hold (a folder without any is an error)."""
     paths = []
     for item in items:
         p = Path(item)
         if p.is_dir():
-            paths += sorted(q for q in p.iterdir() if q.suffix in IMAGE_EXTENSIONS)
+            found = sorted(q for q in p.iterdir() if q.suffix in IMAGE_EXTENSIONS)
+            if not found:
+                raise Novum3DError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder", path=p)
+            paths += found
         else:
             paths.append(p)
     return paths
 
 
+@contextlib.contextmanager
+def stage(what: str):
+    """Print what is being done (stderr) and, when it took over a second, how long it took."""
+    print(f"{what} ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    yield
+    if (seconds := time.perf_counter() - start) > 1:
+        print(f"  done in {seconds:.1f} s", file=sys.stderr, flush=True)
+
+
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", help="image files or folders")
@@ -56,16 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=30, help="refinement steps")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args(argv)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))  # fmt: skip
-    try:
+    device = select_device(args.device)
+    with stage(f"loading {args.checkpoint}"):
         model, _ = load_model(args.checkpoint, device)
-    except CheckpointError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if device.type == "cuda":
+        # The first use of gsplat on a machine compiles its CUDA kernels; say so instead of hanging silently.
+        with stage("loading gsplat's CUDA kernels (the first use on a machine compiles them, about 70 s)"):
+            if not gsplat_available():
+                print("  gsplat is not usable here; rendering with the slower PyTorch backend", file=sys.stderr)
     if args.category is not None and args.category not in model.classes:
-        print(f"error: --class {args.category!r} is not one of the model's classes {model.classes}", file=sys.stderr)
-        return 2
+        raise Novum3DError(
+            f"--class {args.category!r} is not one of the model's classes {model.classes}", field="--class"
+        )
     cfg = PoseConfig(steps=args.steps, distance=args.distance or PoseConfig().distance)
     estimator = PoseEstimator(cfg)
     out = Path(args.out)

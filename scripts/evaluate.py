@@ -6,43 +6,35 @@
 
 Splits of a synthetic data set: clean, occluded-L1..3, corrupted-<name>, ood-<nuisance> (all by
 default). For preprocessed PASCAL3D+ (--layout pascal3d): clean and occluded-L1..3.
-Writes results.json, results.md, accuracy_vs_occlusion.png and pose_error_cdf.png; per-image
-results are cached under <out>/cache/, so an interrupted run continues where it stopped.
+Writes results.json, results.md, accuracy_vs_occlusion.png and pose_error_cdf.png. Per-image
+results are cached under <out>/cache/, keyed by the checkpoint's and the data's contents, the
+code and the settings: an interrupted run continues where it stopped, and a cache made from
+other inputs stops the run with the parts that differ (--overwrite recomputes).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
-from novum3d.data.pascal3d import DataError, Pascal3DPreprocessed
-from novum3d.data.synthetic import open_splits
+from novum3d.cli import command, select_device
+from novum3d.errors import Novum3DError
+from novum3d.evaluation.cache import RecordCache, evaluation_key
 from novum3d.evaluation.metrics import summarize
 from novum3d.evaluation.report import accuracy_vs_occlusion, error_cdf, markdown_table
-from novum3d.evaluation.run import evaluate_split, evenly_spaced, initial_distance
+from novum3d.evaluation.run import evaluate_split, evenly_spaced, initial_distance, open_eval_splits
 from novum3d.inference.checkpoint import load_model
 from novum3d.inference.pose import PoseConfig, PoseEstimator
-from novum3d.train.trainer import CheckpointError
 
 
-def open_eval_splits(root: Path, layout: str, classes: list[str]) -> dict:
-    if layout == "synthetic":
-        return open_splits(root, classes)
-    splits = {"clean": Pascal3DPreprocessed(root, classes)}
-    for level in (1, 2, 3):
-        try:
-            splits[f"occluded-L{level}"] = Pascal3DPreprocessed(root, classes, occlusion_level=level)
-        except DataError:
-            pass
-    return splits
-
-
+@command
 def main(argv: list[str] | None = None) -> int:
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--data", required=True, help="a synthetic data set root, or preprocessed PASCAL3D+")
@@ -52,29 +44,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="outputs/evaluation")
     parser.add_argument("--steps", type=int, default=30, help="pose refinement steps")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--overwrite", action="store_true", help="recompute caches made from other inputs")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args(argv)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))  # fmt: skip
-    try:
-        model, cfg = load_model(args.checkpoint, device)
-        splits = open_eval_splits(Path(args.data), args.layout, model.classes)
-    except (CheckpointError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    device = select_device(args.device)
+    model, cfg = load_model(args.checkpoint, device)
+    splits = open_eval_splits(Path(args.data), args.layout, model.classes)
     wanted = [s for s in splits if s not in ("train", "val")] if args.splits is None else args.splits.split(",")
     unknown = [s for s in wanted if s not in splits]
     if unknown:
-        print(f"error: --splits: unknown {unknown}; this data set has {sorted(splits)}", file=sys.stderr)
-        return 2
+        raise Novum3DError(f"--splits: unknown {unknown}; this data set has {sorted(splits)}", field="--splits")
     distance = initial_distance(splits, wanted[0])
     estimator = PoseEstimator(PoseConfig(steps=args.steps, distance=distance))
+    settings = {"pose": dataclasses.asdict(estimator.cfg), "image_size": list(cfg.data.image_size)}
     out = Path(args.out)
+    hint = "rerun with --overwrite to recompute, or choose another --out"
     results, errors = {}, {}
     for name in wanted:
         ds = evenly_spaced(splits[name], args.max_per_split)
+        cache = RecordCache(out / "cache" / f"{name}.jsonl", evaluation_key(args.checkpoint, ds, settings),
+                            overwrite=args.overwrite, hint=hint)  # fmt: skip
         records = evaluate_split(
-            model, ds, estimator, out / "cache" / f"{name}.jsonl", tuple(cfg.data.image_size), args.batch_size,
+            model, ds, estimator, cache, tuple(cfg.data.image_size), args.batch_size,
             progress=lambda it, n, name=name: tqdm(it, total=n, desc=name, unit="batch"),
         )  # fmt: skip
         results[name] = summarize(records, model.classes)

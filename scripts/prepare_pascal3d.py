@@ -18,10 +18,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from novum3d.categories import load_categories
-from novum3d.data.pascal3d import DataError
+from novum3d.cli import command
 from novum3d.data.prepare import PrepareOptions, cad_category_sizes, prepare_pascal3d, write_categories_yaml
+from novum3d.errors import Novum3DError
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--raw", required=True, help="the PASCAL3D+_release1.1 folder")
@@ -37,21 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         height, width = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
-        print(f"error: --size: expected HEIGHTxWIDTH such as 640x800, got {args.size!r}", file=sys.stderr)
-        return 2
+        raise Novum3DError(
+            f"--size: expected HEIGHTxWIDTH such as 640x800, got {args.size!r}", field="--size"
+        ) from None
     classes = args.classes.split(",") if args.classes else [c.name for c in load_categories()]
     opts = PrepareOptions(height=height, width=width, target_distance=args.distance, mode=args.mode)
-    try:
-        result = prepare_pascal3d(
-            args.raw, args.out, classes, opts, args.occluded, args.split,
-            progress=lambda it, n: tqdm(it, total=n, unit="obj", desc="PASCAL3D+"),
-        )  # fmt: skip
-        if args.cad_sizes:
-            path = write_categories_yaml(cad_category_sizes(args.raw, classes), Path(args.out) / "categories.yaml")
-            print(f"category sizes from CAD: {path}")
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    result = prepare_pascal3d(
+        args.raw, args.out, classes, opts, args.occluded, args.split,
+        progress=lambda it, n: tqdm(it, total=n, unit="obj", desc="PASCAL3D+"),
+    )  # fmt: skip
+    if args.cad_sizes:
+        path = write_categories_yaml(cad_category_sizes(args.raw, classes), Path(args.out) / "categories.yaml")
+        print(f"category sizes from CAD: {path}")
     broken = result["broken"]
     print(f"written {result['written']}, already there {result['resumed']}, broken {len(broken)}")
     if broken:

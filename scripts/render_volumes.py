@@ -12,11 +12,13 @@ import math
 import sys
 import time
 
-from novum3d.config import ConfigError, VolumeConfig, load_config
+from novum3d.cli import command
+from novum3d.config import VolumeConfig, load_config
 from novum3d.visualize import volume_sheet
 from novum3d.volumes import build_category_volumes
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="volume config YAML, e.g. configs/volumes/cuboid.yaml")
@@ -27,12 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--distance", type=float, default=5.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        cfg = load_config(VolumeConfig, args.config)
-        volumes = build_category_volumes(cfg)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(VolumeConfig, args.config)
+    volumes = build_category_volumes(cfg)
     start = time.perf_counter()
     path = volume_sheet(
         volumes,

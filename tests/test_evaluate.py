@@ -45,7 +45,7 @@ def test_evaluate_script_writes_reports_and_resumes(checkpoint, tmp_path):  # no
     assert Image.open(tmp_path / "accuracy_vs_occlusion.png").size == (640, 420)
     assert Image.open(tmp_path / "pose_error_cdf.png").size == (640, 420)
     cached = (tmp_path / "cache" / "clean.jsonl").read_text().splitlines()
-    assert len(cached) == 2
+    assert len(cached) == 1 + 2 and "key" in json.loads(cached[0])  # the key, then one record per image
     again = subprocess.run(args, capture_output=True, text=True, check=False)
     assert again.returncode == 0 and (tmp_path / "cache" / "clean.jsonl").read_text().splitlines() == cached
     assert json.loads((tmp_path / "results.json").read_text())["splits"] == report["splits"]

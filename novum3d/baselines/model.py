@@ -8,7 +8,8 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from ..config import BaselineConfig, BaselineModelConfig, ConfigError, from_mapping
+from ..checkpoint import load_weights, read_trained
+from ..config import BaselineConfig, BaselineModelConfig
 from ..model.backbone import load_weights_except_head, normalize_images
 
 # The classifier head of each architecture: left out when loading weights of another task.
@@ -53,19 +54,8 @@ class BaselineClassifier(nn.Module):
 
 def load_baseline(path: str | Path, device: torch.device | str = "cpu") -> tuple[BaselineClassifier, BaselineConfig]:
     """Rebuild a baseline classifier from its training checkpoint (errors name the file)."""
-    from ..train.trainer import CheckpointError, load_checkpoint
-
-    ckpt = load_checkpoint(path, "cpu")
-    if ckpt.get("kind") != "baseline":
-        raise CheckpointError(f"{path}: a {ckpt.get('kind', 'novum')} checkpoint, not a baseline classifier")
-    try:
-        cfg = from_mapping(BaselineConfig, ckpt["config"], where=f"{path} (config)")
-    except ConfigError as exc:
-        raise CheckpointError(f"{path}: its config does not load with this version ({exc})") from exc
+    ckpt, cfg = read_trained(path, "baseline", BaselineConfig)
     cfg.model.weights = None  # the checkpoint holds the weights
     model = BaselineClassifier(cfg.model, ckpt["classes"], tuple(cfg.data.image_size))
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit the model its config describes ({exc})") from exc
+    load_weights(model, ckpt, path)
     return model.to(device).eval(), cfg

@@ -7,9 +7,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..distributed import all_reduce_sum
 from ..model.backbone import normalize_images
 from ..train.data import images_to_device
-from ..train.trainer import StepStats, Trainer, _all_reduce_sum
+from ..train.trainer import StepStats, Trainer
 from .model import BaselineClassifier
 
 
@@ -39,5 +40,5 @@ class BaselineTrainer(Trainer):
         loss.backward()
         self.optimizer.step()
         self.global_step += 1
-        mean = _all_reduce_sum(loss.detach().reshape(1).clone())[0] / self.world
+        mean = all_reduce_sum(loss.detach().reshape(1).clone())[0] / self.world
         return StepStats(float(mean), images.shape[0] * self.world, images.shape[0] * self.world)

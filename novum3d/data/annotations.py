@@ -14,9 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-class AnnotationError(ValueError):
-    """A malformed annotation; the message names the file and the field."""
+from ..errors import AnnotationError
 
 
 @dataclass
@@ -47,16 +45,16 @@ def _scalar(data, key: str, where: str) -> float:
     try:
         value = float(np.asarray(data[key]).reshape(-1)[0])
     except (ValueError, TypeError, IndexError) as exc:
-        raise AnnotationError(f"{where}: field '{key}' is not a number ({exc})") from exc
+        raise AnnotationError(f"field '{key}' is not a number ({exc})", path=where, field=key) from exc
     if not math.isfinite(value):
-        raise AnnotationError(f"{where}: field '{key}' is not finite ({value})")
+        raise AnnotationError(f"field '{key}' is not finite ({value})", path=where, field=key)
     return value
 
 
 def _vector(data, key: str, size: int, where: str) -> tuple[float, ...]:
     arr = np.asarray(data[key], dtype=np.float64).reshape(-1)
     if arr.shape != (size,) or not np.all(np.isfinite(arr)):
-        raise AnnotationError(f"{where}: field '{key}' must be {size} finite numbers, got {arr.tolist()}")
+        raise AnnotationError(f"field '{key}' must be {size} finite numbers, got {arr.tolist()}", path=where, field=key)
     return tuple(float(v) for v in arr)
 
 
@@ -71,21 +69,25 @@ def load_annotation(path: str | Path) -> ObjectAnnotation:
             if "bbox" not in keys and "box_obj" not in keys:
                 missing.append("bbox (or box_obj)")
             if missing:
-                raise AnnotationError(f"{where}: missing field(s) {missing}")
+                raise AnnotationError(
+                    f"missing field(s) {missing}; re-create it (scripts/prepare_pascal3d.py or make_synthetic.py)",
+                    path=where,
+                    field=missing[0],
+                )
             values = {k: _scalar(data, k, where) for k in _SCALARS}
             principal = _vector(data, "principal", 2, where)
             bbox = _vector(data, "bbox" if "bbox" in keys else "box_obj", 4, where)
             cad_index = int(_scalar(data, "cad_index", where)) if "cad_index" in keys else 1
     except FileNotFoundError as exc:
-        raise AnnotationError(f"{where}: no such annotation file") from exc
+        raise AnnotationError("no such annotation file", path=where) from exc
     except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
         if isinstance(exc, AnnotationError):
             raise
-        raise AnnotationError(f"{where}: not a readable .npz file ({exc})") from exc
+        raise AnnotationError(f"not a readable .npz file ({exc})", path=where) from exc
     if values["distance"] <= 0:
-        raise AnnotationError(f"{where}: field 'distance' must be > 0, got {values['distance']}")
+        raise AnnotationError(f"field 'distance' must be > 0, got {values['distance']}", path=where, field="distance")
     if values["focal"] <= 0 or values["viewport"] <= 0:
-        raise AnnotationError(f"{where}: fields 'focal' and 'viewport' must be > 0")
+        raise AnnotationError("fields 'focal' and 'viewport' must be > 0", path=where, field="focal")
     return ObjectAnnotation(principal=principal, bbox=bbox, cad_index=cad_index, **values)  # type: ignore[arg-type]
 
 

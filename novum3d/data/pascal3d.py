@@ -26,15 +26,12 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ..categories import load_categories
+from ..errors import DataError
 from .annotations import AnnotationError, ObjectAnnotation, load_annotation
 
 IMAGE_EXTENSIONS = (".JPEG", ".jpg", ".jpeg", ".png", ".PNG", ".JPG")
 OOD_NUISANCES = ("shape", "pose", "texture", "context", "weather", "occlusion")
 OnError = Literal["raise", "skip"]
-
-
-class DataError(ValueError):
-    """A file of a data set cannot be used; the message names it and what is wrong."""
 
 
 def occluded_subset(category: str, level: int) -> str:
@@ -51,9 +48,9 @@ def load_rgb(path: Path, uint8: bool = False) -> torch.Tensor:
             img.load()
             rgb = img.convert("RGB")
     except FileNotFoundError as exc:
-        raise DataError(f"{path}: image file not found") from exc
+        raise DataError("image file not found", path=path) from exc
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DataError(f"{path}: unreadable image ({exc})") from exc
+        raise DataError(f"unreadable image ({exc})", path=path) from exc
     if uint8:
         return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
     return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
@@ -114,7 +111,7 @@ class _Reader(Dataset):
 
     def _fail(self, path: Path | str, reason: str) -> None:
         if self.on_error == "raise":
-            raise DataError(f"{path}: {reason}")
+            raise DataError(reason, path=path)
         self.skipped.append((str(path), reason))
 
     def _verify_images(self) -> None:

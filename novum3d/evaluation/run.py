@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -11,10 +10,14 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..data.pascal3d import Pascal3DPreprocessed
+from ..data.synthetic import open_splits
+from ..errors import DataError
 from ..inference.pipeline import predict
 from ..inference.pose import PoseEstimator
 from ..model.novum import NOVUM
 from ..train.data import batch_cameras, collate, images_to_device
+from .cache import RecordCache
 from .metrics import pose_errors
 
 
@@ -22,47 +25,43 @@ def evaluate_split(
     model: NOVUM,
     dataset: Dataset,
     estimator: PoseEstimator,
-    cache: Path,
+    cache: RecordCache,
     image_size: tuple[int, int],
     batch_size: int = 16,
     num_workers: int = 0,
     progress: Callable | None = None,
 ) -> list[dict[str, Any]]:
-    """Classify and estimate poses for every image; records are appended to ``cache`` (JSON lines)
-    as batches finish, and images already there are not evaluated again."""
-    done: dict[str, dict[str, Any]] = {}
-    if cache.is_file():
-        for line in cache.read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                done[rec["id"]] = rec
-    todo = [i for i, item in enumerate(dataset.items) if f"{item.category}/{item.name}" not in done]
+    """Classify and estimate poses for every image of ``dataset``, in its order.
+
+    Records are added to ``cache`` as batches finish; images already there (under the same key:
+    checkpoint, data, code and settings) are not evaluated again.
+    """
+    todo = [i for i, item in enumerate(dataset.items) if f"{item.category}/{item.name}" not in cache]
     if todo:
         device = next(model.parameters()).device
         subset = torch.utils.data.Subset(dataset, todo)
         loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers,
                             collate_fn=partial(_collate_with_ids, image_size=image_size))  # fmt: skip
         batches = progress(loader, len(loader)) if progress else loader
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        with cache.open("a") as fh:
-            for batch in batches:
-                _, Ks = batch_cameras(batch, model.stride, device)
-                pred = predict(model, images_to_device(batch["image"], device), Ks, estimator)
-                gt = {k: batch[k] for k in ("azimuth", "elevation", "theta")}
-                pose = {k: getattr(pred.pose, k).cpu() for k in ("azimuth", "elevation", "theta")}
-                errs = pose_errors(pose, gt)
-                for b, ident in enumerate(batch["ids"]):
-                    rec = {
+        for batch in batches:
+            _, Ks = batch_cameras(batch, model.stride, device)
+            pred = predict(model, images_to_device(batch["image"], device), Ks, estimator)
+            gt = {k: batch[k] for k in ("azimuth", "elevation", "theta")}
+            pose = {k: getattr(pred.pose, k).cpu() for k in ("azimuth", "elevation", "theta")}
+            errs = pose_errors(pose, gt)
+            cache.add(
+                [
+                    {
                         "id": ident,
                         "label": int(batch["label"][b]),
                         "predicted": int(pred.labels[b]),
                         "pose_error": float(errs[b]),
                         "pose": {k: float(v[b]) for k, v in pose.items()} | {"distance": float(pred.pose.distance[b])},
                     }
-                    done[ident] = rec
-                    fh.write(json.dumps(rec) + "\n")
-                fh.flush()
-    return [done[f"{item.category}/{item.name}"] for item in dataset.items]
+                    for b, ident in enumerate(batch["ids"])
+                ]
+            )
+    return [cache.records[f"{item.category}/{item.name}"] for item in dataset.items]
 
 
 def _collate_with_ids(samples: list[dict[str, Any]], image_size: tuple[int, int]) -> dict[str, Any]:
@@ -85,6 +84,20 @@ def evenly_spaced(dataset: Dataset, limit: int | None) -> Dataset:
         return dataset
     step = len(dataset) / limit
     return ItemSubset(dataset, [int(i * step) for i in range(limit)])
+
+
+def open_eval_splits(root: str | Path, layout: str, classes: list[str]) -> dict[str, Dataset]:
+    """Every split of a data set: a synthetic root's (``open_splits``), or preprocessed PASCAL3D+'s
+    clean split plus the OccludedPASCAL3D+ levels found beside it."""
+    if layout == "synthetic":
+        return open_splits(root, classes)
+    splits = {"clean": Pascal3DPreprocessed(root, classes)}
+    for level in (1, 2, 3):
+        try:
+            splits[f"occluded-L{level}"] = Pascal3DPreprocessed(root, classes, occlusion_level=level)
+        except DataError:
+            pass  # no folder for that level
+    return splits
 
 
 def initial_distance(splits: dict[str, Dataset], fallback: str) -> float:

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
+from ..errors import WeightsError
+
 STRIDE = 8
 
 
@@ -66,19 +68,24 @@ def load_weights_except_head(net: nn.Module, path: str | Path, head: str) -> Non
     """Load a local torchvision state_dict into ``net``, skipping the keys under ``head``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: weights file not found (weights are never downloaded)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        raise WeightsError("weights file not found (weights are never downloaded)", path=path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated archives, pickles that are not plain tensors, ...
+        raise WeightsError(f"unreadable weights file ({type(exc).__name__})", path=path) from exc
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsError(f"expected a state_dict, got {type(state).__name__}", path=path)
     state = {k: v for k, v in state.items() if not k.startswith(head)}
     try:
         missing, unexpected = net.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches: weights of another architecture or size
         first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
-        raise ValueError(f"{path}: not a matching {type(net).__name__} state_dict ({first})") from exc
+        raise WeightsError(f"not a matching {type(net).__name__} state_dict ({first})", path=path) from exc
     missing = [k for k in missing if not k.startswith(head)]
     if missing or unexpected:
-        raise ValueError(
+        raise WeightsError(
             f"{path}: not a matching {type(net).__name__} state_dict "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )

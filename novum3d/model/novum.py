@@ -7,9 +7,10 @@ from torch import Tensor, nn
 
 from ..categories import load_categories
 from ..config import ExperimentConfig
-from ..inference.classify import class_scores
+from ..errors import ConfigError
 from ..volumes import build_volume
 from .backbone import STRIDE, FeatureBackbone, normalize_images
+from .matching import class_scores
 from .volumes import NeuralVolumes
 
 
@@ -22,7 +23,10 @@ class NOVUM(nn.Module):
         classes = classes or cfg.data.classes or list(categories)
         unknown = [c for c in classes if c not in categories]
         if unknown:
-            raise ValueError(f"classes: {unknown} not in categories file {cfg.volume.categories!r}")
+            raise ConfigError(
+                f"classes: {unknown} not in categories file {cfg.volume.categories!r} ({sorted(categories)})",
+                field="data.classes",
+            )
         self.backbone = FeatureBackbone(cfg.model.backbone, cfg.model.feature_dim, cfg.model.backbone_weights)
         geometry = {c: build_volume(categories[c], cfg.volume) for c in classes}
         self.volumes = NeuralVolumes(geometry, cfg.model.feature_dim, cfg.bank.size, seed=cfg.train.seed)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 import torch
 import torch.distributed as dist
 
-from ..config import ConfigError, load_experiment
-from ..data.pascal3d import DataError
-from .trainer import CheckpointError, Trainer
+from ..cli import command
+from ..config import load_experiment
+from .trainer import Trainer
 
 
+@command
 def train_main(argv: list[str] | None, description: str, trainer_cls: type[Trainer], config_cls: type) -> int:
     """Parse ``config [key=value ...] [--resume]``, train (DDP under torchrun), print a summary.
 
@@ -32,9 +32,6 @@ def train_main(argv: list[str] | None, description: str, trainer_cls: type[Train
             dist.init_process_group(backend)
         trainer = trainer_cls(cfg, resume=args.resume)
         history = trainer.fit()
-    except (ConfigError, DataError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     finally:
         if distributed and dist.is_initialized():
             dist.destroy_process_group()

@@ -13,11 +13,8 @@ from torch.utils.data import Dataset
 from rendering import pascal3d_intrinsics, pose_to_viewmat
 
 from ..config import DataConfig
-from ..data.pascal3d import DataError, Pascal3DPreprocessed
-
-
-class MissingDataError(DataError):
-    """The configured data is not there; the message says how to get it."""
+from ..data.pascal3d import Pascal3DPreprocessed
+from ..errors import DataError, MissingDataError
 
 
 def default_classes(cfg: DataConfig, categories_source: str) -> list[str]:
@@ -33,23 +30,37 @@ def default_classes(cfg: DataConfig, categories_source: str) -> list[str]:
 
 
 def open_split(cfg: DataConfig, split: str, classes: list[str]) -> Dataset:
-    """The ``train`` or ``val`` reader for the configured layout."""
+    """The ``train`` or ``val`` reader for the configured layout; an empty one is an error."""
+    reader = _open_split(cfg, split, classes)
+    if len(reader) == 0:
+        raise MissingDataError(
+            f"the {split} split has no images of classes {classes}; check data.root and data.classes",
+            path=reader.root,
+        )
+    return reader
+
+
+def _open_split(cfg: DataConfig, split: str, classes: list[str]) -> Pascal3DPreprocessed:
     root = Path(cfg.root)
     if cfg.layout == "synthetic":
         folder = root / split
         if not (root / "dataset.json").is_file() or not folder.is_dir():
             raise MissingDataError(
-                f"{root}: no synthetic data set here. Generate one with\n"
-                f"  python scripts/make_synthetic.py --preset small --out {root} --workers 2\n"
-                "or point data.root at preprocessed PASCAL3D+ (data.layout=pascal3d, see scripts/prepare_pascal3d.py)"
+                f"no synthetic data set here (data.root); generate one with "
+                f"`python scripts/make_synthetic.py --preset small --out {root} --workers 2`, or point data.root "
+                "at preprocessed PASCAL3D+ (data.layout=pascal3d, see scripts/prepare_pascal3d.py)",
+                path=root,
+                field="data.root",
             )
         return Pascal3DPreprocessed(folder, classes, uint8_images=True)
     folder = root if split == "train" else Path(cfg.val_root or "")
     if not (folder / "annotations").is_dir():
         raise MissingDataError(
-            f"{folder}: no preprocessed PASCAL3D+ here (annotations/<cls>/*.npz). Convert the raw release with\n"
-            f"  python scripts/prepare_pascal3d.py --raw <PASCAL3D+_release1.1> --out {folder}\n"
-            "set data.val_root for validation, or train on synthetic data (data.layout=synthetic)"
+            "no preprocessed PASCAL3D+ here (annotations/<cls>/*.npz); convert the raw release with "
+            f"`python scripts/prepare_pascal3d.py --raw <PASCAL3D+_release1.1> --out {folder}`, "
+            "set data.val_root for validation, or train on synthetic data (data.layout=synthetic)",
+            path=folder,
+            field="data.root" if split == "train" else "data.val_root",
         )
     return Pascal3DPreprocessed(folder, classes, uint8_images=True)
 
@@ -67,7 +78,8 @@ def collate(samples: list[dict[str, Any]], image_size: tuple[int, int]) -> dict[
         if tuple(s["image"].shape[-2:]) != tuple(image_size):
             raise DataError(
                 f"{s['category']}/{s['name']}: image is {tuple(s['image'].shape[-2:])}, config data.image_size "
-                f"is {tuple(image_size)}; regenerate or re-prepare the data at that size, or change the config"
+                f"is {tuple(image_size)}; regenerate or re-prepare the data at that size, or change the config",
+                field="data.image_size",
             )
     batch = {
         "image": torch.stack([s["image"] for s in samples]),

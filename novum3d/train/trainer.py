@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -21,26 +20,21 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
+from ..checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from ..config import ExperimentConfig, config_to_dict
+from ..distributed import all_gather_rows, all_reduce_sum, dist_info
+from ..errors import CheckpointError
+from ..fingerprint import dataset_digest
 from ..model.backbone import normalize_images
 from ..model.novum import NOVUM
 from .correspondence import background_features, find_correspondences, object_cells
 from .data import batch_cameras, collate, default_classes, images_to_device, open_split
 from .loss import contrastive_loss
-
-CHECKPOINT = "last.pt"
-PREVIOUS = "previous.pt"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be used; the message names the file and what to do."""
 
 
 @dataclass
@@ -48,33 +42,6 @@ class StepStats:
     loss: float
     correspondences: int
     images: int
-
-
-def _dist_info() -> tuple[int, int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
-    return 0, 1, 0
-
-
-def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-    return t
-
-
-def _all_gather_rows(t: torch.Tensor) -> torch.Tensor:
-    """Concatenate [n_r, D] tensors of all ranks, in rank order (n_r may differ)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return t
-    world = dist.get_world_size()
-    n = torch.tensor([t.shape[0]], device=t.device)
-    sizes = [torch.zeros_like(n) for _ in range(world)]
-    dist.all_gather(sizes, n)
-    longest = int(max(s.item() for s in sizes))
-    padded = F.pad(t, (0, 0, 0, longest - t.shape[0]))
-    parts = [torch.zeros_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded)
-    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes, strict=True)])
 
 
 def _rng_state() -> dict[str, Any]:
@@ -102,20 +69,17 @@ def _tensorboard_writer(path: Path):
     return SummaryWriter(str(path))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint; a truncated or foreign file raises CheckpointError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # torch raises several types for truncated zip archives
-        previous = path.with_name(PREVIOUS)
-        hint = f"; the one before it is {previous}" if previous.is_file() and previous != path else ""
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc}){hint}") from exc
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise CheckpointError(f"{path}: not a novum3d checkpoint (no 'model' and 'config' entries)")
-    return ckpt
+# Settings that say where and how fast a run goes, not what it learns.
+BOOKKEEPING = {("train", "out_dir"), ("data", "root"), ("data", "val_root"), ("data", "num_workers"),
+               ("train", "log_every"), ("train", "val_every")}  # fmt: skip
+
+
+def training_identity(config: dict[str, Any], train_digest: str, val_digest: str) -> dict[str, Any]:
+    """``{"config": config without BOOKKEEPING, "data": {"train": ..., "val": ...}}``."""
+    kept = {section: {k: v for k, v in values.items() if (section, k) not in BOOKKEEPING}
+            for section, values in config.items() if isinstance(values, dict)}  # fmt: skip
+    kept |= {k: v for k, v in config.items() if not isinstance(v, dict)}
+    return {"config": kept, "data": {"train": train_digest, "val": val_digest}}
 
 
 class Trainer:
@@ -123,7 +87,7 @@ class Trainer:
 
     def __init__(self, cfg: ExperimentConfig, resume: bool = False, quiet: bool = False):
         self.cfg = cfg
-        self.rank, self.world, local_rank = _dist_info()
+        self.rank, self.world, local_rank = dist_info()
         self.quiet = quiet or self.rank != 0
         if cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available()):
             self.device = torch.device("cuda", local_rank)
@@ -167,6 +131,7 @@ class Trainer:
         self.epoch = 0
         self.global_step = 0
         self.history: list[dict[str, Any]] = []
+        self._identity: dict[str, Any] | None = None
         self.tensorboard = _tensorboard_writer(self.out / "tensorboard") if self.rank == 0 else None
         if resume:
             self.resume(self.out / CHECKPOINT)
@@ -231,7 +196,7 @@ class Trainer:
             cfg.loss,
         )
         count = torch.tensor([float(len(corr.batch_ids))], device=self.device)
-        total = _all_reduce_sum(count.clone())
+        total = all_reduce_sum(count.clone())
         # Sum over this rank's correspondences / global count, times world: DDP's gradient mean
         # then equals the gradient of the global mean loss.
         loss = local * count[0] * self.world / total[0].clamp(min=1)
@@ -239,16 +204,16 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         vols.momentum_update(
-            corr.class_ids, corr.gauss_ids, corr.features.detach(), cfg.optim.volume_momentum, reduce=_all_reduce_sum
+            corr.class_ids, corr.gauss_ids, corr.features.detach(), cfg.optim.volume_momentum, reduce=all_reduce_sum
         )
         masks = batch["mask"].to(self.device) if batch["mask"] is not None else None
         on_object = object_cells(masks, batch["bbox"].to(self.device), images.shape[-2:], maps.shape[-2:])
         first = self.rank * images.shape[0]  # this rank's images' places in the global batch
         seeds = [hash((cfg.train.seed, self.global_step, first + b)) % 2**62 for b in range(images.shape[0])]
         bg = background_features(maps.detach(), on_object, cfg.bank.per_image, seeds)
-        vols.enqueue_background(_all_gather_rows(bg))
+        vols.enqueue_background(all_gather_rows(bg))
         self.global_step += 1
-        global_loss = _all_reduce_sum((local.detach() * count).clone())[0] / total[0].clamp(min=1)
+        global_loss = all_reduce_sum((local.detach() * count).clone())[0] / total[0].clamp(min=1)
         return StepStats(float(global_loss), int(total.item()), images.shape[0] * self.world)
 
     # ---- validation -------------------------------------------------------------------
@@ -284,20 +249,25 @@ class Trainer:
             "config": config_to_dict(self.cfg),
             "classes": self.model.classes,
             "history": self.history,
+            "identity": self.identity(),
         }
 
+    def identity(self) -> dict[str, Any]:
+        """What makes this run what it is: the config (less bookkeeping) and digests of its data.
+
+        Stored in every checkpoint, so a caller can refuse to reuse a run made from other inputs.
+        """
+        if self._identity is None:
+            self._identity = training_identity(
+                config_to_dict(self.cfg), dataset_digest(self.train_set), dataset_digest(self.val_set)
+            )
+        return self._identity
+
     def save(self) -> Path:
-        """Write then rename: a crash mid-write leaves the last good checkpoint in place."""
+        """Write then rename: a crash or a full disk mid-write leaves the last good checkpoint in place."""
         if self.rank != 0:
             return self.out / CHECKPOINT
-        self.out.mkdir(parents=True, exist_ok=True)
-        tmp = self.out / f"{CHECKPOINT}.tmp"
-        torch.save(self.state(), tmp)
-        last = self.out / CHECKPOINT
-        if last.exists():
-            os.replace(last, self.out / PREVIOUS)
-        os.replace(tmp, last)
-        return last
+        return save_checkpoint(self.state(), self.out)
 
     def resume(self, path: Path) -> None:
         ckpt = load_checkpoint(path, self.device)
@@ -331,26 +301,27 @@ class Trainer:
                 if cfg.train.max_steps_per_epoch is None
                 else min(len(loader), cfg.train.max_steps_per_epoch)
             )
-            bar = tqdm(total=steps, desc=f"epoch {self.epoch + 1}/{cfg.optim.epochs}", disable=self.quiet, unit="step")
-            start, images, losses = time.perf_counter(), 0, []
-            for i, batch in enumerate(loader):
-                if i >= steps:
-                    break
-                stats = self.train_step(batch)
-                if not math.isfinite(stats.loss):
-                    raise FloatingPointError(f"loss became {stats.loss} at step {self.global_step}")
-                images += stats.images
-                losses.append(stats.loss)
-                rate = images / (time.perf_counter() - start)
-                bar.set_postfix(loss=f"{stats.loss:.3f}", img_s=f"{rate:.1f}")
-                bar.update()
-                if self.rank == 0 and self.global_step % cfg.train.log_every == 0:
-                    with log_path.open("a") as fh:
-                        fh.write(json.dumps({"step": self.global_step, "loss": stats.loss, "img_s": rate}) + "\n")
-                    if self.tensorboard is not None:
-                        self.tensorboard.add_scalar("train/loss", stats.loss, self.global_step)
-                        self.tensorboard.add_scalar("train/images_per_s", rate, self.global_step)
-            bar.close()
+            desc = f"epoch {self.epoch + 1}/{cfg.optim.epochs}"
+            # A context manager, so an error mid-epoch closes the bar and the message starts on a line of its own.
+            with tqdm(total=steps, desc=desc, disable=self.quiet, unit="step") as bar:
+                start, images, losses = time.perf_counter(), 0, []
+                for i, batch in enumerate(loader):
+                    if i >= steps:
+                        break
+                    stats = self.train_step(batch)
+                    if not math.isfinite(stats.loss):
+                        raise FloatingPointError(f"loss became {stats.loss} at step {self.global_step}")
+                    images += stats.images
+                    losses.append(stats.loss)
+                    rate = images / (time.perf_counter() - start)
+                    bar.set_postfix(loss=f"{stats.loss:.3f}", img_s=f"{rate:.1f}")
+                    bar.update()
+                    if self.rank == 0 and self.global_step % cfg.train.log_every == 0:
+                        with log_path.open("a") as fh:
+                            fh.write(json.dumps({"step": self.global_step, "loss": stats.loss, "img_s": rate}) + "\n")
+                        if self.tensorboard is not None:
+                            self.tensorboard.add_scalar("train/loss", stats.loss, self.global_step)
+                            self.tensorboard.add_scalar("train/images_per_s", rate, self.global_step)
             self.scheduler.step()
             self.epoch += 1
             record = {

@@ -1,0 +1,101 @@
+"""Checkpoint files: atomic writes that never lose the last good one, checked reads, content digests."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from .config import from_mapping
+from .errors import CheckpointError, ConfigError
+
+CHECKPOINT = "last.pt"
+PREVIOUS = "previous.pt"
+KINDS = {"novum": "NOVUM", "baseline": "baseline classifier"}
+
+T = TypeVar("T")
+
+
+def save_checkpoint(state: dict[str, Any], folder: str | Path) -> Path:
+    """Write ``state`` to ``folder/last.pt``, keeping the one before as ``previous.pt``.
+
+    The state goes to a temporary file first and is renamed into place only once complete, so
+    a crash or a full disk mid-write leaves ``last.pt`` as it was; the partial file is removed
+    and the failure raised as :class:`CheckpointError`.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp, last = folder / f"{CHECKPOINT}.tmp", folder / CHECKPOINT
+    try:
+        torch.save(state, tmp)
+        with open(tmp, "rb") as fh:  # the bytes are on disk before the rename makes them the checkpoint
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        kept = f"; {last} is unchanged" if last.is_file() else ""
+        raise CheckpointError(
+            f"could not write the checkpoint ({exc.strerror or exc}){kept}; free disk space, then rerun with --resume",
+            path=tmp,
+        ) from exc
+    if last.exists():
+        os.replace(last, folder / PREVIOUS)
+    os.replace(tmp, last)
+    return last
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint; a missing, truncated or foreign file raises CheckpointError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError("no such checkpoint; train one with scripts/train.py", path=path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # torch raises several types for truncated zip archives
+        previous = path.with_name(PREVIOUS)
+        hint = f"; the one before it is {previous}" if previous.is_file() and previous != path else ""
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(f"unreadable checkpoint ({type(exc).__name__}: {first}){hint}", path=path) from exc
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError("not a novum3d checkpoint (no 'model' and 'config' entries)", path=path)
+    return ckpt
+
+
+def read_trained(path: str | Path, kind: str, config_cls: type[T]) -> tuple[dict[str, Any], T]:
+    """A training checkpoint of ``kind`` (``novum`` or ``baseline``) and its typed config.
+
+    A checkpoint of the other kind, or one whose config no longer loads, raises CheckpointError.
+    """
+    ckpt = load_checkpoint(path, "cpu")
+    found = ckpt.get("kind", "novum")
+    if found != kind:
+        use = {"novum": "scripts/estimate_pose.py, scripts/evaluate.py", "baseline": "novum3d.baselines.load_baseline"}
+        raise CheckpointError(
+            f"a {KINDS.get(found, found)} checkpoint, not {KINDS[kind]}; load it with {use.get(found, 'its own tool')}",
+            path=path,
+        )
+    try:
+        cfg = from_mapping(config_cls, ckpt["config"], where=f"{path} (config)")
+    except ConfigError as exc:
+        raise CheckpointError(f"its config does not load with this version ({exc})", path=path) from exc
+    return ckpt, cfg
+
+
+def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], path: str | Path) -> None:
+    """``model.load_state_dict(ckpt["model"])``, a mismatch raised as CheckpointError naming the file."""
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"weights do not fit the model its config describes ({first})", path=path) from exc
+
+
+def file_digest(path: str | Path, chunk: int = 1 << 22) -> str:
+    """sha256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
