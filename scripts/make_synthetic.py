@@ -4,7 +4,11 @@
     python scripts/make_synthetic.py --preset small --out data/synthetic-small --workers 2 --preview
 
 Presets: tiny (tests, seconds), small (256x256, a CPU user trains on it in minutes),
-full (640x800, for the GPU benchmark). Same seed -> byte-identical files.
+full (640x800, for the GPU benchmark). Same seed -> byte-identical files, whatever --workers.
+
+--version 2 (the default) is the benchmark of docs/synthetic-benchmark.md (class-typical part
+materials, front/back asymmetry, context-biased natural backgrounds, occluders over object and
+background, ImageNet-C's corruption recipes); --version 1 reproduces the first one byte for byte.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from novum3d.data.synthetic import PRESETS, generate, open_splits
+from novum3d.data.synthetic.generate import DEFAULT_CONTEXT_BIAS, DEFAULT_VERSION, VERSIONS
 from novum3d.data.synthetic.preview import write_preview
 
 
@@ -32,6 +37,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--counts", default=None, help="override the preset's per-class counts, e.g. train=40,val=4,test=0,corrupted=0"
     )
+    parser.add_argument(
+        "--version",
+        type=int,
+        choices=VERSIONS,
+        default=DEFAULT_VERSION,
+        help=f"benchmark version (default {DEFAULT_VERSION}; 1 reproduces the first one byte for byte)",
+    )
+    parser.add_argument(
+        "--context-bias",
+        type=float,
+        default=None,
+        help=f"version 2: probability of a class's preferred background families (default {DEFAULT_CONTEXT_BIAS})",
+    )
+    parser.add_argument("--corruptions", choices=("own", "imagecorruptions"), default="own",
+                        help="version 2: ImageNet-C recipes transcribed (own, default) or the imagecorruptions "
+                             "package where it runs reproducibly (pip install -e '.[corruptions]')")  # fmt: skip
     args = parser.parse_args(argv)
     out = Path(args.out or f"data/synthetic-{args.preset}")
     if (out / "dataset.json").exists():
@@ -55,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         return tqdm(it, total=total, unit="img", desc=f"synthetic {args.preset}")
 
     try:
-        manifest = generate(out, preset, args.seed, args.workers, classes, progress=progress)
+        bias = DEFAULT_CONTEXT_BIAS if args.context_bias is None else args.context_bias
+        manifest = generate(out, preset, args.seed, args.workers, classes, progress=progress, version=args.version,
+                            context_bias=bias, corruption_backend=args.corruptions)  # fmt: skip
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -63,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(
         f"wrote {manifest['images']} images to {out} in {seconds:.1f} s "
-        f"({manifest['images'] / seconds:.1f} img/s, {args.workers} worker(s)), {size / 1e6:.1f} MB"
+        f"({manifest['images'] / seconds:.1f} img/s, {args.workers} worker(s)), {size / 1e6:.1f} MB, "
+        f"version {args.version}"
     )
     for split, count in manifest["counts"].items():
         print(f"  {split:32s} {count:6d}")

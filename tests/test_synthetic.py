@@ -10,10 +10,21 @@ from PIL import Image
 
 from novum3d.categories import load_categories
 from novum3d.data import Pascal3DPreprocessed
-from novum3d.data.synthetic import PRESETS, Job, Preset, generate, open_splits, render_job
-from novum3d.data.synthetic.appearance import BACKGROUNDS_OOD, TEXTURES_OOD
+from novum3d.data.synthetic import (
+    PRESETS,
+    Job,
+    Preset,
+    appearance,
+    appearance_v2,
+    generate,
+    nuisances,
+    open_splits,
+    render_job,
+)
+from novum3d.data.synthetic.appearance import TEXTURES_OOD
+from novum3d.data.synthetic.corruptions import CORRUPTIONS, WEATHER
 from novum3d.data.synthetic.meshes import build_mesh
-from novum3d.data.synthetic.nuisances import CORRUPTIONS, OCCLUSION_LEVELS, WEATHER, corrupt
+from novum3d.data.synthetic.nuisances import OCCLUSION_LEVELS, corrupt
 from rendering import project_pascal3d
 
 SIZES = {c.name: c.size for c in load_categories()}
@@ -36,11 +47,13 @@ def projected_hull_mask(uv: np.ndarray, width: int, height: int) -> np.ndarray:
     return inside.reshape(height, width)
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("category", sorted(SIZES))
-def test_projection_of_mesh_vertices_falls_on_the_rendered_mask(category):
+def test_projection_of_mesh_vertices_falls_on_the_rendered_mask(category, version):
     preset = Preset(height=128, width=160, train=1, val=1, test=1, corrupted=1)
-    r = render_job(Job("train", category, category, 0), preset, SIZES[category], seed=5)
-    mesh, _ = build_mesh(category, r.scene.proportions)
+    r = render_job(Job("train", category, category, 0), preset, SIZES[category], seed=5, version=version)
+    assert r.scene.version == version
+    mesh, _ = build_mesh(category, r.scene.proportions, version=version)
     ann = r.annotation
     uv = project_pascal3d(
         torch.from_numpy(mesh.vertices), ann.azimuth, ann.elevation, ann.theta, ann.distance,
@@ -52,6 +65,8 @@ def test_projection_of_mesh_vertices_falls_on_the_rendered_mask(category):
     # bicycles; nothing of it may fall outside (measured: 0 pixels for every category).
     assert (r.mask & ~hull).sum() <= 2
     convex = {"bus", "car", "sofa", "tvmonitor", "bottle", "train"}
+    if version == 2:  # its stand stands back and wide: the hull has gaps (IoU 0.84)
+        convex.discard("tvmonitor")
     assert iou > (0.85 if category in convex else 0.25), iou
     if category in convex:  # extreme vertices are rendered: boxes agree to a pixel
         ys, xs = np.nonzero(r.mask)
@@ -89,6 +104,7 @@ def test_round_trip_through_the_reader(tiny):
     ood = {k for k in splits if k.startswith("ood-")}
     assert ood == {f"ood-{n}" for n in ("shape", "pose", "texture", "context", "weather")}
     assert {k for k in splits if k.startswith("corrupted-")} == {f"corrupted-{n}" for n in CORRUPTIONS}
+    assert list(CORRUPTIONS) == list(nuisances.CORRUPTIONS) and list(WEATHER) == list(nuisances.WEATHER)
     assert sum(len(d) for d in splits.values()) == manifest["images"]
     s = splits["train"][0]
     r = render_job(Job("train", s["category"], s["category"], 0), p, SIZES[s["category"]], seed=3)
@@ -118,24 +134,30 @@ def test_every_occluded_image_hides_its_level_share_of_the_object(tiny):
     assert checked == 3 * len(CLASSES) * PRESETS["tiny"].test
 
 
-def test_ood_splits_leave_the_training_distribution():
+@pytest.mark.parametrize("version", [1, 2])
+def test_ood_splits_leave_the_training_distribution(version):
     preset = Preset(height=48, width=48, train=1, val=1, test=1, corrupted=1)
     size = SIZES["car"]
+    backgrounds_ood = (appearance if version == 1 else appearance_v2).BACKGROUNDS_OOD
+
+    def scene(job, seed=0):
+        return render_job(job, preset, size, seed, version=version).scene
+
     for i in range(6):
-        s = render_job(Job("test-ood/pose", "car", "car", i, "pose"), preset, size, seed=0).scene
+        s = scene(Job("test-ood/pose", "car", "car", i, "pose"))
         assert not (math.radians(-5) <= s.elevation <= math.radians(35))
         assert abs(s.theta) > math.radians(8)
-        s = render_job(Job("test-ood/shape", "car", "car", i, "shape"), preset, size, seed=0).scene
+        s = scene(Job("test-ood/shape", "car", "car", i, "shape"))
         assert np.all((s.proportions < 0.85) | (s.proportions > 1.15))
-        assert render_job(Job("t", "car", "car", i, "texture"), preset, size, 0).scene.texture in TEXTURES_OOD
-        assert render_job(Job("t", "car", "car", i, "context"), preset, size, 0).scene.background in BACKGROUNDS_OOD
-        s = render_job(Job("train", "car", "car", i), preset, size, seed=0).scene
-        assert s.texture not in TEXTURES_OOD and s.background not in BACKGROUNDS_OOD
+        assert scene(Job("t", "car", "car", i, "texture")).texture in TEXTURES_OOD
+        assert scene(Job("t", "car", "car", i, "context")).background in backgrounds_ood
+        s = scene(Job("train", "car", "car", i))
+        assert s.texture not in TEXTURES_OOD and s.background not in backgrounds_ood
         assert np.all((s.proportions >= 0.85) & (s.proportions <= 1.15))
 
 
-@pytest.mark.parametrize("name", sorted(CORRUPTIONS | WEATHER))
-def test_corruptions_change_the_image_more_with_severity(name):
+@pytest.mark.parametrize("name", sorted(nuisances.CORRUPTIONS | nuisances.WEATHER))
+def test_version_1_corruptions_change_the_image_more_with_severity(name):
     ys, xs = np.mgrid[0:64, 0:64] / 64
     # Edges (blur changes nothing on a ramp), on a grid no pixelation block size divides.
     checker = ((np.floor(xs * 7 + 0.3) + np.floor(ys * 7 + 0.3)) % 2)[..., None]

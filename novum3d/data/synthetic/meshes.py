@@ -1,5 +1,9 @@
 """Procedural, randomly varied meshes of the 12 PASCAL3D+ categories.
 
+The builders in this file are version 1 of the synthetic benchmark, kept unchanged so that
+``--version 1`` reproduces its files byte for byte; version 2 (the default) lives in
+``meshes_v2`` and is reached through :func:`build_mesh`.
+
 Each mesh is built from primitives in PASCAL3D+'s CAD frame: z up, the object's front facing
 -y (azimuth 0 looks at the front), centred at the origin and scaled to roughly the category
 cuboid. Every face carries a part id, so textures can colour parts differently.
@@ -211,13 +215,23 @@ BUILDERS: dict[str, Callable[[np.ndarray], list[Part]]] = {
 NUM_PROPORTIONS = 6  # x, y, z stretch, then three part-level factors
 
 
-def build_mesh(category: str, proportions: np.ndarray) -> tuple[trimesh.Trimesh, np.ndarray]:
-    """One category instance: (mesh in the CAD frame, centred; [F] part id of each face)."""
+def build_mesh(category: str, proportions: np.ndarray, version: int = 2) -> tuple[trimesh.Trimesh, np.ndarray]:
+    """One category instance: (mesh in the CAD frame, centred; [F] part id of each face).
+
+    Version 1 returns anonymous part ids (0-2); version 2 (the default, ``meshes_v2``) returns
+    material ids, indices into :data:`~novum3d.data.synthetic.meshes_v2.MATERIALS`.
+    """
     if category not in BUILDERS:
         raise ValueError(f"category: expected one of {sorted(BUILDERS)}, got {category!r}")
     proportions = np.asarray(proportions, dtype=np.float64)
     if proportions.shape != (NUM_PROPORTIONS,) or np.any(proportions <= 0):
         raise ValueError(f"proportions: expected {NUM_PROPORTIONS} positive factors, got {proportions}")
+    if version == 2:
+        from . import meshes_v2
+
+        return meshes_v2.assemble(meshes_v2.BUILDERS[category](proportions))
+    if version != 1:
+        raise ValueError(f"version: expected 1 or 2, got {version!r}")
     parts = BUILDERS[category](proportions)
     mesh = trimesh.util.concatenate([m for m, _ in parts])
     part_ids = np.concatenate([np.full(len(m.faces), pid) for m, pid in parts])
