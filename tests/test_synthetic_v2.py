@@ -120,21 +120,22 @@ def test_dataset_json_records_version_and_choices(tiny_v2):
         assert int(a["version"]) == 2 and str(a["background"]) in BACKGROUNDS_ID
 
 
-def test_occluded_images_hide_the_background_at_the_same_level(tiny_v2):
+def test_occluded_images_hide_object_and_background_at_occludedpascal3ds_levels(tiny_v2):
     out, _ = tiny_v2
     root = out / "test-occluded"
-    levels = {1: (0.2, 0.4), 2: (0.4, 0.6), 3: (0.6, 0.8)}
+    fg_levels = {1: (0.2, 0.4), 2: (0.4, 0.6), 3: (0.6, 0.8)}  # OccludedPASCAL3D+'s FGL1-3
+    bg_levels = {1: (0.0, 0.2), 2: (0.2, 0.4), 3: (0.4, 0.6)}  # and its BGL1-3
     checked = 0
     for ann in sorted((root / "annotations").rglob("*.npz")):
         level = int(ann.parent.name[-1])
-        lo, hi = levels[level]
+        (lo, hi), (blo, bhi) = fg_levels[level], bg_levels[level]
         obj = np.asarray(Image.open(root / "masks" / ann.parent.name / f"{ann.stem}.png")) > 0
         occ = np.asarray(Image.open(root / "occluders" / ann.parent.name / f"{ann.stem}.png")) > 0
         fg, bg = (occ & obj).sum() / obj.sum(), (occ & ~obj).sum() / (~obj).sum()
         with np.load(ann) as a:
             recorded = float(a["occlusion_ratio"]), float(a["background_occlusion_ratio"])
         assert math.isclose(fg, recorded[0]) and math.isclose(bg, recorded[1])
-        assert lo <= fg <= hi and lo <= bg <= hi, (ann, fg, bg)
+        assert lo <= fg <= hi and blo <= bg <= bhi, (ann, fg, bg)
         checked += 1
     assert checked == 9
 
@@ -206,9 +207,10 @@ def test_backgrounds_have_natural_image_spectra_and_occluders_their_own_families
     for fam in BACKGROUNDS_ID:  # measured means: -1.7 (dead leaves) to -2.5 (sky)
         slopes = [spectrum_slope(background(fam, 128, 128, rng)) for _ in range(4)]
         assert -3.0 < np.mean(slopes) < -1.5, (fam, slopes)
-    for fam in BACKGROUNDS_OOD:
-        img = background(fam, 40, 56, rng)
-        assert img.shape == (40, 56, 3) and 0 <= img.min() and img.max() <= 1
+    for fam in BACKGROUNDS_ID + BACKGROUNDS_OOD:  # every family, many draws, odd sizes
+        for k in range(25):
+            img = background(fam, 33 + k, 47 - k, rng, elevation=math.radians(-5 + 3 * k))
+            assert img.shape == (33 + k, 47 - k, 3) and 0 <= img.min() and img.max() <= 1
     assert not set(OCCLUDER_FAMILIES) & (set(BACKGROUNDS_ID) | set(BACKGROUNDS_OOD))
     assert not set(BACKGROUNDS_ID) & set(BACKGROUNDS_OOD)
 

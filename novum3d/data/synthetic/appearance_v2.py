@@ -230,6 +230,8 @@ def _buildings(h, w, rng, img, hy):
         top = hy - rng.uniform(0.05, 0.45) * h
         ys, xs = slice(max(int(top), 0), hy), slice(max(int(x0), 0), min(int(x0 + bw), w))
         col = pal[rng.integers(len(pal))]
+        if xs.stop <= xs.start or ys.stop <= ys.start:  # off the image
+            continue
         out[ys, xs] = col
         if rng.uniform() < 0.7:  # rows of windows
             win = _colors(rng, 1, (0.55, 0.65), (0.1, 0.4), (0.15, 0.5))[0]

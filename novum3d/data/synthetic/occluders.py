@@ -1,6 +1,7 @@
 """Version 2 occlusion: object-like occluders over the object and the background, as in
-OccludedPASCAL3D+ (its ``FGL{k}_BGL{k}`` folders: the same level k for the share of the object
-hidden, foreground, and the share of the background hidden).
+OccludedPASCAL3D+. Its ``FGL{k}_BGL{k}`` folders pair foreground level k (20-40, 40-60, 60-80% of
+the object hidden) with background level k (0-20, 20-40, 40-60% of the background hidden, by the
+data set's README); its occluders are objects cropped from MS-COCO.
 
 Occluders are shapes of real things (smooth blobs, limbs, man-made polygons), each filled from
 a family that no background uses (appearance_v2.OCCLUDER_FAMILIES) and shaded as if lit from
@@ -14,7 +15,8 @@ from PIL import Image, ImageDraw
 
 from .appearance_v2 import OCCLUDER_FAMILIES, occluder_fill
 
-OCCLUSION_LEVELS = {1: (0.2, 0.4), 2: (0.4, 0.6), 3: (0.6, 0.8)}
+OCCLUSION_LEVELS = {1: (0.2, 0.4), 2: (0.4, 0.6), 3: (0.6, 0.8)}  # share of the object (FGL)
+BACKGROUND_LEVELS = {1: (0.0, 0.2), 2: (0.2, 0.4), 3: (0.4, 0.6)}  # share of the background (BGL)
 
 
 def occluder_shape(height: int, width: int, center, size: float, rng: np.random.Generator) -> np.ndarray:
@@ -67,12 +69,14 @@ def occlude(
 
     Args:
         image: [H, W, 3] in [0, 1]; object_mask: [H, W] bool (non-empty).
-        level: 1, 2 or 3: 20-40, 40-60, 60-80% of the object hidden, and of the background.
+        level: 1, 2 or 3: 20-40, 40-60, 60-80% of the object hidden; 0-20, 20-40, 40-60% of the
+            background.
 
     Returns:
         (occluded image, occluder mask, object share hidden, background share hidden).
     """
     lo, hi = OCCLUSION_LEVELS[level]
+    blo, bhi = BACKGROUND_LEVELS[level]
     area = object_mask.sum()
     if area == 0:
         raise ValueError("object_mask: empty, nothing to occlude")
@@ -97,7 +101,7 @@ def occlude(
                 break
         if not lo <= fg <= hi:
             continue
-        bg_target = rng.uniform(lo, hi)
+        bg_target = rng.uniform(blo, bhi)
         bg = (occ & bg_mask).sum() / bg_area
         for _ in range(60):  # occluders over the background, not pushing the object past the level
             if bg >= bg_target or len(bxs) == 0:
@@ -110,7 +114,7 @@ def occlude(
             occ |= shape
             bg = (occ & bg_mask).sum() / bg_area
         fg = (occ & object_mask).sum() / area
-        if not (lo <= fg <= hi and (lo <= bg <= hi or len(bxs) == 0)):
+        if not (lo <= fg <= hi and (blo <= bg <= bhi or len(bxs) == 0)):
             continue
         out = image.copy()
         for shape in shapes:
