@@ -1,14 +1,23 @@
 #!/usr/bin/env python3
 """Inference speed: geometry-free classification and render-and-compare pose estimation.
 
-    python benchmarks/inference.py [--batch 64] [--pose-images 64]
+    python benchmarks/inference.py [--batch 64] [--size 640x800] [--classes 1000] [--compile]
+                                   [--pose-images 64] [--pose-batch 64] [--classes-only]
 
-Classification: ResNet-50 + heads (random weights: speed does not depend on them) at 640x800,
-bf16 on CUDA, plus the class scores against 12 x 1100 Gaussians and a 2560-vector bank.
+Classification breakdown (ResNet-50 + heads with random weights: speed does not depend on them),
+bf16 autocast and channels_last on CUDA, each stage timed with torch.utils.benchmark's
+blocked_autorange: the trunk alone (ResNet-50 to stride 32), trunk + head (the whole feature
+backbone: fusion, 1x1 head, unit norm), the matching alone on random unit feature maps against the
+model's 12 x ~1100 Gaussians and 2560-vector bank (torch reference vs the fused Triton kernel),
+and full classification (backbone + matching + argmax; eager, and with ``--compile`` the backbone
+under torch.compile). ``--classes N`` adds N random classes x 1100 Gaussians (matching and full
+classification, Triton only on CUDA: the torch path's chunks would need B x 2048 x N x 1100 bf16
+scores). Peak memory is torch.cuda.max_memory_allocated over each row.
+
 Pose: the paper's settings (12 x 4 x 3 templates, top 3 hypotheses, 30 Adam steps) on 80x100
 oracle feature maps (a 128-d volume rendered at known poses, noised, 40% of the object replaced
 by background), batched against one image at a time, with the accuracy of both so that speed is
-not bought with accuracy. Prints a table and appends it to BENCHMARKS.md.
+not bought with accuracy. Prints tables and appends them to BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -16,20 +25,23 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
+import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.utils.benchmark import Timer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import emit, rate, sync
 from novum3d.config import ExperimentConfig
-from novum3d.inference.classify import class_scores
 from novum3d.inference.pose import PoseConfig, PoseEstimator
 from novum3d.model.backbone import normalize_images
+from novum3d.model.matching import class_scores, triton_available
 from novum3d.model.novum import NOVUM
 from rendering import (
     cuboid_volume,
@@ -41,25 +53,116 @@ from rendering import (
 )
 
 
-def classification_rate(device, batch: int, reps: int = 5) -> float:
-    model = NOVUM(ExperimentConfig()).to(device).eval()
+def measure(fn: Callable[[], object], device: torch.device, min_time: float) -> tuple[float, float | None]:
+    """Seconds per call (median of blocked_autorange, after two warm-up calls) and peak GiB (CUDA)."""
+    fn()
+    fn()  # autotuning, torch.compile and caches happen in the warm-up calls
+    sync(device)
     if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    m = Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_time)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+    return m.median, peak
+
+
+def random_maps(batch: int, h: int, w: int, dim: int, device: torch.device) -> torch.Tensor:
+    """Unit feature maps [B, D, h, w] laid out as the backbone gives them (channels_last, fp32)."""
+    x = F.normalize(torch.randn(batch, h, w, dim, device=device), dim=-1)
+    return x.permute(0, 3, 1, 2)
+
+
+def classification_rows(device: torch.device, args) -> list[str]:
+    H, W = args.size
+    B = args.batch
+    cuda = device.type == "cuda"
+    model = NOVUM(ExperimentConfig()).to(device).eval()
+    if cuda:
         model = model.to(memory_format=torch.channels_last)
-    images = torch.rand(batch, 3, 640, 800, device=device)
-    v = model.volumes
+    backbone, v = model.backbone, model.volumes
+    images = torch.rand(B, 3, H, W, device=device)
+    maps = random_maps(B, H // 8, W // 8, v.features.shape[-1], device)
+    backends = ["torch", "triton"] if cuda and triton_available() else ["torch"]
 
-    def run():
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            maps = model.backbone(normalize_images(images).contiguous(memory_format=torch.channels_last))
-            class_scores(maps.float(), v.features, v.valid, v.bank).argmax(1)
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda)
 
-    run()
-    sync(device.type)
-    t = time.perf_counter()
-    for _ in range(reps):
-        run()
-    sync(device.type)
-    return batch * reps / (time.perf_counter() - t)
+    def prepared():
+        return normalize_images(images).contiguous(memory_format=torch.channels_last)
+
+    def trunk():
+        with torch.no_grad(), autocast():
+            x = prepared()
+            backbone.layer4(backbone.layer3(backbone.layer2(backbone.stem(x))))
+
+    def trunk_and_head():
+        with torch.no_grad(), autocast():
+            backbone(prepared())
+
+    def full(net, features, valid, backend):
+        def run():
+            with torch.no_grad(), autocast():
+                f = net(prepared())
+            return class_scores(f, features, valid, v.bank, backend=backend).argmax(1)
+
+        return run
+
+    def matching(features, valid, backend):
+        return lambda: class_scores(maps, features, valid, v.bank, backend=backend)
+
+    def flop(features, valid):  # useful products only (no padding): pixels x (Gaussians + bank) x 2D
+        return B * maps.shape[2] * maps.shape[3] * (int(valid.sum()) + v.bank.shape[0]) * 2 * maps.shape[1]
+
+    rows = []
+
+    def add(stage, setting, fn, flops=None):
+        sec, peak = measure(fn, device, args.min_time)
+        tflops = f"{flops / sec / 1e12:.3g}" if flops else "-"
+        gib = f"{peak:.1f}" if peak is not None else "-"
+        rows.append(f"| {stage} | {setting} | {rate(B / sec)} | {1e3 * sec:.1f} | {tflops} | {gib} |")
+        print(rows[-1], flush=True)
+
+    Y, K = v.features.shape[:2]
+    setting = f"batch {B}, {H}x{W}"
+    cls = f"{Y} classes x <= {K} Gaussians, bank {v.bank.shape[0]}"
+    add("trunk (ResNet-50 to stride 32)", setting, trunk)
+    add("trunk + head (feature backbone)", setting, trunk_and_head)
+    for backend in backends:
+        add(
+            f"matching alone, {backend}",
+            f"{setting}; {cls}",
+            matching(v.features, v.valid, backend),
+            flop(v.features, v.valid),
+        )
+    for backend in backends:
+        add(f"full classification, eager, {backend} matching", setting, full(backbone, v.features, v.valid, backend))
+    if args.compile:
+        compiled = torch.compile(backbone)
+        add(
+            f"full classification, compiled backbone, {backends[-1]} matching",
+            setting,
+            full(compiled, v.features, v.valid, backends[-1]),
+        )
+    if args.classes:
+        N, KN = args.classes, 1100
+        g = torch.Generator(device=device).manual_seed(0)
+        big = F.normalize(torch.randn(N, KN, v.features.shape[-1], device=device, generator=g), dim=-1)
+        big_valid = torch.ones(N, KN, dtype=torch.bool, device=device)
+        backend = backends[-1]
+        many = f"{N} classes x {KN} Gaussians, bank {v.bank.shape[0]}"
+        add(f"matching alone, {backend}", f"{setting}; {many}", matching(big, big_valid, backend), flop(big, big_valid))
+        add(
+            f"full classification, eager, {backend} matching",
+            f"{setting}; {many}",
+            full(backbone, big, big_valid, backend),
+        )
+        if args.compile:
+            add(
+                f"full classification, compiled backbone, {backend} matching",
+                f"{setting}; {many}",
+                full(compiled, big, big_valid, backend),
+            )
+        del big, big_valid
+    return rows
 
 
 def oracle(device, n: int, seed: int = 0):
@@ -100,36 +203,57 @@ def pose_run(estimator, vol, feats, bank, K, maps, truth, batch):
     return per_s, float((err < math.pi / 6).float().mean()), float(torch.rad2deg(err).median())
 
 
+def size(text: str) -> tuple[int, int]:
+    h, w = (int(x) for x in text.lower().split("x"))
+    if h % 8 or w % 8:
+        raise argparse.ArgumentTypeError(f"--size {text}: height and width must be multiples of 8")
+    return h, w
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=64, help="classification batch")
+    parser.add_argument("--size", type=size, default=(640, 800), help="classification image size HxW")
+    parser.add_argument("--classes", type=int, default=0, help="add rows for this many random classes x 1100")
+    parser.add_argument("--compile", action="store_true", help="add full classification with a compiled backbone")
+    parser.add_argument("--min-time", type=float, default=1.0, help="blocked_autorange min_run_time per row, s")
+    parser.add_argument("--classes-only", action="store_true", help="skip the pose rows")
     parser.add_argument("--pose-images", type=int, default=64)
     parser.add_argument("--pose-batch", type=int, default=64)
-    parser.add_argument("--out", default="BENCHMARKS.md")
+    parser.add_argument("--out", default="BENCHMARKS.md", help="Markdown file to append to ('' for none)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    cls = classification_rate(device, args.batch)
-    vol, feats, bank, K, maps, truth = oracle(device, args.pose_images)
-    est = PoseEstimator(PoseConfig(distance=10.0))
-    pose_run(est, vol, feats, bank, K, maps[:2], tuple(t[:2] for t in truth), 2)  # warm-up and template cache
-    batched = pose_run(est, vol, feats, bank, K, maps, truth, args.pose_batch)
-    single = pose_run(est, vol, feats, bank, K, maps, truth, 1)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    command = shlex.join(["python", "benchmarks/inference.py", *sys.argv[1:]])
     lines = [
         f"### Inference speed, {name} ({datetime.date.today().isoformat()})",
         "",
-        f"Command: `python benchmarks/inference.py --batch {args.batch} --pose-images {args.pose_images} "
-        f"--pose-batch {args.pose_batch}`. torch {torch.__version__}.",
+        f"Command: `{command}`. torch {torch.__version__}.",
         "",
-        "| task | setting | img/s | Acc@pi/6 | median error deg |",
-        "|---|---|---|---|---|",
-        f"| classification (ResNet-50 + class scores, 640x800) | batch {args.batch} | {rate(cls)} | - | - |",
-        f"| pose (12x4x3 templates, top 3, 30 steps, 80x100, 1100 Gaussians) | batch {args.pose_batch} | "
-        f"{rate(batched[0])} | {100 * batched[1]:.1f}% | {batched[2]:.2f} |",
-        f"| pose, same | batch 1 | {rate(single[0])} | {100 * single[1]:.1f}% | {single[2]:.2f} |",
+        "| stage | setting | img/s | ms/batch | TFLOP/s | peak GiB |",
+        "|---|---|---|---|---|---|",
     ]
-    text = "\n".join(lines)
-    emit(text, args.out)
+    print("\n".join(lines), flush=True)
+    lines += classification_rows(device, args)
+    if not args.classes_only:
+        vol, feats, bank, K, maps, truth = oracle(device, args.pose_images)
+        est = PoseEstimator(PoseConfig(distance=10.0))
+        pose_run(est, vol, feats, bank, K, maps[:2], tuple(t[:2] for t in truth), 2)  # warm-up and template cache
+        batched = pose_run(est, vol, feats, bank, K, maps, truth, args.pose_batch)
+        single = pose_run(est, vol, feats, bank, K, maps, truth, 1)
+        lines += [
+            "",
+            "| task | setting | img/s | Acc@pi/6 | median error deg |",
+            "|---|---|---|---|---|",
+            f"| pose (12x4x3 templates, top 3, 30 steps, 80x100, 1100 Gaussians) | batch {args.pose_batch} | "
+            f"{rate(batched[0])} | {100 * batched[1]:.1f}% | {batched[2]:.2f} |",
+            f"| pose, same | batch 1 | {rate(single[0])} | {100 * single[1]:.1f}% | {single[2]:.2f} |",
+        ]
+    lines += [
+        "",
+        "TFLOP/s counts the useful products of the matching rows (pixels x (valid Gaussians + bank) x 2D).",
+    ]
+    emit("\n".join(lines), args.out)
     return 0
 
 

@@ -69,6 +69,8 @@ def case_inputs(name):
         return (*make(D=int(name[1:]), seed=4), cfg)
     if name == "many_tiles":  # several pixel tiles (P = 99, not a multiple), classes over 3 programs
         return (*make(B=2, hw=(9, 11), counts=(70, 33, 64, 17, 1), M=40, seed=5), KernelConfig(32, 16, 4, 2, 2))
+    if name == "slots":  # a program writes 4 partial-sum slots of 8 pixels, the last ones past P
+        return (*make(B=2, hw=(7, 9), counts=(20, 9), M=5, seed=10), KernelConfig(32, 16, 4, 2, slot_p=8))
     if name == "block_k_32":
         return (*make(hw=(6, 6), counts=(40, 31, 64), M=70, seed=6), KernelConfig(16, 32, 4, 3, 3))
     if name == "padded_garbage":  # invalid slots hold the pixels' own features: they must not count
@@ -102,6 +104,7 @@ CASES = [
     "d3",
     "d48",
     "many_tiles",
+    "slots",
     "block_k_32",
     "padded_garbage",
     "ties",
@@ -215,6 +218,20 @@ def test_pack_vectors_puts_valid_first_and_repeats_the_first():
     assert torch.equal(d[0, 2:, :3], C[0, 1].expand(14, 3)) and (d[..., 3:] == 0).all()
 
 
+def test_pack_cache_repacks_after_in_place_updates_and_forgets_freed_tensors():
+    g = torch.Generator().manual_seed(0)
+    C, valid = unit(2, 5, 4, g=g), torch.ones(2, 5, dtype=torch.bool)
+    first = matching._packed_volumes(C, valid, 16)
+    assert matching._packed_volumes(C, valid, 16) is first
+    C[0, 0] = -C[0, 0]  # in place, as momentum_update does
+    second = matching._packed_volumes(C, valid, 16)
+    assert second is not first and torch.equal(second.data[0, 0, :4], C[0, 0].to(torch.bfloat16))
+    key = (id(C), id(valid), 16)
+    assert key in matching._PACK_CACHE
+    del C
+    assert key not in matching._PACK_CACHE
+
+
 @pytest.mark.skipif(matching.triton is None, reason="triton not installed")
 def test_triton_kernel_under_interpreter_on_cpu():
     """All kernel cases on the CPU through TRITON_INTERPRET=1, in a fresh process."""
@@ -244,7 +261,7 @@ def test_every_autotune_config_compiles_for_hopper(tmp_path):
     pointers = {"feat_ptr": "*bf16", "vec_ptr": "*bf16", "bg_ptr": "*fp32", "mask_ptr": "*u8", "out_ptr": "*fp32"}
     for p, k, w, s in matching.TUNE_SHAPES:
         for bank in (False, True):
-            const = {"KPAD": 1152, "BLOCK_D": 128, "BLOCK_P": p, "BLOCK_K": k, "BANK_PASS": bank}
+            const = {"SLOT_P": 64, "KPAD": 1152, "BLOCK_D": 128, "BLOCK_P": p, "BLOCK_K": k, "BANK_PASS": bank}
             const |= {"HAS_BG": not bank, "HAS_MASK": True, "UPCAST": False}
             sig = {n: pointers.get(n, "constexpr" if n in const else "i32") for n in names}
             attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in pointers}
