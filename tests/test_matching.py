@@ -232,12 +232,40 @@ def test_pack_cache_repacks_after_in_place_updates_and_forgets_freed_tensors():
     assert key not in matching._PACK_CACHE
 
 
+def interpreter_takes_runtime_loop_bounds() -> bool:
+    """Triton 3.6's interpreter turns a runtime loop bound into a 1-element array that numpy >= 2.5
+    refuses to convert to an int (3.8 squeezes it); such a pair cannot interpret the kernel."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def probe(x_ptr, n):
+        for i in range(0, n):
+            tl.store(x_ptr + i, i)
+
+    x = torch.zeros(3)
+    try:
+        probe[(1,)](x, 3)
+    except Exception:
+        return False
+    return torch.equal(x, torch.arange(3.0))
+
+
 @pytest.mark.skipif(matching.triton is None, reason="triton not installed")
 def test_triton_kernel_under_interpreter_on_cpu():
     """All kernel cases on the CPU through TRITON_INTERPRET=1, in a fresh process."""
-    code = "import sys; sys.path.insert(0, 'tests'); import test_matching as t; t.run_cases('cpu'); print('ok')"
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); import test_matching as t\n"
+        "if not t.interpreter_takes_runtime_loop_bounds(): print('unsupported')\n"
+        "else: t.run_cases('cpu'); print('ok')"
+    )
     env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    if r.returncode == 0 and r.stdout.strip().endswith("unsupported"):
+        import numpy
+        import triton
+
+        pytest.skip(f"triton {triton.__version__}'s interpreter with numpy {numpy.__version__}: no runtime loop bounds")
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout[-3000:] + r.stderr[-6000:]
 
 
