@@ -5,7 +5,7 @@
         docs/results/robustness-h100-seed1.json [--benchmarks BENCHMARKS.md]
 
 Each method's seeds are pooled; cells become ``mean +- std`` over them. The margin row is the
-first NOVUM method minus the first baseline, per seed, then averaged.
+NOVUM method (--novum; its full-image and GT-box rows) minus the baseline, per seed, then averaged.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import emit
-from novum3d.evaluation.robustness import markdown_rows
+from novum3d.evaluation.robustness import margin_rows, markdown_rows
 
 
 def merge(reports: list[dict]) -> tuple[dict, dict, list[int]]:
@@ -47,10 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: seeds repeat across the reports ({seeds}); merge runs of different seeds", file=sys.stderr)
         return 2
     table = markdown_rows(rows)
-    if args.novum in rows and args.baseline in rows:
-        margin = [{c: a[c] - b[c] for c in a if c in b} for a, b in zip(rows[args.novum], rows[args.baseline],
-                                                                        strict=True)]  # fmt: skip
-        table += "\n" + markdown_rows({f"margin: {args.novum} - {args.baseline}": margin}).splitlines()[-1]
+    margins = margin_rows(rows, args.novum, args.baseline)
+    table += "\n" + margins if margins else ""
     files = " ".join(args.reports)
     text = "\n".join(
         [

@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import emit, sync
 from novum3d.config import load_experiment
+from novum3d.data.batch import batch_cameras, images_to_device
 from novum3d.model.backbone import normalize_images
 from novum3d.train.correspondence import find_correspondences
-from novum3d.train.data import batch_cameras, images_to_device
 from novum3d.train.loss import contrastive_loss
 from novum3d.train.trainer import Trainer
 

@@ -130,6 +130,9 @@ class ModelConfig:
     feature_dim: int = 128
     backbone_weights: str | None = None  # local file with torchvision ResNet weights; never downloaded
     freeze_batchnorm: bool = False  # keep BatchNorm statistics fixed (fine-tuning, tiny batches)
+    # Upsampling layers: "fpn" (256-channel lateral fusion, light) or "unet" (the authors' DoubleConv/Up
+    # stack at the trunk's widths, GenIntel/NOVUM src/models/KeypointRepresentationNet.py L44-55).
+    decoder: Literal["fpn", "unet"] = "fpn"
 
     def validate(self) -> None:
         if self.feature_dim < 1:
@@ -145,18 +148,34 @@ class LossConfig:
     same_class_negatives: bool = True
     other_class_negatives: bool = True
     background_negatives: bool = True
+    # Each bank logit is offset by log(bank_weight): the bank's terms in the softmax denominator are
+    # weighted by it. The authors use 0.005 (`weight_noise`, GenIntel/NOVUM FeatureBank.py L75-82).
+    bank_weight: float = 1.0
+    # clutter_weight * mean(f_bg . C) over background features (with gradient into the backbone) and
+    # all Gaussians: clutter and occluders learn to look unlike every object part. The authors use 0.1
+    # (GenIntel/NOVUM train.py L193-196, FeatureBank.py L186-189).
+    clutter_weight: float = 0.0
 
     def validate(self) -> None:
         if not self.temperature > 0:
             raise ValueError(f"temperature: must be > 0, got {self.temperature}")
         if self.neighbor_radius < 0:
             raise ValueError(f"neighbor_radius: must be >= 0, got {self.neighbor_radius}")
+        if not 0 < self.bank_weight <= 1:
+            raise ValueError(f"bank_weight: must lie in (0, 1], got {self.bank_weight}")
+        if self.clutter_weight < 0:
+            raise ValueError(f"clutter_weight: must be >= 0, got {self.clutter_weight}")
 
 
 @dataclass
 class BankConfig:
     size: int = 2560
-    per_image: int = 32  # background features sampled from each training image
+    per_image: int = 32  # background features sampled from each training image (the authors: 5)
+    # Where background cells come from: "mask" = off the object's mask (or box); "volume" = cells where
+    # no Gaussian of the class volume projects at the annotated pose, as the authors sample them
+    # (GenIntel/NOVUM KeypointRepresentationNet.py L92-100). "volume" never takes a cell that is also a
+    # positive of the contrastive loss; "mask" does for thin classes whose cuboid covers background.
+    background: Literal["mask", "volume"] = "mask"
 
     def validate(self) -> None:
         if self.size < 0 or self.per_image < 0:

@@ -6,6 +6,10 @@
 
 Splits of a synthetic data set: clean, occluded-L1..3, corrupted-<name>, ood-<nuisance> (all by
 default). For preprocessed PASCAL3D+ (--layout pascal3d): clean and occluded-L1..3.
+Two protocols, side by side (--protocols): "full" classifies the whole image and estimates the
+pose under the predicted class; "reference" is the authors' (GT box crop, pose under the
+ground-truth class). Class probabilities use the temperature fitted on the validation split at
+training time; ECE is reported per split.
 Writes results.json, results.md, accuracy_vs_occlusion.png and pose_error_cdf.png. Per-image
 results are cached under <out>/cache/, keyed by the checkpoint's and the data's contents, the
 code and the settings: an interrupted run continues where it stopped, and a cache made from
@@ -25,9 +29,15 @@ from tqdm import tqdm
 from novum3d.cli import command, select_device
 from novum3d.errors import Novum3DError
 from novum3d.evaluation.cache import RecordCache, evaluation_key
-from novum3d.evaluation.metrics import summarize
 from novum3d.evaluation.report import accuracy_vs_occlusion, error_cdf, markdown_table
-from novum3d.evaluation.run import evaluate_split, evenly_spaced, initial_distance, open_eval_splits
+from novum3d.evaluation.run import (
+    PROTOCOLS,
+    evaluate_split,
+    evenly_spaced,
+    initial_distance,
+    open_eval_splits,
+    protocol_summary,
+)
 from novum3d.inference.checkpoint import load_model
 from novum3d.inference.pose import PoseConfig, PoseEstimator
 
@@ -44,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="outputs/evaluation")
     parser.add_argument("--steps", type=int, default=30, help="pose refinement steps")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--protocols",
+        default="full,reference",
+        help="full (whole image, predicted class) and/or reference (ground-truth box and class)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="recompute caches made from other inputs")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args(argv)
@@ -56,28 +71,38 @@ def main(argv: list[str] | None = None) -> int:
         raise Novum3DError(f"--splits: unknown {unknown}; this data set has {sorted(splits)}", field="--splits")
     distance = initial_distance(splits, wanted[0])
     estimator = PoseEstimator(PoseConfig(steps=args.steps, distance=distance))
-    settings = {"pose": dataclasses.asdict(estimator.cfg), "image_size": list(cfg.data.image_size)}
+    protocols = tuple(args.protocols.split(","))
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise Novum3DError(f"--protocols: unknown {unknown}; choose from {list(PROTOCOLS)}", field="--protocols")
+    settings = {"pose": dataclasses.asdict(estimator.cfg), "image_size": list(cfg.data.image_size),
+                "protocols": list(protocols)}  # fmt: skip
     out = Path(args.out)
     hint = "rerun with --overwrite to recompute, or choose another --out"
-    results, errors = {}, {}
+    results: dict[str, dict] = {p: {} for p in protocols}
+    errors: dict[str, list[float]] = {}
     for name in wanted:
         ds = evenly_spaced(splits[name], args.max_per_split)
         cache = RecordCache(out / "cache" / f"{name}.jsonl", evaluation_key(args.checkpoint, ds, settings),
                             overwrite=args.overwrite, hint=hint)  # fmt: skip
         records = evaluate_split(
             model, ds, estimator, cache, tuple(cfg.data.image_size), args.batch_size,
-            progress=lambda it, n, name=name: tqdm(it, total=n, desc=name, unit="batch"),
+            progress=lambda it, n, name=name: tqdm(it, total=n, desc=name, unit="batch"), protocols=protocols,
         )  # fmt: skip
-        results[name] = summarize(records, model.classes)
-        errors[name] = [r["pose_error"] for r in records]
+        for protocol in protocols:
+            results[protocol][name] = protocol_summary(records, model.classes, protocol)
+        errors[name] = [r[protocols[0]]["pose_error"] for r in records]
     report = {"checkpoint": args.checkpoint, "data": args.data, "classes": model.classes, "initial_distance": distance,
-              "splits": results}  # fmt: skip
+              "class_temperature": model.class_temperature, "protocols": {p: PROTOCOLS[p] for p in protocols},
+              "splits": results[protocols[0]], "by_protocol": results}  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(report, indent=2))
-    table = markdown_table(results)
-    (out / "results.md").write_text(f"Evaluation of `{args.checkpoint}` on `{args.data}`\n\n{table}\n")
-    accuracy_vs_occlusion(results, out / "accuracy_vs_occlusion.png")
+    tables = "\n\n".join(f"Protocol `{p}`: {PROTOCOLS[p]}.\n\n{markdown_table(results[p])}" for p in protocols)
+    (out / "results.md").write_text(f"Evaluation of `{args.checkpoint}` on `{args.data}`\n\n{tables}\n")
+    labels = {p: p if len(protocols) > 1 else "" for p in protocols}
+    accuracy_vs_occlusion({labels[p]: results[p] for p in protocols}, out / "accuracy_vs_occlusion.png")
     error_cdf(errors, out / "pose_error_cdf.png")
-    print(table)
+    print(tables)
     print(f"written to {out}/ (results.json, results.md, plots)")
     return 0
 

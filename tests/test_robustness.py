@@ -134,12 +134,16 @@ def test_robustness_benchmark_runs_end_to_end_on_tiny_data(data_root, tmp_path):
     header = accuracy.splitlines()[0]
     assert header == "| method | " + " | ".join(COLUMNS) + " |"
     names = [line.split(" | ")[0].removeprefix("| ") for line in accuracy.splitlines()[2:]]
-    assert names == ["NOVUM (cube)", "NOVUM single Gaussian", "ResNet-18", "margin: NOVUM (cube) - ResNet-18"]
-    assert [line.split(" | ")[0] for line in pose.splitlines()[2:]] == ["| NOVUM (cube)"]
+    assert names == [
+        "NOVUM (cube)", "NOVUM (cube), GT box", "NOVUM single Gaussian", "NOVUM single Gaussian, GT box", "ResNet-18",
+        "margin: NOVUM (cube) - ResNet-18", "margin: NOVUM (cube), GT box - ResNet-18",
+    ]  # fmt: skip
+    assert [line.split(" | ")[0] for line in pose.splitlines()[2:]] == ["| NOVUM (cube)", "| NOVUM (cube), GT box"]
     assert len(training.splitlines()) == 2 + 3
     report = json.loads((tmp_path / "res" / "robustness.json").read_text())
     for name, seeds in report["columns"].items():
-        per_split = report["per_split"][f"{name} / seed 0"]
+        protocol = "reference" if name.endswith(", GT box") else "full"
+        per_split = report["per_split"][f"{name.removesuffix(', GT box')} / seed 0"][protocol]
         assert seeds[0]["clean"] == per_split["clean"]["accuracy"]
         assert all(0 <= v <= 1 for v in seeds[0].values()) and list(seeds[0]) == COLUMNS
         row = next(line for line in accuracy.splitlines() if line.startswith(f"| {name} |"))

@@ -7,9 +7,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..data.batch import images_to_device
 from ..distributed import all_reduce_sum
 from ..model.backbone import normalize_images
-from ..train.data import images_to_device
 from ..train.trainer import StepStats, Trainer
 from .model import BaselineClassifier
 

@@ -21,6 +21,7 @@ COLUMNS = [  # key, header, scale, format
     ("acc_pi_18", "Acc@pi/18 %", 100, "{:.1f}"),
     ("median_error_deg", "median error deg", 1, "{:.1f}"),
     ("class_and_pose_right", "class and pose right %", 100, "{:.1f}"),
+    ("ece", "ECE %", 100, "{:.1f}"),
 ]
 
 
@@ -155,16 +156,23 @@ def error_cdf(errors_by_split: dict[str, Sequence[float]], path: str | Path) -> 
     return line_plot(series, path, "cumulative pose error", "error (degrees)", "fraction of images", ticks)
 
 
-def accuracy_vs_occlusion(results: dict[str, dict[str, Any]], path: str | Path) -> Path | None:
-    """Classification accuracy and Acc@pi/6 at occlusion levels 0 (clean) to 3."""
+def accuracy_vs_occlusion(results: dict[str, dict[str, dict[str, Any]]], path: str | Path) -> Path | None:
+    """Classification accuracy and Acc@pi/6 at occlusion levels 0 (clean) to 3, per protocol.
+
+    Args:
+        results: ``{protocol label: {split: summary}}``; a label may be "" for a single protocol.
+    """
     names = ["clean", "occluded-L1", "occluded-L2", "occluded-L3"]
-    have = [(i, n) for i, n in enumerate(names) if n in results and results[n].get("images")]
-    if len(have) < 2:
+    series, ticks = {}, []
+    for label, per_split in results.items():
+        have = [(i, n) for i, n in enumerate(names) if n in per_split and per_split[n].get("images")]
+        if len(have) < 2:
+            continue
+        xs = [i for i, _ in have]
+        suffix = f" ({label})" if label else ""
+        series[f"accuracy{suffix}"] = (xs, [per_split[n]["accuracy"] for _, n in have])
+        series[f"Acc@pi/6{suffix}"] = (xs, [per_split[n]["acc_pi_6"] for _, n in have])
+        ticks = sorted({*ticks, *((i, "clean" if i == 0 else f"L{i}") for i, _ in have)})
+    if not series:
         return None
-    xs = [i for i, _ in have]
-    series = {
-        "accuracy": (xs, [results[n]["accuracy"] for _, n in have]),
-        "Acc@pi/6": (xs, [results[n]["acc_pi_6"] for _, n in have]),
-    }
-    ticks = [(i, "clean" if i == 0 else f"L{i}") for i, _ in have]
     return line_plot(series, path, "accuracy vs occlusion", "occlusion level", "accuracy", ticks)

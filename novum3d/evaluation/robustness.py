@@ -18,7 +18,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import BaselineConfig, ExperimentConfig, load_config, load_experiment
-from ..train.data import collate, images_to_device
+from ..data.batch import box_cells, collate, images_to_device
+from ..inference.pipeline import classify_maps
+from ..model.novum import NOVUM
 from .report import line_plot
 
 OCCLUSION = ["clean", "occluded-L1", "occluded-L2", "occluded-L3"]
@@ -75,26 +77,40 @@ def classify_split(
     image_size: tuple[int, int],
     batch_size: int = 64,
     num_workers: int = 0,
-) -> list[dict[str, int]]:
-    """``{"label", "predicted"}`` per image, by ``model.classify`` (bf16 on CUDA)."""
+) -> list[dict[str, Any]]:
+    """``{"label", "full": {"predicted"}}`` per image by ``model.classify`` (bf16 on CUDA); a NOVUM
+    model also gets ``"reference": {"predicted"}`` from the cells inside the ground-truth box."""
     device = next(model.parameters()).device
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
                         collate_fn=partial(collate, image_size=image_size))  # fmt: skip
+    boxed = isinstance(model, NOVUM)
     records = []
     for batch in loader:
+        images = images_to_device(batch["image"], device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            predicted = model.classify(images_to_device(batch["image"], device)).argmax(1).cpu()
-        records += [{"label": int(y), "predicted": int(p)} for y, p in zip(batch["label"], predicted, strict=True)]
+            if boxed:
+                maps = model(images)
+                full = classify_maps(model, maps)[0].argmax(1).cpu()
+                mask = box_cells(batch["bbox"].to(device), image_size, maps.shape[-2:])
+                box = classify_maps(model, maps, mask)[0].argmax(1).cpu()
+            else:
+                full = model.classify(images).argmax(1).cpu()
+        for i, y in enumerate(batch["label"].tolist()):
+            rec = {"label": y, "full": {"predicted": int(full[i])}}
+            if boxed:
+                rec["reference"] = {"predicted": int(box[i])}
+            records.append(rec)
     return records
 
 
-def split_summary(records: list[dict[str, Any]]) -> dict[str, float]:
-    """Images, accuracy and (when the records hold pose errors) Acc@pi/6 of one split."""
+def split_summary(records: list[dict[str, Any]], protocol: str = "full") -> dict[str, float]:
+    """Images, accuracy and (when the records hold pose errors) Acc@pi/6 of one split under one protocol."""
     out: dict[str, float] = {"images": len(records)}
-    if records:
-        out["accuracy"] = float(np.mean([r["predicted"] == r["label"] for r in records]))
-        if "pose_error" in records[0]:
-            out["acc_pi_6"] = float(np.mean([r["pose_error"] < math.pi / 6 for r in records]))
+    if records and protocol in records[0]:
+        flat = [r[protocol] | {"label": r["label"]} for r in records]
+        out["accuracy"] = float(np.mean([r["predicted"] == r["label"] for r in flat]))
+        if "pose_error" in flat[0]:
+            out["acc_pi_6"] = float(np.mean([r["pose_error"] < math.pi / 6 for r in flat]))
     return out
 
 
@@ -138,6 +154,23 @@ def markdown_rows(rows: dict[str, list[dict[str, float]]]) -> str:
             else:
                 cells.append(f"{_percent(np.mean(vals))} +- {_percent(np.std(vals))}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def row_name(method: str, protocol: str) -> str:
+    """The table row of a method under a protocol: the name alone for the full image."""
+    return method if protocol == "full" else f"{method}, GT box"
+
+
+def margin_rows(rows: dict[str, list[dict[str, float]]], novum: str, baseline: str) -> str:
+    """Markdown rows ``margin: <NOVUM row> - <baseline>`` (per seed, then mean +- std), for the NOVUM
+    method's full-image and GT-box rows that exist; "" when the baseline is missing."""
+    lines = []
+    for protocol in ("full", "reference"):
+        name = row_name(novum, protocol)
+        if name in rows and baseline in rows:
+            margin = [{c: a[c] - b[c] for c in a if c in b} for a, b in zip(rows[name], rows[baseline], strict=True)]
+            lines.append(markdown_rows({f"margin: {name} - {baseline}": margin}).splitlines()[-1])
     return "\n".join(lines)
 
 

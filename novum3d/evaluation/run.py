@@ -10,15 +10,21 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..data.batch import batch_cameras, box_cells, collate, images_to_device
 from ..data.pascal3d import Pascal3DPreprocessed
 from ..data.synthetic import open_splits
 from ..errors import DataError
-from ..inference.pipeline import predict
+from ..inference.pipeline import classify_maps, estimate_poses, mask_maps
 from ..inference.pose import PoseEstimator
+from ..model.calibration import expected_calibration_error
 from ..model.novum import NOVUM
-from ..train.data import batch_cameras, collate, images_to_device
 from .cache import RecordCache
-from .metrics import pose_errors
+from .metrics import pose_errors, summarize
+
+PROTOCOLS = {
+    "full": "full image, pose under the predicted class",
+    "reference": "ground-truth box, pose under the ground-truth class (the authors' protocol)",
+}
 
 
 def evaluate_split(
@@ -30,12 +36,23 @@ def evaluate_split(
     batch_size: int = 16,
     num_workers: int = 0,
     progress: Callable | None = None,
+    protocols: tuple[str, ...] = ("full", "reference"),
 ) -> list[dict[str, Any]]:
-    """Classify and estimate poses for every image of ``dataset``, in its order.
+    """Classify and estimate poses for every image of ``dataset``, in its order, under each protocol.
 
-    Records are added to ``cache`` as batches finish; images already there (under the same key:
-    checkpoint, data, code and settings) are not evaluated again.
+    ``full``: the classifier sees the whole feature map, and the pose is estimated under the
+    predicted class. ``reference``: only the cells inside the ground-truth box classify and are
+    compared, and the pose is estimated under the ground-truth class (GenIntel/NOVUM
+    src/inference.py L148-170, L210-237). Records are added to ``cache`` as batches finish;
+    images already there (under the same key: checkpoint, data, code and settings) are skipped.
+
+    Returns:
+        One record per image: ``{"id", "label", <protocol>: {"predicted", "confidence", "pose_error",
+        "pose"}}``.
     """
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise ValueError(f"protocols: unknown {unknown}; expected some of {list(PROTOCOLS)}")
     todo = [i for i, item in enumerate(dataset.items) if f"{item.category}/{item.name}" not in cache]
     if todo:
         device = next(model.parameters()).device
@@ -45,23 +62,40 @@ def evaluate_split(
         batches = progress(loader, len(loader)) if progress else loader
         for batch in batches:
             _, Ks = batch_cameras(batch, model.stride, device)
-            pred = predict(model, images_to_device(batch["image"], device), Ks, estimator)
+            with torch.no_grad():
+                maps = model(images_to_device(batch["image"], device))
+            labels = batch["label"].to(device)
             gt = {k: batch[k] for k in ("azimuth", "elevation", "theta")}
-            pose = {k: getattr(pred.pose, k).cpu() for k in ("azimuth", "elevation", "theta")}
-            errs = pose_errors(pose, gt)
-            cache.add(
-                [
-                    {
-                        "id": ident,
-                        "label": int(batch["label"][b]),
-                        "predicted": int(pred.labels[b]),
+            records = [{"id": ident, "label": int(batch["label"][b])} for b, ident in enumerate(batch["ids"])]
+            boxes = box_cells(batch["bbox"].to(device), image_size, maps.shape[-2:])
+            for protocol in protocols:
+                mask = boxes if protocol == "reference" else None
+                scores, probs = classify_maps(model, maps, mask)
+                predicted = scores.argmax(1)
+                pose_labels = labels if protocol == "reference" else predicted
+                pose = estimate_poses(model, mask_maps(maps, mask), Ks, estimator, pose_labels)
+                angles = {k: getattr(pose, k).cpu() for k in ("azimuth", "elevation", "theta")}
+                errs = pose_errors(angles, gt)
+                for b, rec in enumerate(records):
+                    rec[protocol] = {
+                        "predicted": int(predicted[b]),
+                        "confidence": float(probs[b].max()),
                         "pose_error": float(errs[b]),
-                        "pose": {k: float(v[b]) for k, v in pose.items()} | {"distance": float(pred.pose.distance[b])},
+                        "pose": {k: float(v[b]) for k, v in angles.items()} | {"distance": float(pose.distance[b])},
                     }
-                    for b, ident in enumerate(batch["ids"])
-                ]
-            )
+            cache.add(records)
     return [cache.records[f"{item.category}/{item.name}"] for item in dataset.items]
+
+
+def protocol_summary(records: list[dict[str, Any]], classes: list[str], protocol: str) -> dict[str, Any]:
+    """:func:`summarize` of one protocol's predictions, plus the expected calibration error (ECE)."""
+    flat = [{"label": r["label"]} | r[protocol] for r in records]
+    out = summarize(flat, classes)
+    if flat:
+        confidence = torch.tensor([r["confidence"] for r in flat])
+        correct = torch.tensor([r["predicted"] == r["label"] for r in flat])
+        out["ece"] = expected_calibration_error(confidence, correct)
+    return out
 
 
 def _collate_with_ids(samples: list[dict[str, Any]], image_size: tuple[int, int]) -> dict[str, Any]:

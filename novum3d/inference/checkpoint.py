@@ -17,4 +17,6 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[NO
     cfg.model.backbone_weights = None  # the checkpoint holds the weights
     model = NOVUM(cfg, ckpt["classes"])
     load_weights(model, ckpt, path)
+    if ckpt.get("calibration"):
+        model.class_temperature = float(ckpt["calibration"]["temperature"])
     return model.to(device).eval(), cfg

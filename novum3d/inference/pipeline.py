@@ -1,4 +1,9 @@
-"""Classify images and estimate their poses with a trained NOVUM model."""
+"""Classify images and estimate their poses with a trained NOVUM model.
+
+Every step takes feature maps, so a caller computes them once and runs both protocols on them:
+the full image (today's default), or a pixel mask such as the ground-truth box (the authors'
+``mask_out_padded``, GenIntel/NOVUM src/inference.py L148-170).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..model.matching import class_scores
 from ..model.novum import NOVUM
-from .classify import class_scores
 from .pose import PoseEstimator, PoseResult
 
 
@@ -16,13 +21,41 @@ from .pose import PoseEstimator, PoseResult
 class Prediction:
     labels: Tensor  # [B] predicted (or given) class indices
     class_scores: Tensor  # [B, Y] geometry-free scores
-    probabilities: Tensor  # [B, Y] softmax of the scores
+    probabilities: Tensor  # [B, Y] softmax of the scores at the model's calibrated temperature
     pose: PoseResult
 
 
 @torch.no_grad()
-def _features(model: NOVUM, images: Tensor) -> Tensor:
-    return model(images)
+def classify_maps(model: NOVUM, maps: Tensor, pixel_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Class scores [B, Y] and calibrated probabilities [B, Y] of feature maps [B, D, h, w]
+    (``pixel_mask`` [B, h, w] bool restricts the pixels that vote)."""
+    v = model.volumes
+    scores = class_scores(maps, v.features, v.valid, v.bank, pixel_mask)
+    return scores, torch.softmax(scores / model.class_temperature, dim=1)
+
+
+def mask_maps(maps: Tensor, pixel_mask: Tensor | None) -> Tensor:
+    """Feature maps [B, D, h, w] with the features outside ``pixel_mask`` [B, h, w] set to zero.
+
+    For render-and-compare this is the crop: at a zero feature both the object score R.F and the
+    background score max_b F.b are 0, so those pixels add a constant to the score and nothing to
+    its gradient.
+    """
+    return maps if pixel_mask is None else maps * pixel_mask[:, None].to(maps.dtype)
+
+
+def estimate_poses(model: NOVUM, maps: Tensor, Ks: Tensor, estimator: PoseEstimator, labels: Tensor) -> PoseResult:
+    """Poses of B images under the given classes [B]: one batched estimate per class present."""
+    v = model.volumes
+    B = maps.shape[0]
+    fields = {k: torch.zeros(B, device=maps.device) for k in ("azimuth", "elevation", "theta", "distance", "score")}
+    for y in labels.unique().tolist():
+        idx = torch.nonzero(labels == y)[:, 0]
+        k = v.count(y)
+        res = estimator.estimate(maps[idx], v.volume(y), v.features[y, :k], v.bank, Ks[idx], class_key=y)
+        for name in fields:
+            fields[name][idx] = getattr(res, name)
+    return PoseResult(**fields)
 
 
 def predict(
@@ -31,26 +64,19 @@ def predict(
     Ks: Tensor,
     estimator: PoseEstimator,
     labels: Tensor | None = None,
-    temperature: float = 0.07,
+    pixel_mask: Tensor | None = None,
 ) -> Prediction:
     """Class (unless given) and pose of B images.
 
     Args:
         images: [B, 3, H, W] in [0, 1]; Ks: [B, 3, 3] intrinsics at feature-map scale.
         labels: [B] known classes, or None to use the classifier's.
-        temperature: softmax temperature over the mean per-pixel scores.
+        pixel_mask: [B, h, w] bool on the feature map: only these pixels classify and are compared.
     """
     model.eval()
-    maps = _features(model, images)
-    v = model.volumes
-    scores = class_scores(maps, v.features, v.valid, v.bank)
+    with torch.no_grad():
+        maps = model(images)
+    scores, probabilities = classify_maps(model, maps, pixel_mask)
     labels = scores.argmax(1) if labels is None else labels.to(scores.device)
-    B = images.shape[0]
-    fields = {k: torch.zeros(B, device=maps.device) for k in ("azimuth", "elevation", "theta", "distance", "score")}
-    for y in labels.unique().tolist():
-        idx = torch.nonzero(labels == y)[:, 0]
-        k = v.count(y)
-        res = estimator.estimate(maps[idx], v.volume(y), v.features[y, :k], v.bank, Ks[idx], class_key=y)
-        for name in fields:
-            fields[name][idx] = getattr(res, name)
-    return Prediction(labels, scores, torch.softmax(scores / temperature, dim=1), PoseResult(**fields))
+    pose = estimate_poses(model, mask_maps(maps, pixel_mask), Ks, estimator, labels)
+    return Prediction(labels, scores, probabilities, pose)

@@ -18,45 +18,103 @@ class FeatureBackbone(nn.Module):
     """torchvision ResNet-50/18 trunk whose stride 16 and 32 outputs are upsampled and fused
     into the stride-8 stage (as NeMo/NOVUM do), then projected to D unit-norm channels.
 
-    The fusion is FPN-like: 1x1 lateral convolutions to ``width`` channels, then 3x3 fusions at
-    that width. Fusing at the trunk's own widths (3072 -> 1024 and 1536 -> 512 channels) cost
-    more than the whole ResNet-50 trunk at 640x800 (measured on an H100: 130 ms per 32 images).
+    Two decoders (``decoder``):
 
+    - ``"fpn"``: 1x1 lateral convolutions to ``width`` channels, then 3x3 fusions at that width.
+      Fusing at the trunk's own widths cost more than the whole ResNet-50 trunk at 640x800
+      (measured on an H100: 130 ms per 32 images).
+    - ``"unet"``: the authors' decoder (GenIntel/NOVUM ``src/models/KeypointRepresentationNet.py``
+      L44-55, ``UpsamplingLayer.py``): DoubleConv(c4 -> c4/2) at stride 32, then two Up blocks
+      (bilinear x2 with aligned corners, concatenation with the skip, DoubleConv) to c2/2 channels
+      at stride 8; for ResNet-50 2048 -> 1024, (1024+1024) -> 1024 -> 512, (512+512) -> 512 -> 256.
+
+    Both end in a 1x1 projection to D (the authors' ``Linear(256, 128)``) and L2 normalisation.
     Weights are random unless ``weights`` names a local file holding a torchvision ResNet
     ``state_dict``; nothing is ever downloaded.
     """
 
     def __init__(
-        self, arch: str = "resnet50", feature_dim: int = 128, weights: str | Path | None = None, width: int = 256
+        self,
+        arch: str = "resnet50",
+        feature_dim: int = 128,
+        weights: str | Path | None = None,
+        width: int = 256,
+        decoder: str = "fpn",
     ):
         super().__init__()
         if arch not in ("resnet50", "resnet18"):
             raise ValueError(f"arch: expected 'resnet50' or 'resnet18', got {arch!r}")
+        if decoder not in ("fpn", "unet"):
+            raise ValueError(f"decoder: expected 'fpn' or 'unet', got {decoder!r}")
         net = getattr(torchvision.models, arch)(weights=None)
         if weights is not None:
             load_trunk_weights(net, weights)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
         self.layer2, self.layer3, self.layer4 = net.layer2, net.layer3, net.layer4
         c2, c3, c4 = (128, 256, 512) if arch == "resnet18" else (512, 1024, 2048)
-        self.lateral2, self.lateral3 = nn.Conv2d(c2, width, 1), nn.Conv2d(c3, width, 1)
-        self.lateral4 = nn.Conv2d(c4, width, 1)
-        self.fuse3 = _conv_block(2 * width, width)
-        self.fuse2 = _conv_block(2 * width, width)
-        self.head = nn.Conv2d(width, feature_dim, kernel_size=1)
+        self.decoder = FPNDecoder(c2, c3, c4, width) if decoder == "fpn" else UNetDecoder(c2, c3, c4)
+        self.head = nn.Conv2d(self.decoder.out_channels, feature_dim, kernel_size=1)
         self.feature_dim = feature_dim
+        self._register_load_state_dict_pre_hook(_fpn_keys_before_decoders)
 
     def forward(self, images: Tensor) -> Tensor:
         """Images [B, 3, H, W] (ImageNet-normalised) -> unit features [B, D, H/8, W/8]."""
         x2 = self.layer2(self.stem(images))
         x3 = self.layer3(x2)
-        x4 = self.lateral4(self.layer4(x3))
+        x4 = self.layer4(x3)
+        return F.normalize(self.head(self.decoder(x2, x3, x4)).float(), dim=1)
+
+
+class FPNDecoder(nn.Module):
+    """Lateral 1x1 convolutions to ``width``, upsample and fuse with 3x3 convolutions: stride 8 out."""
+
+    def __init__(self, c2: int, c3: int, c4: int, width: int = 256):
+        super().__init__()
+        self.lateral2, self.lateral3, self.lateral4 = (
+            nn.Conv2d(c2, width, 1),
+            nn.Conv2d(c3, width, 1),
+            nn.Conv2d(c4, width, 1),
+        )
+        self.fuse3 = _conv_block(2 * width, width)
+        self.fuse2 = _conv_block(2 * width, width)
+        self.out_channels = width
+
+    def forward(self, x2: Tensor, x3: Tensor, x4: Tensor) -> Tensor:
+        x4 = self.lateral4(x4)
         y3 = self.fuse3(torch.cat([F.interpolate(x4, size=x3.shape[-2:], mode="bilinear"), self.lateral3(x3)], 1))
-        y2 = self.fuse2(torch.cat([F.interpolate(y3, size=x2.shape[-2:], mode="bilinear"), self.lateral2(x2)], 1))
-        return F.normalize(self.head(y2).float(), dim=1)
+        return self.fuse2(torch.cat([F.interpolate(y3, size=x2.shape[-2:], mode="bilinear"), self.lateral2(x2)], 1))
+
+
+class UNetDecoder(nn.Module):
+    """The authors' upsampling layers at the trunk's widths (see :class:`FeatureBackbone`)."""
+
+    def __init__(self, c2: int, c3: int, c4: int):
+        super().__init__()
+        self.up0 = _double_conv(c4, c4 // 2)
+        self.up1 = _double_conv(c4 // 2 + c3, c2, mid=c3)
+        self.up2 = _double_conv(2 * c2, c2 // 2, mid=c2)
+        self.out_channels = c2 // 2
+
+    def forward(self, x2: Tensor, x3: Tensor, x4: Tensor) -> Tensor:
+        y = self.up0(x4)
+        y = self.up1(torch.cat([x3, F.interpolate(y, size=x3.shape[-2:], mode="bilinear", align_corners=True)], 1))
+        return self.up2(torch.cat([x2, F.interpolate(y, size=x2.shape[-2:], mode="bilinear", align_corners=True)], 1))
+
+
+def _fpn_keys_before_decoders(state_dict, prefix, *args) -> None:
+    """Checkpoints written before the decoder had a module of its own keep loading."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        rest = key[len(prefix) :]
+        if rest.split(".")[0] in ("lateral2", "lateral3", "lateral4", "fuse2", "fuse3"):
+            state_dict[f"{prefix}decoder.{rest}"] = state_dict.pop(key)
 
 
 def _conv_block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def _double_conv(cin: int, cout: int, mid: int | None = None) -> nn.Sequential:
+    return nn.Sequential(_conv_block(cin, mid or cout), _conv_block(mid or cout, cout))
 
 
 def load_trunk_weights(net: nn.Module, path: str | Path) -> None:

@@ -10,6 +10,7 @@ from ..config import ExperimentConfig
 from ..errors import ConfigError
 from ..volumes import build_volume
 from .backbone import STRIDE, FeatureBackbone, normalize_images
+from .calibration import DEFAULT_TEMPERATURE
 from .matching import class_scores
 from .volumes import NeuralVolumes
 
@@ -27,10 +28,15 @@ class NOVUM(nn.Module):
                 f"classes: {unknown} not in categories file {cfg.volume.categories!r} ({sorted(categories)})",
                 field="data.classes",
             )
-        self.backbone = FeatureBackbone(cfg.model.backbone, cfg.model.feature_dim, cfg.model.backbone_weights)
+        self.backbone = FeatureBackbone(
+            cfg.model.backbone, cfg.model.feature_dim, cfg.model.backbone_weights, decoder=cfg.model.decoder
+        )
         geometry = {c: build_volume(categories[c], cfg.volume) for c in classes}
         self.volumes = NeuralVolumes(geometry, cfg.model.feature_dim, cfg.bank.size, seed=cfg.train.seed)
         self.stride = STRIDE
+        # Softmax temperature of the class probabilities; training fits it on the validation split
+        # (novum3d.model.calibration) and checkpoints carry it.
+        self.class_temperature = DEFAULT_TEMPERATURE
 
     @property
     def classes(self) -> list[str]:

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from rendering import project_visible
 
+from ..data.batch import box_cells
 from ..model.volumes import NeuralVolumes
 
 
@@ -19,6 +20,7 @@ class Correspondences:
     class_ids: Tensor  # [P]
     gauss_ids: Tensor  # [P] Gaussian within its class
     features: Tensor  # [P, D] unit backbone features at the Gaussians' projected centres
+    covered: Tensor  # [B, h, w] bool: cells where the centre of any Gaussian of the image's volume projects
 
 
 def sample_features(feature_maps: Tensor, batch_ids: Tensor, points: Tensor) -> Tensor:
@@ -56,18 +58,35 @@ def find_correspondences(
             v.means[labels], v.quats[labels], v.scales[labels], opacities, viewmats.float(), Ks.float(), w, h
         )
     b, k = torch.nonzero(visible, as_tuple=True)
-    return Correspondences(b, labels[b], k, sample_features(feature_maps, b, means2d[b, k]))
+    covered = covered_cells(means2d, v.valid[labels], h, w)
+    return Correspondences(b, labels[b], k, sample_features(feature_maps, b, means2d[b, k]), covered)
+
+
+def covered_cells(means2d: Tensor, valid: Tensor, h: int, w: int) -> Tensor:
+    """[B, h, w] bool: the cells the projected centres fall in, hidden Gaussians included.
+
+    Args:
+        means2d: [B, N, 2] pixel coordinates on the h x w map (cell j spans [j, j + 1)); valid: [B, N] bool.
+    """
+    B = means2d.shape[0]
+    x, y = means2d[..., 0].floor().long(), means2d[..., 1].floor().long()
+    inside = valid & (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    b = torch.arange(B, device=means2d.device)[:, None].expand_as(x)
+    covered = torch.zeros(B, h * w, dtype=torch.bool, device=means2d.device)
+    covered[b[inside], (y * w + x)[inside]] = True
+    return covered.view(B, h, w)
 
 
 def background_features(feature_maps: Tensor, object_masks: Tensor, per_image: int, seeds: list[int]) -> Tensor:
-    """Up to ``per_image`` features per image from cells off the object.
+    """Up to ``per_image`` features per image from cells off the object, drawn uniformly without replacement.
 
     Args:
         feature_maps: [B, D, h, w]; object_masks: [B, h, w] bool, True on the object.
         seeds: one per image, so that the same image draws the same cells on any rank.
 
     Returns:
-        [Q, D] unit features (detached).
+        [Q, D] unit features, with gradients when ``feature_maps`` has them (the clutter loss uses
+        them; the bank stores them detached).
     """
     B, D = feature_maps.shape[:2]
     out = []
@@ -80,20 +99,13 @@ def background_features(feature_maps: Tensor, object_masks: Tensor, per_image: i
         out.append(feature_maps[b].reshape(D, -1)[:, cells[pick]].T)
     if not out:
         return feature_maps.new_zeros(0, D)
-    return F.normalize(torch.cat(out).detach().float(), dim=-1)
+    return F.normalize(torch.cat(out).float(), dim=-1)
 
 
 def object_cells(
     masks: Tensor | None, bboxes: Tensor, image_size: tuple[int, int], map_size: tuple[int, int]
 ) -> Tensor:
     """Feature-map cells touching the object: [B, h, w] bool, from masks [B, H, W] or boxes [B, 4]."""
-    h, w = map_size
     if masks is not None:
-        return F.adaptive_max_pool2d(masks.float()[:, None], (h, w))[:, 0] > 0
-    H, W = image_size
-    ys = (torch.arange(h, device=bboxes.device) + 0.5) * H / h
-    xs = (torch.arange(w, device=bboxes.device) + 0.5) * W / w
-    x0, y0, x1, y1 = (bboxes[:, i, None] for i in range(4))
-    inside_x = (xs[None] >= x0) & (xs[None] <= x1)
-    inside_y = (ys[None] >= y0) & (ys[None] <= y1)
-    return inside_y[:, :, None] & inside_x[:, None, :]
+        return F.adaptive_max_pool2d(masks.float()[:, None], map_size)[:, 0] > 0
+    return box_cells(bboxes, image_size, map_size)

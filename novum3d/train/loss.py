@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -50,5 +52,27 @@ def contrastive_loss(
     excluded[rows, target] = False  # the positive always stays
     logits = logits.masked_fill(excluded, float("-inf"))
     if cfg.background_negatives and bank.shape[0] > 0:
-        logits = torch.cat([logits, feats @ bank.detach().to(feats.dtype).T / cfg.temperature], dim=1)
+        bank_logits = feats @ bank.detach().to(feats.dtype).T / cfg.temperature
+        if cfg.bank_weight != 1:  # weight each bank term of the softmax denominator
+            bank_logits = bank_logits + math.log(cfg.bank_weight)
+        logits = torch.cat([logits, bank_logits], dim=1)
     return F.cross_entropy(logits.float(), target)
+
+
+def clutter_loss(background: Tensor, volume_features: Tensor, valid: Tensor) -> Tensor:
+    """``mean(f_bg . C_k)`` over background features and every real Gaussian of every class.
+
+    Minimising it pushes clutter and occluder features away from all object parts. As the mean of
+    dot products equals the dot product with the mean Gaussian feature, it costs one product.
+
+    Args:
+        background: [Q, D] unit features at background cells (with gradients).
+        volume_features: [Y, K, D] (no gradient); valid: [Y, K] bool.
+
+    Returns:
+        A scalar (0 when there is no background feature).
+    """
+    if background.shape[0] == 0:
+        return background.sum() * 0.0
+    mean_feature = volume_features[valid].detach().float().mean(0)  # [D]
+    return (background.float() @ mean_feature).mean()

@@ -31,10 +31,11 @@ from ..distributed import all_gather_rows, all_reduce_sum, dist_info
 from ..errors import CheckpointError
 from ..fingerprint import dataset_digest
 from ..model.backbone import normalize_images
+from ..model.calibration import expected_calibration_error, fit_temperature
 from ..model.novum import NOVUM
 from .correspondence import background_features, find_correspondences, object_cells
 from .data import batch_cameras, collate, default_classes, images_to_device, open_split
-from .loss import contrastive_loss
+from .loss import clutter_loss, contrastive_loss
 
 
 @dataclass
@@ -132,6 +133,7 @@ class Trainer:
         self.global_step = 0
         self.history: list[dict[str, Any]] = []
         self._identity: dict[str, Any] | None = None
+        self.calibration: dict[str, Any] | None = None  # softmax temperature fitted on validation
         self.tensorboard = _tensorboard_writer(self.out / "tensorboard") if self.rank == 0 else None
         if resume:
             self.resume(self.out / CHECKPOINT)
@@ -200,26 +202,45 @@ class Trainer:
         # Sum over this rank's correspondences / global count, times world: DDP's gradient mean
         # then equals the gradient of the global mean loss.
         loss = local * count[0] * self.world / total[0].clamp(min=1)
+        bg = background_features(maps, self.occupied_cells(batch, corr, maps), cfg.bank.per_image,
+                                 self.cell_seeds(images.shape[0]))  # fmt: skip
+        clutter = clutter_loss(bg, vols.features, vols.valid) if cfg.loss.clutter_weight > 0 else None
+        if clutter is not None:  # each rank's mean; DDP averages the gradients of equal-sized ranks
+            loss = loss + cfg.loss.clutter_weight * clutter
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         vols.momentum_update(
             corr.class_ids, corr.gauss_ids, corr.features.detach(), cfg.optim.volume_momentum, reduce=all_reduce_sum
         )
-        masks = batch["mask"].to(self.device) if batch["mask"] is not None else None
-        on_object = object_cells(masks, batch["bbox"].to(self.device), images.shape[-2:], maps.shape[-2:])
-        first = self.rank * images.shape[0]  # this rank's images' places in the global batch
-        seeds = [hash((cfg.train.seed, self.global_step, first + b)) % 2**62 for b in range(images.shape[0])]
-        bg = background_features(maps.detach(), on_object, cfg.bank.per_image, seeds)
-        vols.enqueue_background(all_gather_rows(bg))
+        vols.enqueue_background(all_gather_rows(bg.detach()))
         self.global_step += 1
         global_loss = all_reduce_sum((local.detach() * count).clone())[0] / total[0].clamp(min=1)
+        if clutter is not None:
+            global_loss = global_loss + cfg.loss.clutter_weight * all_reduce_sum(clutter.detach().clone()) / self.world
         return StepStats(float(global_loss), int(total.item()), images.shape[0] * self.world)
+
+    def occupied_cells(self, batch: dict[str, Any], corr, maps: torch.Tensor) -> torch.Tensor:
+        """[B, h, w] bool: cells background features must not come from (``bank.background``): where the
+        volume projects ("volume"), or the object's mask or box ("mask")."""
+        if self.cfg.bank.background == "volume":
+            return corr.covered
+        masks = batch["mask"].to(self.device) if batch["mask"] is not None else None
+        return object_cells(masks, batch["bbox"].to(self.device), batch["image"].shape[-2:], maps.shape[-2:])
+
+    def cell_seeds(self, batch_size: int) -> list[int]:
+        """One seed per image from (seed, step, place in the global batch): N ranks draw what one process would."""
+        first = self.rank * batch_size
+        return [
+            int(np.random.SeedSequence([self.cfg.train.seed, self.global_step, first + b]).generate_state(1)[0])
+            for b in range(batch_size)
+        ]
 
     # ---- validation -------------------------------------------------------------------
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Geometry-free classification accuracy on the validation split (rank 0's view)."""
+        """Classification accuracy on the validation split (rank 0's view), and the softmax temperature
+        fitted on it (``self.calibration``, saved in checkpoints) with the calibration error it leaves."""
         self.model.eval()
         loader = DataLoader(
             self.val_set,
@@ -227,14 +248,23 @@ class Trainer:
             num_workers=self.cfg.data.num_workers,
             collate_fn=partial(collate, image_size=self.cfg.data.image_size),
         )
-        correct = seen = 0
+        scores, labels = [], []
         for batch in loader:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                scores = self.model.classify(images_to_device(batch["image"], self.device))
-            correct += int((scores.argmax(1).cpu() == batch["label"]).sum())
-            seen += len(batch["label"])
+                scores.append(self.model.classify(images_to_device(batch["image"], self.device)).float().cpu())
+            labels.append(batch["label"])
         self.model.train()
-        return {"val_accuracy": correct / max(seen, 1), "val_images": seen}
+        scores, labels = torch.cat(scores), torch.cat(labels)
+        temperature = fit_temperature(scores, labels)
+        probs = torch.softmax(scores / temperature, dim=1)
+        correct = probs.argmax(1) == labels
+        self.calibration = {"temperature": temperature, "fitted_on": "val", "images": len(labels)}
+        return {
+            "val_accuracy": float(correct.float().mean()) if len(labels) else 0.0,
+            "val_images": len(labels),
+            "val_ece": expected_calibration_error(probs.amax(1), correct),
+            "temperature": temperature,
+        }
 
     # ---- checkpoints ------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -250,6 +280,7 @@ class Trainer:
             "classes": self.model.classes,
             "history": self.history,
             "identity": self.identity(),
+            "calibration": self.calibration,
         }
 
     def identity(self) -> dict[str, Any]:
@@ -283,6 +314,7 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.epoch, self.global_step = ckpt["epoch"], ckpt["global_step"]
         self.history = ckpt.get("history", [])
+        self.calibration = ckpt.get("calibration")
         _set_rng_state(ckpt["rng"])
 
     # ---- the loop ---------------------------------------------------------------------

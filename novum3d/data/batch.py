@@ -1,0 +1,58 @@
+"""Batches: stacking samples, images onto the device, cameras and box cells at feature-map scale."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rendering import pascal3d_intrinsics, pose_to_viewmat
+
+from ..errors import DataError
+
+
+def images_to_device(images: Tensor, device: torch.device) -> Tensor:
+    """uint8 (or float) [B, 3, H, W] -> float in [0, 1] on ``device``, channels_last on CUDA."""
+    images = images.to(device, non_blocking=True)
+    images = images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+    return images.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else images
+
+
+def collate(samples: list[dict[str, Any]], image_size: tuple[int, int]) -> dict[str, Any]:
+    """Stack samples; every image must have the configured size (the error names the sample)."""
+    for s in samples:
+        if tuple(s["image"].shape[-2:]) != tuple(image_size):
+            raise DataError(
+                f"{s['category']}/{s['name']}: image is {tuple(s['image'].shape[-2:])}, config data.image_size "
+                f"is {tuple(image_size)}; regenerate or re-prepare the data at that size, or change the config",
+                field="data.image_size",
+            )
+    batch = {
+        "image": torch.stack([s["image"] for s in samples]),
+        "label": torch.tensor([s["label"] for s in samples]),
+        "bbox": torch.stack([s["bbox"] for s in samples]),
+        "principal": torch.stack([s["principal"] for s in samples]),
+    }
+    for key in ("azimuth", "elevation", "theta", "distance", "focal", "viewport"):
+        batch[key] = torch.tensor([float(s[key]) for s in samples])
+    batch["mask"] = torch.stack([s["mask"] for s in samples]) if all("mask" in s for s in samples) else None
+    return batch
+
+
+def batch_cameras(batch: dict[str, Any], stride: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Viewmats [B, 4, 4] and feature-map intrinsics [B, 3, 3] of a batch's annotated poses."""
+    viewmats = pose_to_viewmat(batch["azimuth"], batch["elevation"], batch["theta"], batch["distance"])
+    Ks = pascal3d_intrinsics(batch["focal"], batch["viewport"], batch["principal"], downsample=stride)
+    return viewmats.float().to(device), Ks.float().to(device)
+
+
+def box_cells(boxes: Tensor, image_size: tuple[int, int], map_size: tuple[int, int]) -> Tensor:
+    """[B, h, w] bool: feature-map cells whose centre lies inside each image's box [B, 4] (x0, y0, x1, y1 pixels)."""
+    (H, W), (h, w) = image_size, map_size
+    ys = (torch.arange(h, device=boxes.device) + 0.5) * H / h
+    xs = (torch.arange(w, device=boxes.device) + 0.5) * W / w
+    x0, y0, x1, y1 = (boxes[:, i, None] for i in range(4))
+    inside_x = (xs[None] >= x0) & (xs[None] <= x1)
+    inside_y = (ys[None] >= y0) & (ys[None] <= y1)
+    return inside_y[:, :, None] & inside_x[:, None, :]
