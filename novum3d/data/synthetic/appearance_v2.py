@@ -364,18 +364,20 @@ def _room(h, w, rng, elevation) -> np.ndarray:
 
 
 def _dead_leaves_bg(h, w, rng, elevation) -> np.ndarray:
-    n = int(rng.integers(300, 900))
+    # Enough leaves to cover the plane, as the model does (the first colour fills what is left).
+    n = int(rng.integers(800, 1600))
     s = max(h, w)
-    cols = _colors(rng, n, (0, 1), (0.05, 0.9), (0.1, 0.95))
-    return dead_leaves(h, w, rng, cols, 0.006 * s, 0.35 * s, shapes="mixed")
+    cols = _colors(rng, n + 1, (0, 1), (0.05, 0.9), (0.1, 0.95))
+    return dead_leaves(h, w, rng, cols[1:], 0.01 * s, 0.35 * s, base=tuple(cols[0]), shapes="mixed")
 
 
 def _fractal_bg(h, w, rng, elevation) -> np.ndarray:
+    # Luminance carries most of the variation, as in photographs; colour varies less.
     beta = rng.uniform(1.6, 2.8)
-    n = np.stack([fractal_noise(h, w, rng, beta=beta) for _ in range(3)], -1)
-    mix = rng.normal(size=(3, 3)) * 0.12
-    base = _colors(rng, 1, (0, 1), (0.1, 0.7), (0.3, 0.8))[0]
-    return np.clip(base + n @ mix, 0, 1)
+    lum = fractal_noise(h, w, rng, beta=beta)[..., None] * rng.uniform(0.1, 0.2)
+    chroma = np.stack([fractal_noise(h, w, rng, beta=beta) for _ in range(2)], -1) @ (rng.normal(size=(2, 3)) * 0.04)
+    base = _colors(rng, 1, (0, 1), (0.1, 0.6), (0.3, 0.8))[0]
+    return np.clip(base + lum + chroma, 0, 1)
 
 
 def _forest(h, w, rng, elevation) -> np.ndarray:
