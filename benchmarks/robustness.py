@@ -35,7 +35,7 @@ from novum3d.baselines import BaselineTrainer, load_baseline
 from novum3d.checkpoint import file_digest, load_checkpoint
 from novum3d.cli import command, select_device
 from novum3d.data.synthetic import open_splits
-from novum3d.errors import CheckpointError
+from novum3d.errors import CheckpointError, Novum3DError
 from novum3d.evaluation.cache import RecordCache, evaluation_key, load_keyed, save_keyed
 from novum3d.evaluation.robustness import (
     SuiteMethod,
@@ -49,7 +49,7 @@ from novum3d.evaluation.robustness import (
     split_summary,
     table_columns,
 )
-from novum3d.evaluation.run import evaluate_split, evenly_spaced, initial_distance
+from novum3d.evaluation.run import evaluate_split, evenly_spaced, initial_distance, protocol_summary
 from novum3d.fingerprint import CACHE_FORMAT, code_digest, compare_keys, dataset_digest
 from novum3d.inference.checkpoint import load_model
 from novum3d.inference.pose import PoseConfig, PoseEstimator
@@ -97,7 +97,9 @@ def evaluate_method(method, out_dir: Path, splits: dict, names: list[str], args,
     last = out_dir / "last.pt"
     subsets = {name: evenly_spaced(splits[name], args.max_per_split) for name in names}
     pose = PoseConfig(steps=args.pose_steps, distance=distance) if method.pose else None
-    settings = {"pose": dataclasses.asdict(pose) if pose else None, "protocols": ["full", "reference"]}
+    pose_splits = [n for n in names if pose and (args.pose_splits is None or n in args.pose_splits.split(","))]
+    settings = {"pose": dataclasses.asdict(pose) if pose else None, "pose_splits": pose_splits,
+                "protocols": ["full", "reference"]}  # fmt: skip
     key = {"format": CACHE_FORMAT, "checkpoint": file_digest(last), "code": code_digest(), "settings": settings,
            "data": {name: dataset_digest(ds) for name, ds in subsets.items()}}  # fmt: skip
     cache = out_dir / "robustness-eval.json"
@@ -118,15 +120,17 @@ def evaluate_method(method, out_dir: Path, splits: dict, names: list[str], args,
     results: dict[str, dict] = {p: {} for p in protocols}
     for name in tqdm(names, desc=method.name, unit="split"):
         ds = subsets[name]
-        if estimator is not None:
+        if name in pose_splits:
             records_cache = RecordCache(out_dir / "eval-cache" / f"{name}.jsonl",
                                         evaluation_key(last, ds, settings | {"image_size": list(size)}),
                                         overwrite=True)  # fmt: skip
             records = evaluate_split(model, ds, estimator, records_cache, size, args.batch_size)
+            for protocol in protocols:  # per class, Acc@pi/18, median error and ECE too
+                results[protocol][name] = protocol_summary(records, model.classes, protocol)
         else:
             records = classify_split(model, ds, size, args.batch_size)
-        for protocol in protocols:
-            results[protocol][name] = split_summary(records, protocol)
+            for protocol in protocols:
+                results[protocol][name] = split_summary(records, protocol)
     save_keyed(cache, key, results)
     return results
 
@@ -149,10 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="key.sub=value for every method")
     parser.add_argument("--data", required=True, help="a synthetic data set (scripts/make_synthetic.py)")
     parser.add_argument("--seeds", default="0", help="comma list of training seeds")
+    parser.add_argument("--methods", default=None, help="comma list of method slugs to run (default: all)")
     parser.add_argument("--work", default="runs/robustness", help="checkpoints and caches, one folder per run")
     parser.add_argument("--results", default="outputs/robustness", help="JSON, Markdown and the plot")
     parser.add_argument("--max-per-split", type=int, default=None, help="evenly spaced subset of each test split")
     parser.add_argument("--pose-steps", type=int, default=30)
+    parser.add_argument("--pose-splits", default=None, help="comma list of splits that get poses (default: all)")
     parser.add_argument("--batch-size", type=int, default=64, help="evaluation batch")
     parser.add_argument("--benchmarks", default="BENCHMARKS.md", help="append the tables here ('' to skip)")
     parser.add_argument("--retrain", action="store_true", help="retrain methods whose checkpoint has other inputs")
@@ -163,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     extra = [f"data.root={data}", f"train.device={device.type}", *args.overrides]
     suite = load_suite(args.suite)
+    if args.methods:
+        wanted = args.methods.split(",")
+        unknown = [w for w in wanted if w not in [m.slug for m in suite.methods]]
+        if unknown:
+            raise Novum3DError(f"--methods: unknown {unknown}; the suite has {[m.slug for m in suite.methods]}")
+        suite.methods = [m for m in suite.methods if m.slug in wanted]
     manifest = json.loads((data / "dataset.json").read_text()) if (data / "dataset.json").is_file() else None
     splits = open_splits(data)
     names = [s for s in splits if s not in ("train", "val")]

@@ -4,7 +4,8 @@
     python benchmarks/robustness_merge.py docs/results/robustness-h100-seed0.json \\
         docs/results/robustness-h100-seed1.json [--benchmarks BENCHMARKS.md]
 
-Each method's seeds are pooled; cells become ``mean +- std`` over them. The margin row is the
+Reports of other seeds, or of other methods run apart (one process per method), pool by row;
+each row's seeds must differ. Cells become ``mean +- std`` over them. The margin row is the
 NOVUM method (--novum; its full-image and GT-box rows) minus the baseline, per seed, then averaged.
 """
 
@@ -18,22 +19,31 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import emit
+from novum3d.cli import command
+from novum3d.errors import Novum3DError
 from novum3d.evaluation.robustness import margin_rows, markdown_rows
 
 
 def merge(reports: list[dict]) -> tuple[dict, dict, list[int]]:
+    """Pool the rows of several reports (other seeds, or other methods of one seed).
+
+    Raises Novum3DError when one row would get the same seed twice."""
     rows: dict[str, list[dict]] = {}
     pose: dict[str, list[dict]] = {}
-    seeds: list[int] = []
+    row_seeds: dict[str, list[int]] = {}
     for report in reports:
-        seeds += report["seeds"]
         for name, runs in report["columns"].items():
             rows.setdefault(name, []).extend(runs)
+            row_seeds.setdefault(name, []).extend(report["seeds"])
         for name, runs in report["pose_columns"].items():
             pose.setdefault(name, []).extend(runs)
-    return rows, pose, seeds
+    for name, seeds in row_seeds.items():
+        if len(set(seeds)) != len(seeds):
+            raise Novum3DError(f"seeds repeat across the reports for {name!r} ({seeds}); merge runs of different seeds")
+    return rows, pose, sorted({s for seeds in row_seeds.values() for s in seeds})
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("reports", nargs="+", help="robustness.json files written by benchmarks/robustness.py")
@@ -43,9 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     reports = [json.loads(Path(p).read_text()) for p in args.reports]
     rows, pose, seeds = merge(reports)
-    if len(set(seeds)) != len(seeds):
-        print(f"error: seeds repeat across the reports ({seeds}); merge runs of different seeds", file=sys.stderr)
-        return 2
     table = markdown_rows(rows)
     margins = margin_rows(rows, args.novum, args.baseline)
     table += "\n" + margins if margins else ""

@@ -123,28 +123,28 @@ def test_a_line_cut_off_by_a_crash_is_recomputed(trained, tmp_path):
 
 def test_interrupted_evaluation_resumes_without_recomputing(trained, tmp_path, monkeypatch, capsys):
     root, first, _ = trained
-    real = novum3d.evaluation.run.predict
+    real = novum3d.evaluation.run.estimate_poses  # called once per batch and protocol (2 protocols)
     calls = []
 
-    def predict_then_interrupt(*args, **kwargs):
+    def estimate_then_interrupt(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == 3:  # the second image's first protocol
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(novum3d.evaluation.run, "predict", predict_then_interrupt)
+    monkeypatch.setattr(novum3d.evaluation.run, "estimate_poses", estimate_then_interrupt)
     args = _eval_args(first, root, tmp_path / "x", "--batch-size", "1")
     assert _evaluate(args) == 130
     assert "interrupted" in capsys.readouterr().err
     assert len((tmp_path / "x" / "cache" / "clean.jsonl").read_text().splitlines()) == 2  # key + first image
     calls.clear()
-    monkeypatch.setattr(novum3d.evaluation.run, "predict", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(novum3d.evaluation.run, "estimate_poses", lambda *a, **k: calls.append(1) or real(*a, **k))
     assert _evaluate(args) == 0
-    assert len(calls) == 4 - 1  # 2 clean + 2 occluded-L1 images, the first already done
-    monkeypatch.setattr(novum3d.evaluation.run, "predict", real)
+    assert len(calls) == 2 * (4 - 1)  # 2 clean + 2 occluded-L1 images, the first already done; 2 protocols
+    monkeypatch.setattr(novum3d.evaluation.run, "estimate_poses", real)
     assert _evaluate(_eval_args(first, root, tmp_path / "fresh", "--batch-size", "1")) == 0
-    resumed = json.loads((tmp_path / "x" / "results.json").read_text())["splits"]
-    assert resumed == json.loads((tmp_path / "fresh" / "results.json").read_text())["splits"]
+    resumed = json.loads((tmp_path / "x" / "results.json").read_text())["by_protocol"]
+    assert resumed == json.loads((tmp_path / "fresh" / "results.json").read_text())["by_protocol"]
 
 
 def test_a_checkpoint_write_that_fails_half_way_keeps_the_last_one(trained, tmp_path, monkeypatch):
