@@ -53,6 +53,7 @@ from novum3d.evaluation.run import evaluate_split, evenly_spaced, initial_distan
 from novum3d.fingerprint import CACHE_FORMAT, code_digest, compare_keys, dataset_digest
 from novum3d.inference.checkpoint import load_model
 from novum3d.inference.pose import PoseConfig, PoseEstimator
+from novum3d.model.priors import PosePriors
 from novum3d.train.trainer import Trainer
 
 
@@ -95,9 +96,10 @@ def evaluate_method(method, out_dir: Path, splits: dict, names: list[str], args,
     """Per-split summaries, cached in out_dir/robustness-eval.json under a key of the checkpoint's and
     every split's contents, the code and the settings; a cache of other inputs is recomputed."""
     last = out_dir / "last.pt"
-    subsets = {name: evenly_spaced(splits[name], args.max_per_split) for name in names}
     pose = PoseConfig(steps=args.pose_steps, distance=distance) if method.pose else None
     pose_splits = [n for n in names if pose and (args.pose_splits is None or n in args.pose_splits.split(","))]
+    limit = {n: args.pose_max_per_split if n in pose_splits else None for n in names}
+    subsets = {n: evenly_spaced(splits[n], min(v for v in (args.max_per_split, limit[n], 10**9) if v)) for n in names}
     settings = {"pose": dataclasses.asdict(pose) if pose else None, "pose_splits": pose_splits,
                 "protocols": ["full", "reference"]}  # fmt: skip
     key = {"format": CACHE_FORMAT, "checkpoint": file_digest(last), "code": code_digest(), "settings": settings,
@@ -112,6 +114,8 @@ def evaluate_method(method, out_dir: Path, splits: dict, names: list[str], args,
         )
     if method.kind == "novum":
         model, cfg = load_model(last, device)
+        if model.pose_priors is None:  # a checkpoint from before priors were saved
+            model.pose_priors = PosePriors.from_dataset(splits["train"], model.classes)
     else:
         model, cfg = load_baseline(last, device)
     estimator = PoseEstimator(pose) if pose else None
@@ -159,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-per-split", type=int, default=None, help="evenly spaced subset of each test split")
     parser.add_argument("--pose-steps", type=int, default=30)
     parser.add_argument("--pose-splits", default=None, help="comma list of splits that get poses (default: all)")
+    parser.add_argument("--pose-max-per-split", type=int, default=None, help="evenly spaced subset of each pose split")
     parser.add_argument("--batch-size", type=int, default=64, help="evaluation batch")
     parser.add_argument("--benchmarks", default="BENCHMARKS.md", help="append the tables here ('' to skip)")
     parser.add_argument("--retrain", action="store_true", help="retrain methods whose checkpoint has other inputs")

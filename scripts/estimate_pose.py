@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--class", dest="category", default=None, help="skip classification: the object's class")
     parser.add_argument("--focal", type=float, default=1.0)
     parser.add_argument("--viewport", type=float, default=3000.0)
-    parser.add_argument("--distance", type=float, default=None, help="initial distance (default: the config's)")
+    parser.add_argument(
+        "--distance", type=float, default=None, help="initial distance (default: the class's training median)"
+    )
     parser.add_argument("--steps", type=int, default=30, help="refinement steps")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args(argv)
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         raise Novum3DError(
             f"--class {args.category!r} is not one of the model's classes {model.classes}", field="--class"
         )
-    cfg = PoseConfig(steps=args.steps, distance=args.distance or PoseConfig().distance)
+    cfg = PoseConfig(steps=args.steps)  # each class starts from its pose prior (saved by training)
     estimator = PoseEstimator(cfg)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         K_img = pascal3d_intrinsics(args.focal, args.viewport, (w / 2, h / 2))[0]
         K_map = pascal3d_intrinsics(args.focal, args.viewport, (w / 2, h / 2), downsample=model.stride)
         labels = None if args.category is None else torch.tensor([model.classes.index(args.category)])
-        pred = predict(model, image[None].to(device), K_map.to(device), estimator, labels)
+        pred = predict(model, image[None].to(device), K_map.to(device), estimator, labels, distance=args.distance)
         y = int(pred.labels[0])
         pose = {k: float(getattr(pred.pose, k)[0]) for k in ("azimuth", "elevation", "theta", "distance")}
         record = {

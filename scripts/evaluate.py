@@ -31,6 +31,7 @@ from novum3d.errors import Novum3DError
 from novum3d.evaluation.cache import RecordCache, evaluation_key
 from novum3d.evaluation.report import accuracy_vs_occlusion, error_cdf, markdown_table
 from novum3d.evaluation.run import (
+    DIAGNOSIS,
     PROTOCOLS,
     evaluate_split,
     evenly_spaced,
@@ -40,6 +41,7 @@ from novum3d.evaluation.run import (
 )
 from novum3d.inference.checkpoint import load_model
 from novum3d.inference.pose import PoseConfig, PoseEstimator
+from novum3d.model.priors import PosePriors
 
 
 @command
@@ -59,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         default="full,reference",
         help="full (whole image, predicted class) and/or reference (ground-truth box and class)",
     )
+    parser.add_argument(
+        "--diagnose", action="store_true", help="add the pose diagnosis: templates only, true class, from the truth"
+    )
     parser.add_argument("--overwrite", action="store_true", help="recompute caches made from other inputs")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args(argv)
@@ -69,14 +74,19 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in wanted if s not in splits]
     if unknown:
         raise Novum3DError(f"--splits: unknown {unknown}; this data set has {sorted(splits)}", field="--splits")
-    distance = initial_distance(splits, wanted[0])
+    distance = initial_distance(splits, wanted[0])  # for classes without a prior
+    if model.pose_priors is None and "train" in splits:  # a checkpoint from before priors were saved
+        model.pose_priors = PosePriors.from_dataset(splits["train"], model.classes)
     estimator = PoseEstimator(PoseConfig(steps=args.steps, distance=distance))
     protocols = tuple(args.protocols.split(","))
+    if args.diagnose:
+        protocols += tuple(p for p in DIAGNOSIS if p not in protocols)
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
         raise Novum3DError(f"--protocols: unknown {unknown}; choose from {list(PROTOCOLS)}", field="--protocols")
     settings = {"pose": dataclasses.asdict(estimator.cfg), "image_size": list(cfg.data.image_size),
-                "protocols": list(protocols)}  # fmt: skip
+                "protocols": list(protocols),
+                "priors": model.pose_priors.to_dict() if model.pose_priors is not None else None}  # fmt: skip
     out = Path(args.out)
     hint = "rerun with --overwrite to recompute, or choose another --out"
     results: dict[str, dict] = {p: {} for p in protocols}
@@ -92,12 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         for protocol in protocols:
             results[protocol][name] = protocol_summary(records, model.classes, protocol)
         errors[name] = [r[protocols[0]]["pose_error"] for r in records]
+    described = {p: PROTOCOLS[p].description for p in protocols}
     report = {"checkpoint": args.checkpoint, "data": args.data, "classes": model.classes, "initial_distance": distance,
-              "class_temperature": model.class_temperature, "protocols": {p: PROTOCOLS[p] for p in protocols},
+              "class_temperature": model.class_temperature, "protocols": described,
               "splits": results[protocols[0]], "by_protocol": results}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(report, indent=2))
-    tables = "\n\n".join(f"Protocol `{p}`: {PROTOCOLS[p]}.\n\n{markdown_table(results[p])}" for p in protocols)
+    tables = "\n\n".join(
+        f"Protocol `{p}`: {PROTOCOLS[p].description}.\n\n{markdown_table(results[p])}" for p in protocols
+    )
     (out / "results.md").write_text(f"Evaluation of `{args.checkpoint}` on `{args.data}`\n\n{tables}\n")
     labels = {p: p if len(protocols) > 1 else "" for p in protocols}
     accuracy_vs_occlusion({labels[p]: results[p] for p in protocols}, out / "accuracy_vs_occlusion.png")

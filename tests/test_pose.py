@@ -17,7 +17,7 @@ from novum3d.inference.pose import (
     shift_to_centre,
     template_poses,
 )
-from novum3d.inference.priors import ClassPosePrior, PosePriors
+from novum3d.model.priors import ClassPosePrior, PosePriors
 from rendering import (
     cuboid_volume,
     pascal3d_intrinsics,
@@ -381,6 +381,6 @@ def test_classifier_picks_the_right_class_among_twelve_random_volumes():
 def test_priors_docstring_example():
     import doctest
 
-    import novum3d.inference.priors as module
+    import novum3d.model.priors as module
 
     assert doctest.testmod(module).failed == 0

@@ -22,6 +22,7 @@ COLUMNS = [  # key, header, scale, format
     ("median_error_deg", "median error deg", 1, "{:.1f}"),
     ("class_and_pose_right", "class and pose right %", 100, "{:.1f}"),
     ("ece", "ECE %", 100, "{:.1f}"),
+    ("acc_pi_6_symmetric", "Acc@pi/6 sym. %", 100, "{:.1f}"),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,37 @@ from ..inference.pose import PoseEstimator
 from ..model.calibration import expected_calibration_error
 from ..model.novum import NOVUM
 from .cache import RecordCache
-from .metrics import pose_errors, summarize
+from .metrics import pose_errors, pose_errors_symmetric, summarize, symmetry_of
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How one evaluation pass classifies and estimates poses."""
+
+    description: str
+    box: bool  # only the feature cells inside the ground-truth box classify and are compared
+    pose_class: str  # "predicted" or "true": the class the pose is estimated under
+    start: str = "templates"  # "templates", "templates-only" (no refinement) or "truth" (refine from the GT)
+
 
 PROTOCOLS = {
-    "full": "full image, pose under the predicted class",
-    "reference": "ground-truth box, pose under the ground-truth class (the authors' protocol)",
+    "full": Protocol("full image, pose under the predicted class", box=False, pose_class="predicted"),
+    "reference": Protocol(
+        "ground-truth box, pose under the ground-truth class (the authors' protocol)", box=True, pose_class="true"
+    ),
+    # The pose diagnosis (issue 11): where the error comes from.
+    "true-class": Protocol("full image, pose under the ground-truth class", box=False, pose_class="true"),
+    "templates-only": Protocol(
+        "full image, ground-truth class, the best template without refinement", False, "true", "templates-only"
+    ),
+    "from-truth": Protocol(
+        "full image, ground-truth class, refinement started at the ground-truth pose (the bound the features set)",
+        False,
+        "true",
+        "truth",
+    ),
 }
+DIAGNOSIS = ("templates-only", "true-class", "from-truth", "full")
 
 
 def evaluate_split(
@@ -68,19 +94,27 @@ def evaluate_split(
             gt = {k: batch[k] for k in ("azimuth", "elevation", "theta")}
             records = [{"id": ident, "label": int(batch["label"][b])} for b, ident in enumerate(batch["ids"])]
             boxes = box_cells(batch["bbox"].to(device), image_size, maps.shape[-2:])
-            for protocol in protocols:
-                mask = boxes if protocol == "reference" else None
+            truth = torch.stack([batch[k] for k in ("azimuth", "elevation", "theta", "distance")], 1).float()
+            symmetry = [symmetry_of(model.classes[r["label"]]) for r in records]
+            for name in protocols:
+                protocol = PROTOCOLS[name]
+                mask = boxes if protocol.box else None
                 scores, probs = classify_maps(model, maps, mask)
                 predicted = scores.argmax(1)
-                pose_labels = labels if protocol == "reference" else predicted
-                pose = estimate_poses(model, mask_maps(maps, mask), Ks, estimator, pose_labels)
+                pose = estimate_poses(
+                    model, mask_maps(maps, mask), Ks, estimator, labels if protocol.pose_class == "true" else predicted,
+                    init=truth.to(device) if protocol.start == "truth" else None,
+                    steps=0 if protocol.start == "templates-only" else None,
+                )  # fmt: skip
                 angles = {k: getattr(pose, k).cpu() for k in ("azimuth", "elevation", "theta")}
                 errs = pose_errors(angles, gt)
+                sym = pose_errors_symmetric(angles, gt, symmetry)
                 for b, rec in enumerate(records):
-                    rec[protocol] = {
+                    rec[name] = {
                         "predicted": int(predicted[b]),
                         "confidence": float(probs[b].max()),
                         "pose_error": float(errs[b]),
+                        "pose_error_symmetric": float(sym[b]),
                         "pose": {k: float(v[b]) for k, v in angles.items()} | {"distance": float(pose.distance[b])},
                     }
             cache.add(records)

@@ -8,7 +8,9 @@ import torch
 
 from ..checkpoint import load_weights, read_trained
 from ..config import ExperimentConfig
+from ..errors import CheckpointError
 from ..model.novum import NOVUM
+from ..model.priors import PosePriors
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[NOVUM, ExperimentConfig]:
@@ -19,4 +21,9 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[NO
     load_weights(model, ckpt, path)
     if ckpt.get("calibration"):
         model.class_temperature = float(ckpt["calibration"]["temperature"])
+    if ckpt.get("pose_priors"):
+        try:
+            model.pose_priors = PosePriors.from_dict(ckpt["pose_priors"])
+        except ValueError as exc:
+            raise CheckpointError(f"its pose priors do not load ({exc})", path=path) from exc
     return model.to(device).eval(), cfg

@@ -44,15 +44,33 @@ def mask_maps(maps: Tensor, pixel_mask: Tensor | None) -> Tensor:
     return maps if pixel_mask is None else maps * pixel_mask[:, None].to(maps.dtype)
 
 
-def estimate_poses(model: NOVUM, maps: Tensor, Ks: Tensor, estimator: PoseEstimator, labels: Tensor) -> PoseResult:
-    """Poses of B images under the given classes [B]: one batched estimate per class present."""
+def estimate_poses(
+    model: NOVUM,
+    maps: Tensor,
+    Ks: Tensor,
+    estimator: PoseEstimator,
+    labels: Tensor,
+    distance: float | None = None,
+    init: Tensor | None = None,
+    steps: int | None = None,
+) -> PoseResult:
+    """Poses of B images under the given classes [B]: one batched estimate per class present.
+
+    Each class starts from the model's pose prior for it (its training distance and ranges) unless
+    ``distance`` is given; ``init`` [B, 4] refines from given poses instead of the templates;
+    ``steps`` overrides the estimator's refinement steps (0: the best template).
+    """
+    priors = model.pose_priors
     v = model.volumes
     B = maps.shape[0]
-    fields = {k: torch.zeros(B, device=maps.device) for k in ("azimuth", "elevation", "theta", "distance", "score")}
+    names = ("azimuth", "elevation", "theta", "distance", "score")
+    fields = {k: torch.zeros(B, device=maps.device) for k in names}
     for y in labels.unique().tolist():
         idx = torch.nonzero(labels == y)[:, 0]
         k = v.count(y)
-        res = estimator.estimate(maps[idx], v.volume(y), v.features[y, :k], v.bank, Ks[idx], class_key=y)
+        prior = priors.for_class(y) if priors is not None else None
+        res = estimator.estimate(maps[idx], v.volume(y), v.features[y, :k], v.bank, Ks[idx], class_key=y, prior=prior,
+                                 distance=distance, init=None if init is None else init[idx], steps=steps)  # fmt: skip
         for name in fields:
             fields[name][idx] = getattr(res, name)
     return PoseResult(**fields)
@@ -65,6 +83,7 @@ def predict(
     estimator: PoseEstimator,
     labels: Tensor | None = None,
     pixel_mask: Tensor | None = None,
+    distance: float | None = None,
 ) -> Prediction:
     """Class (unless given) and pose of B images.
 
@@ -72,11 +91,12 @@ def predict(
         images: [B, 3, H, W] in [0, 1]; Ks: [B, 3, 3] intrinsics at feature-map scale.
         labels: [B] known classes, or None to use the classifier's.
         pixel_mask: [B, h, w] bool on the feature map: only these pixels classify and are compared.
+        distance: starting distance for every class (default: each class's prior, else the estimator's).
     """
     model.eval()
     with torch.no_grad():
         maps = model(images)
     scores, probabilities = classify_maps(model, maps, pixel_mask)
     labels = scores.argmax(1) if labels is None else labels.to(scores.device)
-    pose = estimate_poses(model, mask_maps(maps, pixel_mask), Ks, estimator, labels)
+    pose = estimate_poses(model, mask_maps(maps, pixel_mask), Ks, estimator, labels, distance)
     return Prediction(labels, scores, probabilities, pose)

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from rendering import GaussianVolume, pose_to_viewmat, rasterize_features
 
-from .priors import ClassPosePrior, PosePriors
+from ..model.priors import ClassPosePrior, PosePriors
 
 
 @dataclass
@@ -322,7 +322,7 @@ class PoseEstimator:
 
     Args:
         cfg: settings (:class:`PoseConfig`).
-        priors: optional :class:`~novum3d.inference.priors.PosePriors`; when given, ``estimate``
+        priors: optional :class:`~novum3d.model.priors.PosePriors`; when given, ``estimate``
             looks up ``priors.for_class(class_key)`` unless a ``prior`` is passed explicitly (so
             ``class_key`` should then be the class index or name).
         max_cached: template sets kept (least recently used dropped first); one set of the default
@@ -452,6 +452,8 @@ class PoseEstimator:
         class_key: object = None,
         prior: ClassPosePrior | None = None,
         distance: float | None = None,
+        init: Tensor | None = None,
+        steps: int | None = None,
     ) -> PoseResult:
         """Poses of B images showing the same class.
 
@@ -464,6 +466,11 @@ class PoseEstimator:
             prior: the class's pose prior; default ``self.priors.for_class(class_key)`` if the
                 estimator holds priors.
             distance: initial distance; default the prior's median distance, else ``cfg.distance``.
+            init: [B, 4] (azimuth, elevation, theta, distance) to refine from instead of the templates'
+                best hypotheses: the diagnosis's "refinement started at the ground truth" (the bound the
+                features set).
+            steps: refinement steps instead of ``cfg.steps`` (0: the best template, the diagnosis's
+                "template stage alone").
         """
         cfg = self.cfg
         B, _, h, w = feature_maps.shape
@@ -479,24 +486,16 @@ class PoseEstimator:
         bg = background_scores(feature_maps, bank)  # [B, h, w]
         fmap = feature_maps.permute(0, 2, 3, 1)  # [B, h, w, D]
 
-        # 1. Templates, one set per focal length in the batch, principal point at the map centre.
-        scores = poses = None
-        focals = torch.round(Ks[:, :2, :2].diagonal(dim1=-2, dim2=-1) * 1000).long()  # [B, 2]
-        groups = torch.unique(focals, dim=0)
-        shifted_f, shifted_bg = shift_to_centre(fmap, bg, principal_offsets(Ks, (h, w)))
-        with torch.no_grad():
-            for focal in groups:
-                members = torch.nonzero((focals == focal).all(1))[:, 0]
-                K0 = Ks[members[0]].detach().clone()
-                K0[0, 2], K0[1, 2] = w / 2, h / 2
-                key = (class_key, str(dev), int(focal[0]), int(focal[1]), h, w, grid)
-                poses, renders = self.templates(key, volume, volume_features, K0, (h, w), grid)
-                s = self.score_templates(renders, shifted_f[members], shifted_bg[members])
-                if scores is None:
-                    scores = s.new_empty(B, s.shape[1])
-                scores[members] = s
-        reserved = prior_mask(grid) if len(grid.blocks) > 1 else None
-        init, dist, flipped = self._initial_hypotheses(scores, poses, flip_index(grid), grid.distances, reserved)
+        if init is not None:
+            if init.shape != (B, 4):
+                raise ValueError(
+                    f"init: expected [{B}, 4] (azimuth, elevation, theta, distance), got {tuple(init.shape)}"
+                )
+            init, dist = init[:, None, :3].to(fmap.dtype), init[:, None, 3].to(fmap.dtype)
+            flipped = torch.zeros(B, 1, dtype=torch.bool, device=dev)
+        else:
+            hypotheses = self._template_hypotheses(feature_maps, volume, volume_features, Ks, fmap, bg, class_key, grid)
+            init, dist, flipped = hypotheses
 
         # 2. Refinement of all hypotheses of all images at once.
         H = init.shape[1]
@@ -505,7 +504,8 @@ class PoseEstimator:
         v = torch.zeros_like(params)
         b1, b2 = cfg.betas
         score = None
-        for step in range(cfg.steps):
+        n_steps = cfg.steps if steps is None else steps
+        for step in range(n_steps):
             if 0 < cfg.prune_after == step and cfg.keep < H and score is not None:
                 keep = score.topk(cfg.keep, dim=1).indices  # [B, keep]
                 params, m, v = (t.gather(1, keep[..., None].expand(-1, -1, 4)) for t in (params, m, v))
@@ -516,7 +516,7 @@ class PoseEstimator:
             (grad,) = torch.autograd.grad((1 - score).sum(), p)
             self.rendered["forward_backward"] += B * H
             score = score.detach()
-            lr = cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * step / max(cfg.steps, 1)))
+            lr = cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * step / max(n_steps, 1)))
             m = b1 * m + (1 - b1) * grad
             v = b2 * v + (1 - b2) * grad * grad
             t = step + 1
@@ -536,6 +536,29 @@ class PoseEstimator:
             score=final[rows, best],
             flipped=flipped[rows, best],
         )
+
+    def _template_hypotheses(self, feature_maps, volume, volume_features, Ks, fmap, bg, class_key, grid):
+        """Templates, one set per focal length in the batch, principal point at the map centre: the
+        kept hypotheses ([B, H, 3] angles, [B, H] distances, [B, H] flipped)."""
+        B, _, h, w = feature_maps.shape
+        dev = feature_maps.device
+        scores = poses = None
+        focals = torch.round(Ks[:, :2, :2].diagonal(dim1=-2, dim2=-1) * 1000).long()  # [B, 2]
+        groups = torch.unique(focals, dim=0)
+        shifted_f, shifted_bg = shift_to_centre(fmap, bg, principal_offsets(Ks, (h, w)))
+        with torch.no_grad():
+            for focal in groups:
+                members = torch.nonzero((focals == focal).all(1))[:, 0]
+                K0 = Ks[members[0]].detach().clone()
+                K0[0, 2], K0[1, 2] = w / 2, h / 2
+                key = (class_key, str(dev), int(focal[0]), int(focal[1]), h, w, grid)
+                poses, renders = self.templates(key, volume, volume_features, K0, (h, w), grid)
+                s = self.score_templates(renders, shifted_f[members], shifted_bg[members])
+                if scores is None:
+                    scores = s.new_empty(B, s.shape[1])
+                scores[members] = s
+        reserved = prior_mask(grid) if len(grid.blocks) > 1 else None
+        return self._initial_hypotheses(scores, poses, flip_index(grid), grid.distances, reserved)
 
     def _score(self, volume, features, params: Tensor, Ks: Tensor, fmap: Tensor, bg: Tensor, size) -> Tensor:
         """[B, H] scores of [B, H, 4] hypotheses (one render call for all)."""

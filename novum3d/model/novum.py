@@ -12,6 +12,7 @@ from ..volumes import build_volume
 from .backbone import STRIDE, FeatureBackbone, normalize_images
 from .calibration import DEFAULT_TEMPERATURE
 from .matching import class_scores
+from .priors import PosePriors
 from .volumes import NeuralVolumes
 
 
@@ -37,6 +38,8 @@ class NOVUM(nn.Module):
         # Softmax temperature of the class probabilities; training fits it on the validation split
         # (novum3d.model.calibration) and checkpoints carry it.
         self.class_temperature = DEFAULT_TEMPERATURE
+        # Per-class pose statistics of the training split (checkpoints carry them); None if unknown.
+        self.pose_priors: PosePriors | None = None
 
     @property
     def classes(self) -> list[str]:

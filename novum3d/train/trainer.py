@@ -33,6 +33,7 @@ from ..fingerprint import dataset_digest
 from ..model.backbone import normalize_images
 from ..model.calibration import expected_calibration_error, fit_temperature
 from ..model.novum import NOVUM
+from ..model.priors import PosePriors
 from .correspondence import background_features, find_correspondences, object_cells
 from .data import batch_cameras, collate, default_classes, images_to_device, open_split
 from .loss import clutter_loss, contrastive_loss
@@ -108,6 +109,9 @@ class Trainer:
             step = len(self.val_set) / cfg.train.val_max_images
             self.val_set = Subset(self.val_set, [int(i * step) for i in range(cfg.train.val_max_images)])
 
+        # Per-class distance, elevation and theta ranges of the training poses: the pose estimator's
+        # starting points, saved in every checkpoint.
+        self.pose_priors = PosePriors.from_dataset(self.train_set, classes)
         self.model = self.build_model(classes).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -281,6 +285,7 @@ class Trainer:
             "history": self.history,
             "identity": self.identity(),
             "calibration": self.calibration,
+            "pose_priors": self.pose_priors.to_dict(),
         }
 
     def identity(self) -> dict[str, Any]:

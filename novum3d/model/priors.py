@@ -135,6 +135,19 @@ class PosePriors:
             )
         return cls(list(classes), per_class, float(low_percentile), float(high_percentile))
 
+    @classmethod
+    def from_dataset(cls, dataset, classes: Sequence[str]) -> PosePriors:
+        """Priors of a reader's annotations (anything with ``items`` holding ``category`` and
+        ``annotation``, e.g. the training split); items of classes not in ``classes`` are left out."""
+        index = {c: y for y, c in enumerate(classes)}
+        records = [
+            (index[it.category], it.annotation.azimuth, it.annotation.elevation, it.annotation.theta,
+             it.annotation.distance)
+            for it in dataset.items
+            if it.category in index
+        ]  # fmt: skip
+        return cls.from_annotations(classes, records)
+
     def for_class(self, key: int | str) -> ClassPosePrior | None:
         """The prior of class ``key`` (index into :attr:`classes`, or name); None if it had no
         annotations or is unknown. This is what :meth:`PoseEstimator.estimate` takes as ``prior``."""

@@ -1,0 +1,75 @@
+"""Pose priors travel from the training split through the checkpoint to every estimate."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import torch
+import torch.nn.functional as F
+
+from novum3d.inference.checkpoint import load_model
+from novum3d.inference.pipeline import estimate_poses
+from novum3d.inference.pose import PoseConfig, PoseEstimator
+from novum3d.model.priors import PosePriors
+from novum3d.train.trainer import Trainer
+from rendering import pascal3d_intrinsics
+from tests.test_pose import errors, oracle_maps
+from tests.test_trainer import CLASSES, data_root, tiny_config  # noqa: F401  (module fixture)
+
+
+def test_training_saves_the_priors_of_its_split_and_loading_restores_them(data_root, tmp_path):  # noqa: F811
+    trainer = Trainer(tiny_config(data_root, tmp_path / "run", **{"optim.epochs": 1, "train.max_steps_per_epoch": 1}),
+                      quiet=True)  # fmt: skip
+    trainer.fit()
+    model, _ = load_model(tmp_path / "run" / "last.pt")
+    assert model.pose_priors == PosePriors.from_dataset(trainer.train_set, CLASSES)
+    for y, c in enumerate(CLASSES):
+        distances = [it.annotation.distance for it in trainer.train_set.items if it.category == c]
+        assert model.pose_priors.for_class(y).distance_median == statistics.median(distances)
+
+
+def test_each_class_starts_at_its_own_distance_without_being_told(data_root, tmp_path):  # noqa: F811
+    """Two classes, objects at distance 10 and 20: with the checkpoint's priors no --distance is needed,
+    and a single global distance would start one of them far off."""
+    model, _ = _model(data_root, tmp_path)
+    v = model.volumes
+    D = v.features.shape[-1]
+    g = torch.Generator().manual_seed(0)
+    for y in range(2):  # distinctive smooth features, so the oracle has a clear optimum
+        k = v.count(y)
+        v.features[y, :k] = F.normalize(v.means[y, :k] @ torch.randn(3, D, generator=g) + 0.3, dim=-1)
+    h, w = 30, 40
+    K = pascal3d_intrinsics(1.0, 3000.0, (w * 4.0, h * 4.0), downsample=8)[0]
+    B, true_distance = 2, {0: 10.0, 1: 20.0}
+    az = torch.tensor([0.7, 2.2])
+    el = torch.tensor([0.25, 0.1])
+    th = torch.tensor([0.05, -0.05])
+    maps, labels = [], []
+    for y in range(2):
+        k = v.count(y)
+        d = torch.full((B,), true_distance[y])
+        maps.append(oracle_maps(v.volume(y), v.features[y, :k], v.bank, az, el, th, d, K, seed=y, size=(h, w)))
+        labels += [y] * B
+    maps, labels = torch.cat(maps), torch.tensor(labels)
+    records = [(y, 0.0, float(e), float(t), true_distance[y] * s) for y in range(2) for e, t in zip(el, th, strict=True)
+               for s in (0.95, 1.0, 1.05)]  # fmt: skip
+    model.pose_priors = PosePriors.from_annotations(CLASSES, records)
+    est = PoseEstimator(PoseConfig(steps=20, backend="torch", distance=5.0))  # the global fallback: wrong for both
+    res = estimate_poses(model, maps, K.expand(2 * B, 3, 3), est, labels)
+    truth = torch.tensor([true_distance[int(y)] for y in labels])
+    assert ((res.distance - truth).abs() / truth).max() < 0.15, res.distance
+    assert (errors(res, az.repeat(2), el.repeat(2), th.repeat(2)) < math.pi / 6).all()
+    model.pose_priors = None  # one global starting distance (5) for both classes
+    blind = estimate_poses(model, maps, K.expand(2 * B, 3, 3), est, labels)
+    assert ((blind.distance - truth).abs() / truth)[2:].min() > 0.3  # the far class is not found
+    model.pose_priors = PosePriors.from_annotations(CLASSES, records)
+    one = estimate_poses(model, maps[:1], K.expand(1, 3, 3), est, labels[:1])  # batch-1 equals batched
+    torch.testing.assert_close(one.azimuth, res.azimuth[:1], atol=1e-4, rtol=0)
+
+
+def _model(data_root, tmp_path):  # noqa: F811
+    cfg = tiny_config(data_root, tmp_path / "run", **{"volume.num_gaussians": 200, "model.feature_dim": 16})
+    from novum3d.model.novum import NOVUM
+
+    return NOVUM(cfg, CLASSES).eval(), cfg
