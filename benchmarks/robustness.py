@@ -146,8 +146,9 @@ def data_command(root: Path, manifest: dict) -> str:
     spec = manifest["preset_spec"]
     counts = ",".join(f"{k}={spec[k]}" for k in ("train", "val", "test", "corrupted"))
     preset = manifest["preset"] if manifest["preset"] != "custom" else "small"
+    version = manifest.get("version", 1)  # data sets from before version 2 have no field
     return (f"python scripts/make_synthetic.py --preset {preset} --counts {counts} --seed {manifest['seed']} "
-            f"--out {root} --workers 16")  # fmt: skip
+            f"--version {version} --out {root} --workers 16")  # fmt: skip
 
 
 @command
