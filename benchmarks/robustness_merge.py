@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--novum", default="NOVUM (cube)", help="method for the margin row")
     parser.add_argument("--baseline", default="ResNet-50", help="baseline for the margin row")
     parser.add_argument("--benchmarks", default="", help="append the tables to this file")
+    parser.add_argument("--json", default="", help="write the pooled rows (per seed) to this JSON file")
     args = parser.parse_args(argv)
     reports = [json.loads(Path(p).read_text()) for p in args.reports]
     rows, pose, seeds = merge(reports)
@@ -71,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
     emit(text, args.benchmarks)
+    if args.json:
+        merged = {"reports": args.reports, "seeds": seeds, "columns": rows, "pose_columns": pose}
+        Path(args.json).write_text(json.dumps(merged, indent=2))
     return 0
 
 
