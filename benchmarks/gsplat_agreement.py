@@ -1,25 +1,21 @@
-#!/usr/bin/env python3
 """How closely the gsplat backend matches the pure-PyTorch reference (needs CUDA).
 
-Same scene as tests/test_rasterize_gpu.py: ~1100 cuboid Gaussians, D=128, 80x100, random poses.
+Same scene as tests/test_rasterize_gpu.py (``benchmarks.common.cuboid_scene``): ~1100 cuboid
+Gaussians, D=128, 80x100, random poses.
 Prints max / mean absolute differences of features, alpha and depth, and the per-view cosine
 between the two backends' gradients with respect to viewmats and features.
 
-    python benchmarks/gsplat_agreement.py --views 256
+    python -m benchmarks.gsplat_agreement --views 256
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.helpers import cuboid_scene
-from tests.test_rasterize_gpu import render_both
+from benchmarks.common import render_both
 
 
 def main() -> int:
@@ -30,7 +26,6 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("needs CUDA")
         return 1
-    assert cuboid_scene  # the scene both backends render
     outs, _ = render_both(batch=args.views, seed=10)
     g, t = outs["gsplat"], outs["torch"]
     fd = (g.features - t.features).abs()

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Which way of calling gsplat 1.5.3 renders 128-d feature maps fastest (needs CUDA).
 
 Times ``gsplat.rasterization`` alone at B views of ~1100 cuboid Gaussians, 80x100, D=128,
@@ -6,20 +5,17 @@ over channel chunking (gsplat's per-pixel register array grows with the chunk), 
 extra channel or not, packed or dense intermediates, and shared [N, D] vs per-view
 [B, N, D] features. Prints views/s per variant; the rendering backend uses the winner.
 
-    python benchmarks/gsplat_variants.py --batch 1024
+    python -m benchmarks.gsplat_variants --batch 1024
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.render import scene, time_call
+from benchmarks.common import cuboid_scene, time_call
 
 
 def main() -> int:
@@ -29,7 +25,7 @@ def main() -> int:
     args = parser.parse_args()
     from gsplat import rasterization
 
-    vol, feats, viewmats, Ks = scene(args.batch, "cuda")
+    vol, feats, viewmats, Ks, _, _ = cuboid_scene(args.batch, device="cuda")
     per_view = feats.expand(args.batch, -1, -1).contiguous()
     print(f"{torch.cuda.get_device_name()}, B={args.batch}, N={len(vol)}, D=128, 80x100")
     cols = ("mode", "chunk", "packed", "colors", "fwd views/s", "fwd+bwd views/s")
@@ -56,7 +52,7 @@ def main() -> int:
                                 if backward:
                                     (out.sum() + alpha.sum()).backward()
 
-                        rates.append(args.batch / time_call(run, "cuda", args.min_time, 30))
+                        rates.append(args.batch / time_call(run, args.min_time))
                     print(f"{mode:7s} {chunk:5d} {packed!s:>6s} {name:>8s} {rates[0]:12,.0f} {rates[1]:16,.0f}")
     return 0
 

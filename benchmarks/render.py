@@ -1,12 +1,11 @@
-#!/usr/bin/env python3
 """Rendering speed: views/s of rasterize_features per backend, forward and forward+backward.
 
 Scene: one cuboid volume of ~1100 Gaussians, D=128 unit features, 80x100 (a stride-8
 feature map of a 640x800 image), random poses. Prints a table and appends it to
 BENCHMARKS.md with the device named.
 
-    python benchmarks/render.py                      # all backends usable here
-    python benchmarks/render.py --batches 1,144 --backends torch
+    python -m benchmarks.render                      # all backends usable here
+    python -m benchmarks.render --batches 1,144 --backends torch
 """
 
 from __future__ import annotations
@@ -14,59 +13,30 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
-import statistics
 import sys
-import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import emit, sync
-from rendering import cuboid_volume, pascal3d_intrinsics, pose_to_viewmat, rasterize_features
+from benchmarks.common import cuboid_scene, emit, time_call
+from rendering import rasterize_features
 from rendering.backends import gsplat_available
 
 
-def scene(batch: int, device: str, d: int = 128, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    vol = cuboid_volume((0.8, 1.8, 0.6), 1100).to(device)
-    feats = torch.nn.functional.normalize(torch.randn(len(vol), d, generator=g), dim=-1).to(device)
-    az = torch.rand(batch, generator=g) * 6.283
-    el = (torch.rand(batch, generator=g) - 0.3) * 1.2
-    th = (torch.rand(batch, generator=g) - 0.5) * 0.6
-    viewmats = pose_to_viewmat(az, el, th, 9.0 + 3.0 * torch.rand(batch, generator=g)).to(device)
-    Ks = pascal3d_intrinsics(1.0, 3000.0, (400.0, 320.0), downsample=8).expand(batch, 3, 3)
-    return vol, feats, viewmats, Ks.contiguous().to(device)
-
-
-def time_call(fn, device: str, min_time: float, max_reps: int) -> float:
-    fn()  # warm-up: JIT, allocator, caches
-    sync(device)
-    times: list[float] = []
-    while len(times) < max_reps and (sum(times) < min_time or len(times) < 3):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def measure(backend: str, batch: int, device: str, backward: bool, args, with_depth: bool = False) -> float:
-    vol, feats, viewmats, Ks = scene(batch, device)
+    vol, feats, viewmats, Ks, w, h = cuboid_scene(batch, device=device)
     viewmats.requires_grad_(backward)
     feats.requires_grad_(backward)
 
     def run():
         with torch.set_grad_enabled(backward):
             out = rasterize_features(
-                vol.means, vol.quats, vol.scales, vol.opacities, feats, viewmats, Ks, 100, 80,
+                vol.means, vol.quats, vol.scales, vol.opacities, feats, viewmats, Ks, w, h,
                 backend=backend, with_depth=with_depth,
             )  # fmt: skip
             if backward:
                 out.features.sum().backward()
 
-    seconds = time_call(run, device, args.min_time, args.max_reps)
+    seconds = time_call(run, args.min_time)
     return batch / seconds
 
 
@@ -83,8 +53,7 @@ def main() -> int:
     parser.add_argument("--torch-max-batch-backward", type=int, default=144,
                         help="skip torch forward+backward above this batch (time)")  # fmt: skip
     parser.add_argument("--torch-max-batch", type=int, default=1024)
-    parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timed repeats per cell")
-    parser.add_argument("--max-reps", type=int, default=50)
+    parser.add_argument("--min-time", type=float, default=1.0, help="blocked_autorange min_run_time per cell, s")
     parser.add_argument("--out", default="BENCHMARKS.md", help="Markdown file to append to ('' for none)")
     args = parser.parse_args()
 
@@ -135,11 +104,12 @@ def main() -> int:
         pass
     title = (
         f"### Rendering speed, {device_name(device)} ({datetime.date.today().isoformat()})\n\n"
-        f"N=1100 cuboid Gaussians, D=128, 80x100, random poses; median over repeats after a warm-up; "
+        f"N=1100 cuboid Gaussians, D=128, 80x100, random poses; median of torch.utils.benchmark's "
+        f"blocked_autorange after a warm-up; "
         f"fwd renders features + alpha, fwd+depth also expected depth, fwd+bwd backpropagates "
         f"into features and viewmats. "
         f"torch {torch.__version__}, gsplat {gsplat_version}. "
-        f"Command: `python benchmarks/render.py --batches {args.batches} --backends {args.backends}`\n"
+        f"Command: `python -m benchmarks.render --batches {args.batches} --backends {args.backends}`\n"
     )
     emit(title + "\n" + table, args.out)
     return 0

@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Robustness benchmark: NOVUM, its ablations and standard classifiers on every test split.
 
-    python benchmarks/robustness.py configs/robustness.yaml --data data/synthetic-robust \\
+    python -m benchmarks.robustness configs/robustness.yaml --data data/synthetic-robust \\
         [--seeds 0,1] [--work runs/robustness] [--max-per-split N] [key.sub=value ...]
 
 Every method of the suite is trained (skipped when its checkpoint has finished; resumed when it
@@ -27,8 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import emit, rate
 from novum3d.baselines import BaselineTrainer, load_baseline
@@ -228,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     (results_dir / "robustness.json").write_text(json.dumps(report, indent=2))
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     train_images = manifest["counts"].get("train", "?") if manifest else "?"
-    command = "python benchmarks/robustness.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = "python -m benchmarks.robustness " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     text = "\n".join(
         [
             f"### Robustness, {device_name} ({datetime.date.today().isoformat()})",

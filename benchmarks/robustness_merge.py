@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Merge robustness.json files of separate runs (e.g. one seed per device session) into one table.
 
-    python benchmarks/robustness_merge.py docs/results/robustness-h100-seed0.json \\
+    python -m benchmarks.robustness_merge docs/results/robustness-h100-seed0.json \\
         docs/results/robustness-h100-seed1.json [--benchmarks BENCHMARKS.md]
 
 Reports of other seeds, or of other methods run apart (one process per method), pool by row;
@@ -15,8 +14,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import emit
 from novum3d.cli import command
@@ -46,7 +43,7 @@ def merge(reports: list[dict]) -> tuple[dict, dict, list[int]]:
 @command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("reports", nargs="+", help="robustness.json files written by benchmarks/robustness.py")
+    parser.add_argument("reports", nargs="+", help="robustness.json files written by benchmarks.robustness")
     parser.add_argument("--novum", default="NOVUM (cube)", help="method for the margin row")
     parser.add_argument("--baseline", default="ResNet-50", help="baseline for the margin row")
     parser.add_argument("--benchmarks", default="", help="append the tables to this file")
@@ -62,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         [
             f"### Robustness, seeds {', '.join(map(str, seeds))} pooled (mean +- population std over seeds)",
             "",
-            f"Command: `python benchmarks/robustness_merge.py {files}`",
+            f"Command: `python -m benchmarks.robustness_merge {files}`",
             "",
             "Classification accuracy (%):",
             "",

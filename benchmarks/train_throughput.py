@@ -1,11 +1,12 @@
-#!/usr/bin/env python3
 """Training throughput: images/s of NOVUM train steps, with and without the data loader.
 
-    python benchmarks/train_throughput.py configs/cube.yaml data.root=data/synthetic-full --steps 20
+    python -m benchmarks.train_throughput configs/cube.yaml data.root=data/synthetic-full --steps 20
 
 Times (1) whole steps on batches already in memory (compute only), (2) the parts of one step
-(backbone forward+backward, correspondences, loss, volume and bank updates), and (3) steps fed
-by the configured DataLoader. Prints a table and appends it to BENCHMARKS.md with the device.
+(backbone forward+backward, correspondences, loss), both through torch.utils.benchmark's Timer
+with fixed counts (every rank under torchrun runs the same collectives), and (3) one pass of
+``--steps`` steps fed by the configured DataLoader. Prints a
+table and appends it to BENCHMARKS.md with the device.
 """
 
 from __future__ import annotations
@@ -13,16 +14,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import statistics
 import sys
-import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.common import emit, sync
+from benchmarks.common import emit, time_call, time_once
 from novum3d.config import load_experiment
 from novum3d.data.batch import batch_cameras, images_to_device
 from novum3d.model.backbone import normalize_images
@@ -31,22 +27,11 @@ from novum3d.train.loss import contrastive_loss
 from novum3d.train.trainer import Trainer
 
 
-def timed(fn, device, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        sync(device)
-        t = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config")
     parser.add_argument("overrides", nargs="*")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=20, help="steps of the DataLoader-fed pass")
     parser.add_argument("--out", default="BENCHMARKS.md")
     args = parser.parse_args()
     cfg = load_experiment(args.config, [*args.overrides, "train.out_dir=/tmp/novum3d-bench"])
@@ -60,9 +45,8 @@ def main() -> int:
     B = batches[0]["image"].shape[0] * world  # global batch
     for b in batches[:2]:
         trainer.train_step(b)  # warm-up: cuDNN autotuning, allocator
-    step_s = timed(lambda: [trainer.train_step(b) for b in batches], dev, max(1, args.steps // len(batches))) / len(
-        batches
-    )
+    reps = max(1, args.steps // len(batches))
+    step_s = time_call(lambda: [trainer.train_step(b) for b in batches], warmup=0, number=reps) / len(batches)
 
     batch = batches[0]
     images = images_to_device(batch["image"], dev)
@@ -86,19 +70,26 @@ def main() -> int:
         out.backward(retain_graph=True)
 
     parts = {
-        "backbone fwd+bwd": timed(backbone, dev, 5),
-        "correspondences": timed(lambda: find_correspondences(v, maps.detach(), labels, vm, Ks), dev, 5),
-        "loss fwd+bwd": timed(loss, dev, 5),
+        "backbone fwd+bwd": time_call(backbone, warmup=0, number=5),
+        "correspondences": time_call(
+            lambda: find_correspondences(v, maps.detach(), labels, vm, Ks), warmup=0, number=5
+        ),
+        "loss fwd+bwd": time_call(loss, warmup=0, number=5),
     }
-    t = time.perf_counter()
     n = 0
-    for i, b in enumerate(trainer.train_loader(1)):
-        if i >= args.steps:
-            break
-        trainer.train_step(b)
-        n += b["image"].shape[0] * world
-    sync(dev)
-    loader_rate = n / (time.perf_counter() - t)
+
+    def loader_pass():
+        # One timed pass, not repeats: what is measured is the loader keeping up over consecutive
+        # steps of an epoch (its workers, prefetching, pinned copies), which a repeat would restart.
+        nonlocal n
+        for i, b in enumerate(trainer.train_loader(1)):
+            if i >= args.steps:
+                break
+            trainer.train_step(b)
+            n += b["image"].shape[0] * world
+
+    seconds = time_once(loader_pass)
+    loader_rate = n / seconds
     if trainer.rank != 0:
         return 0
 
@@ -111,7 +102,7 @@ def main() -> int:
         f"{cfg.model.backbone}, D={cfg.model.feature_dim}, {H}x{W}, batch {B}, {len(trainer.model.classes)} classes x "
         f"{int(v.valid.sum(1).max())} Gaussians, bank {v.bank.shape[0]}, bf16 autocast {trainer.amp}, "
         f"{len(corr.batch_ids)} correspondences in the timed batch. torch {torch.__version__}. "
-        f"Command: `python benchmarks/train_throughput.py {args.config} {' '.join(args.overrides)}`",
+        f"Command: `python -m benchmarks.train_throughput {args.config} {' '.join(args.overrides)}`",
         "",
         f"{world} process(es); the parts below are one rank's." if world > 1 else "",
         "",

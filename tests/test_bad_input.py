@@ -23,7 +23,6 @@ from novum3d.train.trainer import Trainer
 from tests.test_trainer import CLASSES, tiny_config
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 TINY = ["data.image_size=[64, 64]", "data.num_workers=0", f"data.classes={CLASSES}", "model.backbone=resnet18",
         "model.feature_dim=16", "volume.num_gaussians=120", "bank.size=64", "bank.per_image=4",
         "optim.batch_size=2", "optim.epochs=1", "train.device=cpu"]  # fmt: skip
@@ -151,7 +150,7 @@ def _run_robustness(root, work, ckpts, suite=SUITE, plant=None):
         shutil.copy(plant, work / "w" / "novum-cube-seed0" / "last.pt")
     argv = [str(path), "--data", str(root), "--work", str(work / "w"), "--results", str(work / "r"),
             "--benchmarks", "", "--pose-steps", "1", "--device", "cpu"]  # fmt: skip
-    return _script(BENCHMARKS / "robustness.py")(argv)
+    return runpy.run_module("benchmarks.robustness", run_name="novum3d_test")["main"](argv)
 
 
 def _truncate(path: Path, work: Path) -> Path:

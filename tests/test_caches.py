@@ -174,7 +174,7 @@ def test_a_checkpoint_write_that_fails_half_way_keeps_the_last_one(trained, tmp_
 
 # ---- the robustness benchmark: checkpoints and evaluations belong to their data and config
 def _robustness(argv):
-    return runpy.run_path(str(ROOT / "benchmarks" / "robustness.py"), run_name="novum3d_test")["main"](argv)
+    return runpy.run_module("benchmarks.robustness", run_name="novum3d_test")["main"](argv)
 
 
 def _robust_args(tmp_path, data, *extra):

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from benchmarks.common import cuboid_scene, render_both
 from rendering import rasterize_features, resolve_backend
-from tests.helpers import cuboid_scene
 
 pytestmark = pytest.mark.gpu
 
@@ -13,24 +13,6 @@ pytestmark = pytest.mark.gpu
 FEATURE_MAX_ABS = 5e-3
 FEATURE_MEAN_ABS = 1e-5
 ALPHA_MAX_ABS = 5e-3
-
-
-def render_both(batch=64, d=128, requires_grad=False, seed=0, with_visibility=False):
-    vol, feats, viewmats, Ks, w, h = cuboid_scene(batch=batch, d=d, device="cuda", seed=seed)
-    outs, grads = {}, {}
-    target = torch.randn(batch, h, w, d, device="cuda", generator=torch.Generator("cuda").manual_seed(1))
-    for backend in ("gsplat", "torch"):
-        vm = viewmats.clone().requires_grad_(requires_grad)
-        f = feats.clone().requires_grad_(requires_grad)
-        out = rasterize_features(
-            vol.means, vol.quats, vol.scales, vol.opacities, f, vm, Ks, w, h,
-            backend=backend, with_visibility=with_visibility,
-        )  # fmt: skip
-        outs[backend] = out
-        if requires_grad:
-            loss = (out.features * target).sum()
-            grads[backend] = torch.autograd.grad(loss, (vm, f))
-    return outs, grads
 
 
 def test_auto_picks_gsplat_on_cuda():

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from benchmarks.common import cuboid_scene
 from rendering import rasterize_features
 from rendering.backends.torch_backend import rasterize_torch
 from rendering.projection import (
@@ -13,7 +14,7 @@ from rendering.projection import (
     quat_scale_to_covar,
     tile_bounds,
 )
-from tests.helpers import cuboid_scene, random_scene
+from tests.helpers import random_scene
 
 
 def brute_force_render(means, quats, scales, opacities, feats, viewmats, Ks, width, height, tile_size=16):

@@ -122,7 +122,7 @@ def test_robustness_benchmark_runs_end_to_end_on_tiny_data(data_root, tmp_path):
     suite.write_text(TINY_SUITE)
     bench = tmp_path / "BENCHMARKS.md"
     bench.write_text("# existing\n")
-    args = [sys.executable, "benchmarks/robustness.py", str(suite), "--data", str(data_root), "--work",
+    args = [sys.executable, "-m", "benchmarks.robustness", str(suite), "--data", str(data_root), "--work",
             str(tmp_path / "work"), "--results", str(tmp_path / "res"), "--benchmarks", str(bench), "--pose-steps",
             "2", "--device", "cpu"]  # fmt: skip
     result = subprocess.run(args, capture_output=True, text=True, check=False)
@@ -168,12 +168,12 @@ def test_merge_pools_seeds_of_separate_runs(tmp_path):
         paths.append(tmp_path / f"r{seed}.json")
         paths[-1].write_text(json.dumps(report(seed, a, b)))
     out = tmp_path / "B.md"
-    run = [sys.executable, "benchmarks/robustness_merge.py", *map(str, paths), "--benchmarks", str(out)]
+    run = [sys.executable, "-m", "benchmarks.robustness_merge", *map(str, paths), "--benchmarks", str(out)]
     assert subprocess.run(run, capture_output=True, text=True, check=False).returncode == 0
     text = out.read_text()
     assert "| NOVUM (cube) | 80.0 +- 10.0 |" in text and "| ResNet-50 | 80.0 +- 0.0 |" in text
     assert "| margin: NOVUM (cube) - ResNet-50 | 0.0 +- 10.0 |" in text and "| NOVUM (cube) | 50.0 +- 0.0 |" in text
-    same = subprocess.run(run[:2] + [str(paths[0])] * 2, capture_output=True, text=True, check=False)
+    same = subprocess.run(run[:3] + [str(paths[0])] * 2, capture_output=True, text=True, check=False)
     assert same.returncode == 2 and "seeds repeat" in same.stderr
 
 
