@@ -34,19 +34,13 @@ import torch.nn.functional as F
 
 from benchmarks.common import emit, rate, sync, time_call, time_once
 from novum3d.config import ExperimentConfig
-from novum3d.inference.pose import PoseConfig, PoseEstimator
+from novum3d.evaluation.metrics import pose_errors
+from novum3d.inference.pose import PoseConfig, PoseEstimator, PoseResult
 from novum3d.model.backbone import normalize_images
 from novum3d.model.matching import class_scores, triton_available
 from novum3d.model.novum import NOVUM
 from novum3d.model.priors import ClassPosePrior, PosePriors
-from rendering import (
-    cuboid_volume,
-    pascal3d_intrinsics,
-    pose_to_viewmat,
-    rasterize_features,
-    rotation_error,
-    rotation_from_pose,
-)
+from rendering import Pose, cuboid_volume, pascal3d_intrinsics, rasterize_features
 
 
 def measure(fn: Callable[[], object], device: torch.device, min_time: float) -> tuple[float, float | None]:
@@ -171,7 +165,8 @@ def oracle(device, n: int, seed: int = 0):
     el = torch.deg2rad(torch.rand(n, generator=g) * 40 - 8)
     th = torch.deg2rad(torch.rand(n, generator=g) * 16 - 8)
     dist = 10.0 * (0.9 + 0.2 * torch.rand(n, generator=g))
-    vm = pose_to_viewmat(az, el, th, dist).to(device)
+    truth = Pose(az, el, th, dist)
+    vm = truth.viewmat().to(device)
     out = rasterize_features(vol.means, vol.quats, vol.scales, vol.opacities, feats, vm, K.expand(n, 3, 3), 100, 80,
                              with_depth=False)  # fmt: skip
     maps = F.normalize(out.features + 0.1 * torch.randn(out.features.shape, generator=g).to(device), dim=-1)
@@ -179,7 +174,7 @@ def oracle(device, n: int, seed: int = 0):
     obj = out.alpha > 0.5
     hide = obj & (torch.rand(n, 80, 100, generator=g).to(device) < 0.4)
     maps = torch.where((~obj | hide)[..., None], bg, maps).permute(0, 3, 1, 2).contiguous()
-    return vol, feats, bank, K, maps, (az, el, th)
+    return vol, feats, bank, K, maps, truth
 
 
 def oracle_prior(n: int = 2000, seed: int = 1) -> ClassPosePrior:
@@ -208,8 +203,7 @@ def pose_run(estimator, vol, feats, bank, K, maps, truth, batch, prior=None):
             results.append(r)
 
     per_s = n / time_once(run)
-    az, el, th = (torch.cat([getattr(r, k) for r in results]).cpu() for k in ("azimuth", "elevation", "theta"))
-    err = rotation_error(rotation_from_pose(az, el, th), rotation_from_pose(*truth))
+    err = pose_errors(PoseResult.cat(results).to("cpu"), truth)
     return per_s, float((err < math.pi / 6).float().mean()), float(torch.rad2deg(err).median())
 
 
@@ -256,7 +250,7 @@ def main() -> int:
         runs = [("with the class's prior", prior, args.pose_batch), ("with the class's prior", prior, 1),
                 ("without a prior (the authors' grid alone)", None, args.pose_batch)]  # fmt: skip
         for label, pr, batch in runs:
-            pose_run(est, vol, feats, bank, K, maps[:2], tuple(t[:2] for t in truth), 2, pr)  # warm-up, templates
+            pose_run(est, vol, feats, bank, K, maps[:2], truth[:2], 2, pr)  # warm-up, templates
             per_s, acc, median = pose_run(est, vol, feats, bank, K, maps, truth, batch, pr)
             lines.append(f"| pose, {label}, 30 steps, 80x100, 1100 Gaussians | batch {batch} | {rate(per_s)} | "
                          f"{100 * acc:.1f}% | {median:.2f} |")  # fmt: skip

@@ -6,6 +6,7 @@ backend beside a pure-PyTorch reference backend.
 """
 
 from .cameras import (
+    Pose,
     pascal3d_intrinsics,
     pose_to_viewmat,
     project_pascal3d,
@@ -25,6 +26,7 @@ from .volumes import (
 
 __all__ = [
     "GaussianVolume",
+    "Pose",
     "RasterOutput",
     "cuboid_volume",
     "pascal3d_intrinsics",

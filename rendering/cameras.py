@@ -9,12 +9,17 @@ the image plane by ``theta``, flips y and adds the principal point.
 Renderers here take world-to-camera matrices in the OpenCV frame (x right, y down, z forward)
 with pinhole intrinsics ``K``. The two agree exactly: ``R_cv = F(theta) @ R_pascal`` with
 ``F(theta) = diag(1, -1, -1) @ Rz(theta)``, and ``t_cv = (0, 0, d)`` since the camera looks at
-the origin. All functions are batched, differentiable and keep the input dtype.
+the origin. All functions are batched, differentiable and keep the input dtype. :class:`Pose`
+carries a batch of poses as [B] tensors, for code that passes poses around.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -36,11 +41,11 @@ def _device(*values: ScalarOrTensor) -> torch.device:
     return torch.device("cpu")
 
 
-def broadcast_pose(*values: ScalarOrTensor, names: tuple[str, ...]) -> list[Tensor]:
+def broadcast_pose(*values: ScalarOrTensor, names: tuple[str, ...], check_finite: bool = True) -> list[Tensor]:
     """Turn scalars / 0-d / [B] tensors into [B] tensors of one dtype and device.
 
     Raises ValueError naming the argument when a value is not a scalar or 1-D, when batch
-    sizes disagree, or when a value is not finite.
+    sizes disagree, or (``check_finite``, a host sync on the GPU) when a value is not finite.
     """
     dtype, device = _floating_dtype(*values), _device(*values)
     out = []
@@ -49,7 +54,7 @@ def broadcast_pose(*values: ScalarOrTensor, names: tuple[str, ...]) -> list[Tens
         if t.dim() > 1:
             raise ValueError(f"{name}: expected a scalar or a 1-D tensor [B], got shape {tuple(t.shape)}")
         t = t.reshape(-1)
-        if not torch.isfinite(t).all():
+        if check_finite and not torch.isfinite(t).all():
             raise ValueError(f"{name}: must be finite, got {t.tolist()[:8]}")
         out.append(t)
     sizes = {t.shape[0] for t in out if t.shape[0] != 1}
@@ -330,3 +335,94 @@ def viewmat_to_pose(viewmats: Tensor, atol: float = 1e-4) -> tuple[Tensor, Tenso
     flip_theta = rot @ pascal3d_rotation(azimuth, elevation).transpose(-1, -2)
     theta = torch.atan2(-flip_theta[:, 0, 1], flip_theta[:, 0, 0])
     return azimuth, elevation, theta, distance
+
+
+@dataclass(frozen=True, eq=False)
+class Pose:
+    """A batch of PASCAL3D+ poses: azimuth, elevation, theta (radians) and distance, each [B].
+
+    Scalars and 0-d or [B] tensors are accepted and broadcast to [B] tensors of one floating dtype
+    and device (shape errors name the field; values are not checked, so building a Pose never
+    waits for the GPU). Subclasses add per-pose fields (``novum3d``'s ``PoseResult``: score);
+    indexing, ``to`` and ``cat`` carry every tensor field along.
+
+    Example:
+        >>> pose = Pose(torch.tensor([0.0, 1.0]), 0.25, 0.0, 5.0)
+        >>> len(pose), pose.elevation
+        (2, tensor([0.2500, 0.2500]))
+        >>> pose.viewmat().shape, pose.rotation().shape
+        (torch.Size([2, 4, 4]), torch.Size([2, 3, 3]))
+        >>> pose[1].to_dict(0)
+        {'azimuth': 1.0, 'elevation': 0.25, 'theta': 0.0, 'distance': 5.0}
+        >>> Pose.from_tensor(pose.as_tensor()[[1, 0]]).azimuth, Pose.cat([pose, pose[:1]]).azimuth
+        (tensor([1., 0.]), tensor([0., 1., 0.]))
+    """
+
+    azimuth: Tensor
+    elevation: Tensor
+    theta: Tensor
+    distance: Tensor
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("azimuth", "elevation", "theta", "distance")
+
+    def __post_init__(self) -> None:
+        values = broadcast_pose(*(getattr(self, k) for k in self.FIELDS), names=self.FIELDS, check_finite=False)
+        for name, value in zip(self.FIELDS, values, strict=True):
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_tensor(cls, values: Tensor) -> Pose:
+        """From [B, 4] rows (azimuth, elevation, theta, distance), the estimator's layout."""
+        if values.dim() != 2 or values.shape[-1] != 4:
+            raise ValueError(f"values: expected [B, 4] (azimuth, elevation, theta, distance), got {list(values.shape)}")
+        return cls(*values.unbind(-1))
+
+    @classmethod
+    def from_mapping(cls, values: Any) -> Pose:
+        """From anything with the four fields as keys (a batch dict, a record) or attributes."""
+        get = values.__getitem__ if hasattr(values, "keys") else lambda k: getattr(values, k)
+        return cls(*(get(k) for k in cls.FIELDS))
+
+    @classmethod
+    def cat(cls, poses: Sequence[Pose]) -> Pose:
+        """Concatenate poses of the same class along the batch; optional fields stay None unless all have them."""
+        if not poses:
+            raise ValueError("poses: need at least one Pose to concatenate")
+        out = {}
+        for f in dataclasses.fields(poses[0]):
+            parts = [getattr(p, f.name) for p in poses]
+            out[f.name] = None if any(v is None for v in parts) else torch.cat(parts)
+        return type(poses[0])(**out)
+
+    def __len__(self) -> int:
+        return self.azimuth.shape[0]
+
+    def __getitem__(self, index: int | slice | Tensor) -> Pose:
+        """The poses at ``index`` (a slice, an index or bool tensor; an int keeps a batch of one)."""
+        if isinstance(index, int):
+            index = slice(index, index + 1 if index != -1 else None)
+        return self._map(lambda t: t[index])
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Pose:
+        """Every tensor field on ``device``; floating fields also as ``dtype`` when given."""
+        return self._map(lambda t: t.to(device, dtype if dtype is not None and t.is_floating_point() else None))
+
+    def _map(self, fn) -> Pose:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return dataclasses.replace(self, **{k: None if v is None else fn(v) for k, v in values.items()})
+
+    def as_tensor(self) -> Tensor:
+        """[B, 4] rows (azimuth, elevation, theta, distance)."""
+        return torch.stack([getattr(self, k) for k in self.FIELDS], dim=-1)
+
+    def to_dict(self, index: int) -> dict[str, float]:
+        """Pose ``index`` as plain floats ``{"azimuth", "elevation", "theta", "distance"}``."""
+        return {k: float(getattr(self, k)[index]) for k in self.FIELDS}
+
+    def rotation(self) -> Tensor:
+        """[B, 3, 3] rotations PASCAL3D+ evaluation compares (:func:`rotation_from_pose`)."""
+        return rotation_from_pose(self.azimuth, self.elevation, self.theta)
+
+    def viewmat(self) -> Tensor:
+        """[B, 4, 4] world-to-camera matrices in the OpenCV frame (:func:`pose_to_viewmat`)."""
+        return pose_to_viewmat(self.azimuth, self.elevation, self.theta, self.distance)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -23,31 +22,19 @@ from pathlib import Path
 import torch
 
 from novum3d.cli import command, select_device
-from novum3d.data.pascal3d import IMAGE_EXTENSIONS, load_rgb
 from novum3d.errors import DataError, Novum3DError
 from novum3d.inference.checkpoint import load_model
 from novum3d.inference.pipeline import predict
 from novum3d.inference.pose import PoseConfig, PoseEstimator
-from novum3d.inference.visualize import correspondence_map, pose_figure, volume_silhouette
-from rendering import pascal3d_intrinsics
+from novum3d.inference.report import (
+    centred_intrinsics,
+    find_images,
+    load_image,
+    prediction_figure,
+    prediction_record,
+    summary_line,
+)
 from rendering.backends import gsplat_available
-
-MIN_SIDE = 64
-
-
-def image_paths(items: list[str]) -> list[Path]:
-    """The images named, folders expanded to the images they hold (a folder without any is an error)."""
-    paths = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix in IMAGE_EXTENSIONS)
-            if not found:
-                raise Novum3DError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder", path=p)
-            paths += found
-        else:
-            paths.append(p)
-    return paths
 
 
 @contextlib.contextmanager
@@ -88,58 +75,28 @@ def main(argv: list[str] | None = None) -> int:
         raise Novum3DError(
             f"--class {args.category!r} is not one of the model's classes {model.classes}", field="--class"
         )
-    cfg = PoseConfig(steps=args.steps)  # each class starts from its pose prior (saved by training)
-    estimator = PoseEstimator(cfg)
+    labels = None if args.category is None else torch.tensor([model.classes.index(args.category)])
+    estimator = PoseEstimator(PoseConfig(steps=args.steps))  # each class starts from its pose prior (from training)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failures = 0
-    for path in image_paths(args.images):
+    for path in find_images(args.images):
         start = time.perf_counter()
         try:
-            image = load_rgb(path)
-            h, w = image.shape[-2:]
-            if min(h, w) < MIN_SIDE:
-                raise DataError(f"{path}: image is {w}x{h}; need at least {MIN_SIDE} pixels a side")
+            image = load_image(path)
         except DataError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failures += 1
             continue
-        K_img = pascal3d_intrinsics(args.focal, args.viewport, (w / 2, h / 2))[0]
-        K_map = pascal3d_intrinsics(args.focal, args.viewport, (w / 2, h / 2), downsample=model.stride)
-        labels = None if args.category is None else torch.tensor([model.classes.index(args.category)])
+        size = tuple(image.shape[-2:])
+        K_map = centred_intrinsics(args.focal, args.viewport, size, downsample=model.stride)
         pred = predict(model, image[None].to(device), K_map.to(device), estimator, labels, distance=args.distance)
-        y = int(pred.labels[0])
-        pose = {k: float(getattr(pred.pose, k)[0]) for k in ("azimuth", "elevation", "theta", "distance")}
-        record = {
-            "image": str(path),
-            "class": model.classes[y],
-            "class_scores": {c: round(float(s), 5) for c, s in zip(model.classes, pred.class_scores[0], strict=True)},
-            "class_probabilities": {
-                c: round(float(p), 5) for c, p in zip(model.classes, pred.probabilities[0], strict=True)
-            },
-            "pose_radians": pose,
-            "pose_degrees": {k: math.degrees(v) for k, v in pose.items() if k != "distance"},
-            "distance": pose["distance"],
-            "pose_score": float(pred.pose.score[0]),
-            "seconds": time.perf_counter() - start,
-        }
+        record = prediction_record(path, model.classes, pred, time.perf_counter() - start)
         (out / f"{path.stem}.json").write_text(json.dumps(record, indent=2))
-        deg = record["pose_degrees"]
-        print(
-            f"{path.name}: {record['class']} (p={record['class_probabilities'][record['class']]:.2f}) "
-            f"azimuth {deg['azimuth']:.1f} elevation {deg['elevation']:.1f} theta {deg['theta']:.1f} deg, "
-            f"distance {pose['distance']:.2f}, score {record['pose_score']:.3f}, {record['seconds']:.1f} s"
-        )
+        print(summary_line(record))
         if args.visualize:
-            k = model.volumes.count(y)
-            vol = model.volumes.volume(y)
-            with torch.no_grad():
-                maps = model(image[None].to(device))
-            sil = volume_silhouette(vol, pose, K_img, (h, w))
-            corr = correspondence_map(maps[0].float().cpu(), vol.to("cpu"), model.volumes.features[y, :k].cpu(),
-                                      model.volumes.bank.cpu())  # fmt: skip
-            pose_figure(image, sil, corr, f"{record['class']}  az {deg['azimuth']:.0f}  el {deg['elevation']:.0f}"
-                        f"  th {deg['theta']:.0f}").save(out / f"{path.stem}.png")  # fmt: skip
+            K_image = centred_intrinsics(args.focal, args.viewport, size)
+            prediction_figure(model, image, pred, K_image).save(out / f"{path.stem}.png")
     return 1 if failures else 0
 
 

@@ -198,3 +198,24 @@ def test_bad_intrinsics_and_points_raise():
         pascal3d_intrinsics(0.0, 3000.0, (1.0, 2.0))
     with pytest.raises(ValueError, match=r"points: expected shape \[N, 3\]"):
         project_pascal3d(torch.zeros(4, 2), 0.0, 0.0, 0.0, 5.0, 1.0, (0.0, 0.0))
+
+
+def test_pose_batches_fields_and_carries_subclass_fields():
+    from novum3d.evaluation.metrics import pose_errors
+    from novum3d.inference.pose import PoseResult
+    from rendering import Pose
+
+    pose = Pose(torch.tensor([0.1, 0.2, 0.3]), 0.2, torch.tensor([0.0, 0.1, -0.1]), 5.0)
+    assert pose.distance.shape == (3,) and pose.distance.dtype == torch.float32
+    with pytest.raises(ValueError, match=r"theta: expected a scalar or a 1-D tensor \[B\], got shape \(3, 1\)"):
+        Pose(0.0, 0.0, torch.zeros(3, 1), 5.0)
+    with pytest.raises(ValueError, match="pose batch sizes disagree: azimuth=3, elevation=2"):
+        Pose(torch.zeros(3), torch.zeros(2), 0.0, 5.0)
+    torch.testing.assert_close(pose.viewmat(), pose_to_viewmat(pose.azimuth, 0.2, pose.theta, 5.0))
+    torch.testing.assert_close(pose.rotation(), rotation_from_pose(pose.azimuth, 0.2, pose.theta))
+    result = PoseResult(*pose.as_tensor().unbind(-1), score=torch.tensor([0.5, 0.6, 0.7]))
+    picked = result[torch.tensor([False, True, True])]
+    assert isinstance(picked, PoseResult) and picked.score.tolist() == pytest.approx([0.6, 0.7])
+    assert picked.flipped is None and len(PoseResult.cat([picked, result[0]])) == 3
+    as_dict = {k: getattr(pose, k) for k in ("azimuth", "elevation", "theta")}
+    torch.testing.assert_close(pose_errors(result, as_dict), torch.zeros(3, dtype=torch.float64))

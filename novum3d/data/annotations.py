@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rendering import Pose
+
 from ..errors import AnnotationError
 
 
@@ -29,13 +31,9 @@ class ObjectAnnotation:
     bbox: tuple[float, float, float, float]  # x0, y0, x1, y1 pixels
     cad_index: int = 1
 
-    def pose(self) -> dict[str, float]:
-        return {
-            "azimuth": self.azimuth,
-            "elevation": self.elevation,
-            "theta": self.theta,
-            "distance": self.distance,
-        }
+    def pose(self) -> Pose:
+        """The annotated pose, a batch of one."""
+        return Pose.from_mapping(self)
 
 
 _SCALARS = ("azimuth", "elevation", "theta", "distance", "focal", "viewport")

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rendering import pascal3d_intrinsics, pose_to_viewmat
+from rendering import Pose, pascal3d_intrinsics
 
 from ..errors import DataError
 
@@ -40,9 +40,14 @@ def collate(samples: list[dict[str, Any]], image_size: tuple[int, int]) -> dict[
     return batch
 
 
+def batch_pose(batch: dict[str, Any]) -> Pose:
+    """The annotated poses of a batch (on the CPU, as collated)."""
+    return Pose.from_mapping(batch)
+
+
 def batch_cameras(batch: dict[str, Any], stride: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """Viewmats [B, 4, 4] and feature-map intrinsics [B, 3, 3] of a batch's annotated poses."""
-    viewmats = pose_to_viewmat(batch["azimuth"], batch["elevation"], batch["theta"], batch["distance"])
+    viewmats = batch_pose(batch).viewmat()
     Ks = pascal3d_intrinsics(batch["focal"], batch["viewport"], batch["principal"], downsample=stride)
     return viewmats.float().to(device), Ks.float().to(device)
 

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from rendering import rotation_error, rotation_from_pose
+from rendering import Pose, rotation_error, rotation_from_pose
+
+PoseLike = Pose | Mapping[str, Any]
 
 
-def pose_errors(pred: dict[str, Any], gt: dict[str, Any]) -> torch.Tensor:
-    """Geodesic rotation errors (radians) between predicted and annotated (azimuth, elevation, theta)."""
-    r_pred = rotation_from_pose(pred["azimuth"], pred["elevation"], pred["theta"]).double()
-    r_gt = rotation_from_pose(gt["azimuth"], gt["elevation"], gt["theta"]).double()
-    return rotation_error(r_pred, r_gt)
+def _rotations(pose: PoseLike) -> torch.Tensor:
+    """[B, 3, 3] float64 rotations of a :class:`~rendering.Pose` (or of a mapping with its three angles:
+    distance plays no part in the rotation, so a record of angles alone will do)."""
+    if isinstance(pose, Pose):
+        return pose.rotation().double()
+    return rotation_from_pose(pose["azimuth"], pose["elevation"], pose["theta"]).double()
+
+
+def pose_errors(pred: PoseLike, gt: PoseLike) -> torch.Tensor:
+    """Geodesic rotation errors (radians) between predicted and annotated poses (their azimuth, elevation, theta)."""
+    return rotation_error(_rotations(pred), _rotations(gt))
 
 
 Symmetry = Literal["none", "two-fold", "continuous"]
@@ -70,8 +78,6 @@ def rotation_error_symmetric(r_pred: torch.Tensor, r_gt: torch.Tensor, symmetry:
     Returns:
         [B] radians in [0, pi] (continuous: [0, pi] too, pi for an upside-down axis).
     """
-    from rendering import rotation_error
-
     unknown = sorted(set(symmetry) - {"none", "two-fold", "continuous"})
     if unknown:
         raise ValueError(f"symmetry: expected 'none', 'two-fold' or 'continuous', got {unknown}")
@@ -85,17 +91,13 @@ def rotation_error_symmetric(r_pred: torch.Tensor, r_gt: torch.Tensor, symmetry:
     return torch.where(kind == 2, axis, torch.where(kind == 1, torch.minimum(plain, flipped), plain))
 
 
-def pose_errors_symmetric(
-    pred: dict[str, Any], gt: dict[str, Any], symmetry: Symmetry | Sequence[Symmetry]
-) -> torch.Tensor:
+def pose_errors_symmetric(pred: PoseLike, gt: PoseLike, symmetry: Symmetry | Sequence[Symmetry]) -> torch.Tensor:
     """Rotation errors (radians) under each object's symmetry: :func:`rotation_error_symmetric` of
     the poses' rotations. ``symmetry`` is one value for all poses or one per pose (the class of each
     image, e.g. ``[symmetry_of(classes[y]) for y in labels]``). :func:`pose_errors` (no symmetry,
     PASCAL3D+'s metric) stays the headline number; report this one beside it.
     """
-    r_pred = rotation_from_pose(pred["azimuth"], pred["elevation"], pred["theta"]).double()
-    r_gt = rotation_from_pose(gt["azimuth"], gt["elevation"], gt["theta"]).double()
-    r_pred, r_gt = torch.broadcast_tensors(r_pred, r_gt)
+    r_pred, r_gt = torch.broadcast_tensors(_rotations(pred), _rotations(gt))
     if isinstance(symmetry, str):
         symmetry = [symmetry] * r_pred.shape[0]
     return rotation_error_symmetric(r_pred, r_gt, list(symmetry))

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..data.batch import batch_cameras, box_cells, collate, images_to_device
+from ..data.batch import batch_cameras, batch_pose, box_cells, collate, images_to_device
 from ..data.pascal3d import Pascal3DPreprocessed
 from ..data.synthetic import open_splits
 from ..errors import DataError
@@ -91,10 +91,9 @@ def evaluate_split(
             with torch.no_grad():
                 maps = model(images_to_device(batch["image"], device))
             labels = batch["label"].to(device)
-            gt = {k: batch[k] for k in ("azimuth", "elevation", "theta")}
+            gt = batch_pose(batch)
             records = [{"id": ident, "label": int(batch["label"][b])} for b, ident in enumerate(batch["ids"])]
             boxes = box_cells(batch["bbox"].to(device), image_size, maps.shape[-2:])
-            truth = torch.stack([batch[k] for k in ("azimuth", "elevation", "theta", "distance")], 1).float()
             symmetry = [symmetry_of(model.classes[r["label"]]) for r in records]
             for name in protocols:
                 protocol = PROTOCOLS[name]
@@ -103,19 +102,19 @@ def evaluate_split(
                 predicted = scores.argmax(1)
                 pose = estimate_poses(
                     model, mask_maps(maps, mask), Ks, estimator, labels if protocol.pose_class == "true" else predicted,
-                    init=truth.to(device) if protocol.start == "truth" else None,
+                    init=gt.to(device, torch.float32) if protocol.start == "truth" else None,
                     steps=0 if protocol.start == "templates-only" else None,
                 )  # fmt: skip
-                angles = {k: getattr(pose, k).cpu() for k in ("azimuth", "elevation", "theta")}
-                errs = pose_errors(angles, gt)
-                sym = pose_errors_symmetric(angles, gt, symmetry)
+                pose = pose.to("cpu")
+                errs = pose_errors(pose, gt)
+                sym = pose_errors_symmetric(pose, gt, symmetry)
                 for b, rec in enumerate(records):
                     rec[name] = {
                         "predicted": int(predicted[b]),
                         "confidence": float(probs[b].max()),
                         "pose_error": float(errs[b]),
                         "pose_error_symmetric": float(sym[b]),
-                        "pose": {k: float(v[b]) for k, v in angles.items()} | {"distance": float(pose.distance[b])},
+                        "pose": pose.to_dict(b),
                     }
             cache.add(records)
     return [cache.records[f"{item.category}/{item.name}"] for item in dataset.items]

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from rendering import Pose
+
 from ..model.matching import class_scores
 from ..model.novum import NOVUM
 from .pose import PoseEstimator, PoseResult
@@ -51,29 +53,30 @@ def estimate_poses(
     estimator: PoseEstimator,
     labels: Tensor,
     distance: float | None = None,
-    init: Tensor | None = None,
+    init: Pose | Tensor | None = None,
     steps: int | None = None,
 ) -> PoseResult:
     """Poses of B images under the given classes [B]: one batched estimate per class present.
 
     Each class starts from the model's pose prior for it (its training distance and ranges) unless
-    ``distance`` is given; ``init`` [B, 4] refines from given poses instead of the templates;
-    ``steps`` overrides the estimator's refinement steps (0: the best template).
+    ``distance`` is given; ``init`` (B poses, or [B, 4] rows) refines from given poses instead of the
+    templates; ``steps`` overrides the estimator's refinement steps (0: the best template).
     """
     priors = model.pose_priors
     v = model.volumes
-    B = maps.shape[0]
-    names = ("azimuth", "elevation", "theta", "distance", "score")
-    fields = {k: torch.zeros(B, device=maps.device) for k in names}
+    if labels.numel() == 0:
+        empty = maps.new_zeros(0, dtype=torch.float32)
+        return PoseResult(empty, empty, empty, empty, score=empty)
+    parts, order = [], []
     for y in labels.unique().tolist():
         idx = torch.nonzero(labels == y)[:, 0]
         k = v.count(y)
         prior = priors.for_class(y) if priors is not None else None
-        res = estimator.estimate(maps[idx], v.volume(y), v.features[y, :k], v.bank, Ks[idx], class_key=y, prior=prior,
-                                 distance=distance, init=None if init is None else init[idx], steps=steps)  # fmt: skip
-        for name in fields:
-            fields[name][idx] = getattr(res, name)
-    return PoseResult(**fields)
+        parts.append(estimator.estimate(maps[idx], v.volume(y), v.features[y, :k], v.bank, Ks[idx], class_key=y,
+                                        prior=prior, distance=distance, init=None if init is None else init[idx],
+                                        steps=steps))  # fmt: skip
+        order.append(idx)
+    return PoseResult.cat(parts)[torch.argsort(torch.cat(order))].to(dtype=torch.float32)
 
 
 def predict(

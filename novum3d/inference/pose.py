@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from rendering import GaussianVolume, pose_to_viewmat, rasterize_features
+from rendering import GaussianVolume, Pose, pose_to_viewmat, rasterize_features
 
 from ..model.priors import ClassPosePrior, PosePriors
 
@@ -142,12 +142,11 @@ class PoseConfig:
         return {"forward_backward": H * self.steps, "forward": H}
 
 
-@dataclass
-class PoseResult:
-    azimuth: Tensor  # [B] radians, in [0, 2 pi)
-    elevation: Tensor  # [B] in [-pi/2, pi/2]
-    theta: Tensor  # [B] in (-pi, pi]
-    distance: Tensor  # [B]
+@dataclass(frozen=True, eq=False)
+class PoseResult(Pose):
+    """Estimated poses (azimuth in [0, 2 pi), elevation in [-pi/2, pi/2], theta in (-pi, pi], radians;
+    distance), each [B], with what the estimate says about itself."""
+
     score: Tensor  # [B] final render-and-compare score (higher is better)
     flipped: Tensor | None = None  # [B] bool: the winner started as a flip hypothesis
 
@@ -452,7 +451,7 @@ class PoseEstimator:
         class_key: object = None,
         prior: ClassPosePrior | None = None,
         distance: float | None = None,
-        init: Tensor | None = None,
+        init: Pose | Tensor | None = None,
         steps: int | None = None,
     ) -> PoseResult:
         """Poses of B images showing the same class.
@@ -466,7 +465,8 @@ class PoseEstimator:
             prior: the class's pose prior; default ``self.priors.for_class(class_key)`` if the
                 estimator holds priors.
             distance: initial distance; default the prior's median distance, else ``cfg.distance``.
-            init: [B, 4] (azimuth, elevation, theta, distance) to refine from instead of the templates'
+            init: B poses (a :class:`~rendering.Pose`, or [B, 4] rows of azimuth, elevation, theta, distance)
+                to refine from instead of the templates'
                 best hypotheses: the diagnosis's "refinement started at the ground truth" (the bound the
                 features set).
             steps: refinement steps instead of ``cfg.steps`` (0: the best template, the diagnosis's
@@ -486,6 +486,8 @@ class PoseEstimator:
         bg = background_scores(feature_maps, bank)  # [B, h, w]
         fmap = feature_maps.permute(0, 2, 3, 1)  # [B, h, w, D]
 
+        if isinstance(init, Pose):
+            init = init.as_tensor().to(dev)
         if init is not None:
             if init.shape != (B, 4):
                 raise ValueError(

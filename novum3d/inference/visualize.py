@@ -8,15 +8,15 @@ from PIL import Image, ImageDraw
 from scipy.ndimage import binary_erosion
 from torch import Tensor
 
-from rendering import GaussianVolume, pose_to_viewmat, rasterize_features
+from rendering import GaussianVolume, Pose, rasterize_features
 
 from ..visualize import position_colors
 
 
-def volume_silhouette(volume: GaussianVolume, pose: dict[str, float], K: Tensor, size: tuple[int, int]) -> np.ndarray:
-    """[H, W] bool: where the volume renders opaque (alpha > 0.5) at ``pose`` with image intrinsics K [3, 3]."""
+def volume_silhouette(volume: GaussianVolume, pose: Pose, K: Tensor, size: tuple[int, int]) -> np.ndarray:
+    """[H, W] bool: where the volume renders opaque (alpha > 0.5) at ``pose`` (one) with image intrinsics K [3, 3]."""
     h, w = size
-    vm = pose_to_viewmat(pose["azimuth"], pose["elevation"], pose["theta"], pose["distance"]).to(volume.means)
+    vm = pose.viewmat().to(volume.means)
     ones = volume.means.new_ones(len(volume), 1)
     out = rasterize_features(
         volume.means, volume.quats, volume.scales, volume.opacities, ones, vm, K[None].to(volume.means), w, h,
