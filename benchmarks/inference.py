@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from benchmarks.common import emit, rate, sync, time_call, time_once
 from novum3d.config import ExperimentConfig
+from novum3d.device import select_device
 from novum3d.evaluation.metrics import pose_errors
 from novum3d.inference.pose import PoseConfig, PoseEstimator, PoseResult
 from novum3d.model.backbone import normalize_images
@@ -227,7 +228,7 @@ def main() -> int:
     parser.add_argument("--pose-batch", type=int, default=64)
     parser.add_argument("--out", default="BENCHMARKS.md", help="Markdown file to append to ('' for none)")
     args = parser.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = select_device()
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     command = shlex.join(["python", "-m", "benchmarks.inference", *sys.argv[1:]])
     lines = [

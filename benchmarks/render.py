@@ -18,6 +18,7 @@ import sys
 import torch
 
 from benchmarks.common import cuboid_scene, emit, time_call
+from novum3d.device import select_device
 from rendering import rasterize_features
 from rendering.backends import gsplat_available
 
@@ -57,7 +58,7 @@ def main() -> int:
     parser.add_argument("--out", default="BENCHMARKS.md", help="Markdown file to append to ('' for none)")
     args = parser.parse_args()
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = select_device().type
     backends = ["gsplat", "torch"] if args.backends == "auto" else args.backends.split(",")
     if "gsplat" in backends and not (device == "cuda" and gsplat_available()):
         print("gsplat backend not usable here (needs CUDA and its extension); skipping it")

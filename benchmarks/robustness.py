@@ -30,8 +30,9 @@ from tqdm import tqdm
 from benchmarks.common import emit, rate
 from novum3d.baselines import BaselineTrainer, load_baseline
 from novum3d.checkpoint import file_digest, load_checkpoint
-from novum3d.cli import command, select_device
+from novum3d.cli import command
 from novum3d.data.synthetic import open_splits
+from novum3d.device import select_device
 from novum3d.errors import CheckpointError, Novum3DError
 from novum3d.evaluation.cache import RecordCache, evaluation_key, load_keyed, save_keyed
 from novum3d.evaluation.robustness import (

@@ -1,12 +1,11 @@
-"""What every command-line front end shares: one error line and exit code 2 for bad input, device choice."""
+"""What every command-line front end shares: one error line and exit code 2 for bad input (devices:
+:mod:`novum3d.device`)."""
 
 from __future__ import annotations
 
 import functools
 import sys
 from collections.abc import Callable
-
-import torch
 
 from .errors import Novum3DError
 
@@ -30,12 +29,3 @@ def command(main: Callable[..., int]) -> Callable[..., int]:
             return EXIT_INTERRUPTED
 
     return wrapped
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """``auto`` -> the current CUDA device when there is one, else the CPU; ``cpu`` / ``cuda`` as asked."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise Novum3DError("--device cuda: no CUDA device here; use --device cpu or auto")
-    return torch.device(name)

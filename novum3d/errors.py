@@ -1,6 +1,6 @@
 """One error family for everything a user hands the toolkit: configs, data, checkpoints, caches.
 
-Every script catches :class:`Novum3DError` in one place (:func:`novum3d.cli.run_main`) and
+Every script catches :class:`Novum3DError` in one place (:func:`novum3d.cli.command`) and
 prints a single ``error: ...`` line that names the file, the field and the fix, then exits 2.
 Bugs (anything else) keep their tracebacks.
 

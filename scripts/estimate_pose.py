@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from novum3d.cli import command, select_device
+from novum3d.cli import command
+from novum3d.device import select_device
 from novum3d.errors import DataError, Novum3DError
 from novum3d.inference.checkpoint import load_model
 from novum3d.inference.pipeline import predict

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from novum3d.cli import command, select_device
+from novum3d.cli import command
+from novum3d.device import select_device
 from novum3d.errors import Novum3DError
 from novum3d.evaluation.cache import RecordCache, evaluation_key
 from novum3d.evaluation.report import accuracy_vs_occlusion, error_cdf, markdown_table

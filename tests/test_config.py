@@ -1,6 +1,7 @@
 from dataclasses import dataclass, field
 
 import pytest
+import torch
 
 from novum3d.categories import load_categories
 from novum3d.config import ConfigError, VolumeConfig, from_mapping, load_config
@@ -107,3 +108,15 @@ def test_render_volumes_script_writes_a_png(tmp_path):
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert bad.returncode == 2 and "no such config file" in bad.stderr
+
+
+def test_one_device_rule_for_scripts_and_trainer():
+    from novum3d.device import select_device
+
+    assert select_device("cpu") == torch.device("cpu")
+    assert select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match=r"train.device: expected auto, cpu or cuda, got 'tpu'"):
+        select_device("tpu", field="train.device")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"train.device cuda: no CUDA device here; use train.device cpu or auto"):
+            select_device("cuda", index=0, field="train.device")

@@ -34,6 +34,7 @@ LAYERS: list[dict[str, tuple[str, ...]]] = [
             "novum3d.fingerprint",
             "novum3d.distributed",
             "novum3d.cli",
+            "novum3d.device",
             "novum3d.checkpoint",
         )
     },

@@ -26,11 +26,7 @@ class BaselineTrainer(Trainer):
         return BaselineClassifier(self.cfg.model, classes, tuple(self.cfg.data.image_size))
 
     def train_step(self, batch: dict[str, Any]) -> StepStats:
-        self.backbone.train()
-        if self.cfg.model.freeze_batchnorm:
-            for m in self.model.backbone.modules():
-                if isinstance(m, torch.nn.BatchNorm2d):
-                    m.eval()
+        self.train_mode()
         images = images_to_device(batch["image"], self.device)
         labels = batch["label"].to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ..checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from ..config import ExperimentConfig, config_to_dict
+from ..device import select_device
 from ..distributed import all_gather_rows, all_reduce_sum, dist_info
 from ..errors import CheckpointError
 from ..fingerprint import dataset_digest
@@ -62,6 +63,15 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
+def freeze_batchnorm(module: torch.nn.Module) -> None:
+    """Every BatchNorm2d of ``module`` in eval mode (running statistics fixed) and without gradients;
+    call again after ``module.train()``, which switches them back to training mode."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+            m.requires_grad_(False)
+
+
 def _tensorboard_writer(path: Path):
     """A TensorBoard writer when the optional ``tensorboard`` package is installed, else None."""
     try:
@@ -91,11 +101,9 @@ class Trainer:
         self.cfg = cfg
         self.rank, self.world, local_rank = dist_info()
         self.quiet = quiet or self.rank != 0
-        if cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available()):
-            self.device = torch.device("cuda", local_rank)
+        self.device = select_device(cfg.train.device, index=local_rank, field="train.device")
+        if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        else:
-            self.device = torch.device("cpu")
         self.amp = cfg.train.amp and self.device.type == "cuda"
         self.out = Path(cfg.train.out_dir)
         torch.manual_seed(cfg.train.seed)
@@ -116,10 +124,7 @@ class Trainer:
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         if cfg.model.freeze_batchnorm:
-            for m in self.model.backbone.modules():
-                if isinstance(m, torch.nn.BatchNorm2d):
-                    m.eval()
-                    m.requires_grad_(False)
+            freeze_batchnorm(self.model.backbone)
         self.backbone = self.model.backbone
         if self.world > 1:
             self.backbone = DistributedDataParallel(
@@ -177,13 +182,15 @@ class Trainer:
         return self._loader
 
     # ---- one step ---------------------------------------------------------------------
+    def train_mode(self) -> None:
+        """The backbone in training mode, its BatchNorm layers frozen if the config says so."""
+        self.backbone.train()
+        if self.cfg.model.freeze_batchnorm:
+            freeze_batchnorm(self.model.backbone)
+
     def train_step(self, batch: dict[str, Any]) -> StepStats:
         cfg, vols = self.cfg, self.model.volumes
-        self.backbone.train()
-        if cfg.model.freeze_batchnorm:
-            for m in self.model.backbone.modules():
-                if isinstance(m, torch.nn.BatchNorm2d):
-                    m.eval()
+        self.train_mode()
         images = images_to_device(batch["image"], self.device)
         labels = batch["label"].to(self.device)
         viewmats, Ks = batch_cameras(batch, self.model.stride, self.device)
