@@ -9,7 +9,6 @@ from novum3d.inference.pose import (
     PoseConfig,
     PoseEstimator,
     SearchGrid,
-    background_scores,
     canonical_pose,
     flip_index,
     principal_offsets,
@@ -17,6 +16,7 @@ from novum3d.inference.pose import (
     shift_to_centre,
     template_poses,
 )
+from novum3d.model.matching import background_scores
 from novum3d.model.priors import ClassPosePrior, PosePriors
 from rendering import (
     cuboid_volume,

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from rendering import GaussianVolume, Pose, pose_to_viewmat, rasterize_features
 
+from ..model.matching import background_scores, object_or_background
 from ..model.priors import ClassPosePrior, PosePriors
 
 
@@ -249,27 +250,19 @@ def flip_index(grid: SearchGrid) -> Tensor | None:
     return torch.tensor([where[((i + half) % grid.azimuth_bins, round(e, 6), round(t, 6))] for i, e, t in keys])
 
 
-def compare(rendered: Tensor, feature_maps: Tensor, background: Tensor) -> Tensor:
-    """Scores of renders against feature maps.
+def compare(rendered: Tensor, features: Tensor, background: Tensor) -> Tensor:
+    """Render-and-compare scores: mean over pixels of max(object score R.F, background score).
 
     Args:
-        rendered: [B, h, w, D] composited features (zero where nothing is rendered).
-        feature_maps: [B, D, h, w] unit image features.
-        background: [B, h, w] best background-bank similarity per pixel.
+        rendered: [..., h, w, D] composited features (zero where nothing is rendered).
+        features: [..., h, w, D] unit image features (channels last; broadcast against ``rendered``).
+        background: [..., h, w] best background-bank similarity per pixel.
 
     Returns:
-        [B]: mean over pixels of max(object score, background score).
+        [...] scores.
     """
-    f = feature_maps.permute(0, 2, 3, 1)  # [B, h, w, D]
-    obj = (rendered * f).sum(-1)
-    return torch.maximum(obj, background).mean(dim=(-2, -1))
-
-
-def background_scores(feature_maps: Tensor, bank: Tensor) -> Tensor:
-    """[B, h, w] max over the bank of f_i . b (-1 everywhere when the bank is empty)."""
-    if bank.shape[0] == 0:
-        return feature_maps.new_full((feature_maps.shape[0], *feature_maps.shape[-2:]), -1.0)
-    return torch.einsum("bdhw,md->bmhw", feature_maps, bank.to(feature_maps.dtype)).amax(1)
+    obj = (rendered * features).sum(-1)
+    return object_or_background(obj, background).mean(dim=(-2, -1))
 
 
 def principal_offsets(Ks: Tensor, size: tuple[int, int]) -> Tensor:
@@ -391,7 +384,7 @@ class PoseEstimator:
         total = torch.zeros(TT, B, device=renders.device)
         for s in range(0, P, chunk):
             obj = torch.bmm(renders[s : s + chunk], f[s : s + chunk]).float()  # [p, F*T, B]
-            total += torch.maximum(obj, bg[s : s + chunk]).sum(0)
+            total += object_or_background(obj, bg[s : s + chunk]).sum(0)
         return (total / P).t()
 
     def _initial_hypotheses(
@@ -568,5 +561,4 @@ class PoseEstimator:
         flat = params.reshape(B * H, 4)
         rendered = self._render(volume, features, flat[:, :3], flat[:, 3].exp(), Ks.repeat_interleave(H, 0), size)
         rendered = rendered.view(B, H, *rendered.shape[1:])  # [B, H, h, w, D]
-        obj = (rendered * fmap[:, None]).sum(-1)  # [B, H, h, w]
-        return torch.maximum(obj, bg[:, None]).mean(dim=(-2, -1))
+        return compare(rendered, fmap[:, None], bg[:, None])

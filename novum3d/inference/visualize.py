@@ -10,6 +10,7 @@ from torch import Tensor
 
 from rendering import GaussianVolume, Pose, rasterize_features
 
+from ..model.matching import background_scores
 from ..visualize import position_colors
 
 
@@ -29,9 +30,9 @@ def correspondence_map(feature_map: Tensor, volume: GaussianVolume, features: Te
     """[h, w, 3] uint8: each pixel coloured by the 3D position of its best-matching Gaussian; grey
     where the background bank matches better."""
     f = feature_map.flatten(1).T  # [P, D]
-    sim = f @ features.T.to(f.dtype)
-    best, idx = sim.max(1)
-    bg = (f @ bank.T.to(f.dtype)).max(1).values if bank.shape[0] else torch.full_like(best, -1.0)
+    best, idx = (f @ features.T.to(f.dtype)).max(1)
+    bg = background_scores(feature_map[None], bank)[0].flatten()
+    # Where the max of NOVUM's score (object_or_background) is the object's.
     colors = position_colors(volume.means.float())[idx.cpu()]
     rgb = torch.where((best > bg).cpu()[:, None], colors, torch.full_like(colors, 0.5))
     h, w = feature_map.shape[-2:]

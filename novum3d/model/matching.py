@@ -41,11 +41,39 @@ try:
 except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
-__all__ = ["class_scores", "class_scores_torch", "class_scores_triton", "pack_vectors", "triton_available"]
+__all__ = [
+    "background_scores",
+    "class_scores",
+    "class_scores_torch",
+    "class_scores_triton",
+    "object_or_background",
+    "pack_vectors",
+    "triton_available",
+]
 
 MAX_TRITON_DIM = 256
 PACK_MULTIPLE = 128  # Kpad is a multiple of this; every autotuned BLOCK_K divides it
 CLASSES_PER_PROGRAM = 16  # cap: a class tile (16 x 1152 x 128 bf16 = 4.7 MB) stays in L2 while programs share it
+
+
+def object_or_background(obj: Tensor, background: Tensor) -> Tensor:
+    """NOVUM's per-pixel score: ``max(object score, background score)`` (broadcast).
+
+    A pixel counts for the object (a class's best Gaussian, or the rendered volume) only as far as
+    it matches it better than the background bank's best vector; elsewhere it adds the background
+    score, the same for every class or pose. Classification (:func:`class_scores_torch`; the Triton
+    kernel applies the same rule in registers) and render-and-compare (templates and refinement)
+    both score with it.
+    """
+    return torch.maximum(obj, background)
+
+
+def background_scores(feature_maps: Tensor, bank: Tensor) -> Tensor:
+    """[B, h, w] max over the bank of f_i . b for feature maps [B, D, h, w] (-1 everywhere when the bank
+    is empty: no background can beat an object score then)."""
+    if bank.shape[0] == 0:
+        return feature_maps.new_full((feature_maps.shape[0], *feature_maps.shape[-2:]), -1.0)
+    return torch.einsum("bdhw,md->bmhw", feature_maps, bank.to(feature_maps.dtype)).amax(1)
 
 
 def class_scores(
@@ -126,7 +154,7 @@ def class_scores_torch(
         obj = (f @ vols).view(B, -1, Y, K).masked_fill(pad, float("-inf")).amax(-1).float()  # [B, p, Y]
         if bank.shape[0] > 0:
             bg = (f @ bank.to(dtype).T).amax(-1).float()  # [B, p]
-            obj = torch.maximum(obj, bg[..., None])
+            obj = object_or_background(obj, bg[..., None])
         m = mask[:, start : start + chunk_pixels, None].float()
         total += (obj * m).sum(1)
     return total / mask.sum(1, keepdim=True).clamp(min=1).float()
