@@ -103,19 +103,32 @@ def pose_errors_symmetric(pred: PoseLike, gt: PoseLike, symmetry: Symmetry | Seq
     return rotation_error_symmetric(r_pred, r_gt, list(symmetry))
 
 
-def _block(records: Sequence[dict[str, Any]]) -> dict[str, float]:
+def summary_block(records: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Images and accuracy of records ``{"label", "predicted"}``; when every record also holds
+    ``pose_error`` (radians), Acc@pi/6, Acc@pi/18, the median error in degrees and the share with
+    class and pose right; with ``pose_error_symmetric`` too, the symmetric ones beside them."""
     if not records:
         return {"images": 0}
     correct = np.array([r["predicted"] == r["label"] for r in records])
+    out = {"images": len(records), "accuracy": float(correct.mean())}
+    if not all("pose_error" in r for r in records):
+        return out
     err = np.array([r["pose_error"] for r in records])
-    return {
-        "images": len(records),
-        "accuracy": float(correct.mean()),
-        "acc_pi_6": float((err < math.pi / 6).mean()),
-        "acc_pi_18": float((err < math.pi / 18).mean()),
-        "median_error_deg": float(np.degrees(np.median(err))),
-        "class_and_pose_right": float((correct & (err < math.pi / 6)).mean()),
-    } | _symmetric_block(records)
+    return (
+        out
+        | {
+            "acc_pi_6": float((err < math.pi / 6).mean()),
+            "acc_pi_18": float((err < math.pi / 18).mean()),
+            "median_error_deg": float(np.degrees(np.median(err))),
+            "class_and_pose_right": float((correct & (err < math.pi / 6)).mean()),
+        }
+        | _symmetric_block(records)
+    )
+
+
+def protocol_records(records: Sequence[dict[str, Any]], protocol: str) -> list[dict[str, Any]]:
+    """Evaluation records ``{"label", <protocol>: {...}}`` as flat ``{"label", ...}`` records of one protocol."""
+    return [{"label": r["label"]} | r[protocol] for r in records]
 
 
 def _symmetric_block(records: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -138,8 +151,8 @@ def summarize(records: Sequence[dict[str, Any]], classes: Sequence[str]) -> dict
     ``pose_error_symmetric`` (:func:`pose_errors_symmetric`), the blocks add ``acc_pi_6_symmetric``,
     ``acc_pi_18_symmetric`` and ``median_error_symmetric_deg`` beside the plain ones.
     """
-    out = _block(records)
-    out["per_class"] = {c: _block([r for r in records if r["label"] == y]) for y, c in enumerate(classes)}
+    out = summary_block(records)
+    out["per_class"] = {c: summary_block([r for r in records if r["label"] == y]) for y, c in enumerate(classes)}
     confusion = np.zeros((len(classes), len(classes)), dtype=int)
     for r in records:
         confusion[r["label"], r["predicted"]] += 1

@@ -6,7 +6,6 @@ plus overrides, and the overrides every method shares (so all get the same data 
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from functools import partial
@@ -21,6 +20,7 @@ from ..config import BaselineConfig, ExperimentConfig, load_config, load_experim
 from ..data.batch import box_cells, collate, images_to_device
 from ..inference.pipeline import classify_maps
 from ..model.novum import NOVUM
+from .metrics import protocol_records, summary_block
 from .report import line_plot
 
 OCCLUSION = ["clean", "occluded-L1", "occluded-L2", "occluded-L3"]
@@ -104,14 +104,11 @@ def classify_split(
 
 
 def split_summary(records: list[dict[str, Any]], protocol: str = "full") -> dict[str, float]:
-    """Images, accuracy and (when the records hold pose errors) Acc@pi/6 of one split under one protocol."""
-    out: dict[str, float] = {"images": len(records)}
-    if records and protocol in records[0]:
-        flat = [r[protocol] | {"label": r["label"]} for r in records]
-        out["accuracy"] = float(np.mean([r["predicted"] == r["label"] for r in flat]))
-        if "pose_error" in flat[0]:
-            out["acc_pi_6"] = float(np.mean([r["pose_error"] < math.pi / 6 for r in flat]))
-    return out
+    """:func:`~novum3d.evaluation.metrics.summary_block` of one split under one protocol (images alone
+    when the records have no such protocol: baselines get no box)."""
+    if records and protocol not in records[0]:
+        return {"images": len(records)}
+    return summary_block(protocol_records(records, protocol))
 
 
 def table_columns(per_split: dict[str, dict[str, float]], key: str = "accuracy", combine=np.mean) -> dict[str, float]:

@@ -20,7 +20,7 @@ from ..inference.pose import PoseEstimator
 from ..model.calibration import expected_calibration_error
 from ..model.novum import NOVUM
 from .cache import RecordCache
-from .metrics import pose_errors, pose_errors_symmetric, summarize, symmetry_of
+from .metrics import pose_errors, pose_errors_symmetric, protocol_records, summarize, symmetry_of
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def evaluate_split(
 
 def protocol_summary(records: list[dict[str, Any]], classes: list[str], protocol: str) -> dict[str, Any]:
     """:func:`summarize` of one protocol's predictions, plus the expected calibration error (ECE)."""
-    flat = [{"label": r["label"]} | r[protocol] for r in records]
+    flat = protocol_records(records, protocol)
     out = summarize(flat, classes)
     if flat:
         confidence = torch.tensor([r["confidence"] for r in flat])
