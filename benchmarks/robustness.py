@@ -32,6 +32,7 @@ from novum3d.baselines import BaselineTrainer, load_baseline
 from novum3d.checkpoint import file_digest, load_checkpoint
 from novum3d.cli import command
 from novum3d.data.synthetic import open_splits
+from novum3d.data.synthetic.splits import read_manifest
 from novum3d.device import select_device
 from novum3d.errors import CheckpointError, Novum3DError
 from novum3d.evaluation.cache import RecordCache, evaluation_key, load_keyed, save_keyed
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise Novum3DError(f"--methods: unknown {unknown}; the suite has {[m.slug for m in suite.methods]}")
         suite.methods = [m for m in suite.methods if m.slug in wanted]
-    manifest = json.loads((data / "dataset.json").read_text()) if (data / "dataset.json").is_file() else None
+    manifest = read_manifest(data / "dataset.json") if (data / "dataset.json").is_file() else None
     splits = open_splits(data)
     names = [s for s in splits if s not in ("train", "val")]
     distance = initial_distance(splits, names[0])

@@ -21,11 +21,27 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from novum3d.cli import command
 from novum3d.data.synthetic import PRESETS, generate, open_splits
 from novum3d.data.synthetic.generate import DEFAULT_CONTEXT_BIAS, DEFAULT_VERSION, VERSIONS
 from novum3d.data.synthetic.preview import write_preview
+from novum3d.errors import ConfigError, Novum3DError
 
 
+def with_counts(preset, text: str):
+    """The preset with ``--counts`` (``train=40,val=4,...``) applied."""
+    fields = {f.name for f in dataclasses.fields(preset)} & {"train", "val", "test", "corrupted"}
+    try:
+        counts = {k.strip(): int(v) for k, v in (item.split("=") for item in text.split(","))}
+    except ValueError as exc:
+        raise ConfigError(f"--counts: expected e.g. train=40,val=4 ({exc})", field="--counts") from exc
+    unknown = sorted(set(counts) - fields)
+    if unknown or any(v < 0 for v in counts.values()):
+        raise ConfigError(f"--counts: keys among {sorted(fields)} with counts >= 0, got {text!r}", field="--counts")
+    return dataclasses.replace(preset, **counts)
+
+
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
@@ -56,32 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out or f"data/synthetic-{args.preset}")
     if (out / "dataset.json").exists():
-        print(f"error: {out} already holds a data set (dataset.json); choose another --out", file=sys.stderr)
-        return 2
+        raise Novum3DError("already holds a data set (dataset.json); choose another --out", path=out, field="--out")
     classes = args.classes.split(",") if args.classes else None
-    preset = PRESETS[args.preset]
-    if args.counts:
-        try:
-            counts = {k: int(v) for k, v in (item.split("=") for item in args.counts.split(","))}
-            preset = dataclasses.replace(preset, **counts)
-        except (ValueError, TypeError) as exc:
-            print(
-                f"error: --counts: expected e.g. train=40,val=4 with keys train/val/test/corrupted ({exc})",
-                file=sys.stderr,
-            )
-            return 2
+    preset = with_counts(PRESETS[args.preset], args.counts) if args.counts else PRESETS[args.preset]
     start = time.perf_counter()
 
     def progress(it, total):
         return tqdm(it, total=total, unit="img", desc=f"synthetic {args.preset}")
 
-    try:
-        bias = DEFAULT_CONTEXT_BIAS if args.context_bias is None else args.context_bias
-        manifest = generate(out, preset, args.seed, args.workers, classes, progress=progress, version=args.version,
-                            context_bias=bias, corruption_backend=args.corruptions)  # fmt: skip
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    bias = DEFAULT_CONTEXT_BIAS if args.context_bias is None else args.context_bias
+    manifest = generate(out, preset, args.seed, args.workers, classes, progress=progress, version=args.version,
+                        context_bias=bias, corruption_backend=args.corruptions)  # fmt: skip
     seconds = time.perf_counter() - start
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(

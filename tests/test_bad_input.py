@@ -153,6 +153,25 @@ def _run_robustness(root, work, ckpts, suite=SUITE, plant=None):
     return runpy.run_module("benchmarks.robustness", run_name="novum3d_test")["main"](argv)
 
 
+def _run_make_synthetic(root, work, ckpts, extra=(), out=None):
+    argv = ["--preset", "tiny", "--out", str(out or work / "synthetic"), "--classes", "car", *extra]
+    return _script(SCRIPTS / "make_synthetic.py")(argv)
+
+
+def _corrupt_manifest(root: Path) -> None:
+    (root / "dataset.json").write_text('{"categories": ["car", ')  # cut off mid-write
+
+
+def _after(damage, runner):
+    """``runner`` on the data root once ``damage(root)`` has broken it."""
+
+    def run(root, work, ckpts, **kwargs):
+        damage(root)
+        return runner(root, work, ckpts, **kwargs)
+
+    return run
+
+
 def _truncate(path: Path, work: Path) -> Path:
     out = work / "truncated.pt"
     out.write_bytes(path.read_bytes()[:2000])
@@ -244,6 +263,18 @@ OTHER_CASES = {
                                          ["last.pt", "unreadable checkpoint"]),
     "robustness: foreign checkpoint": (_run_robustness, {"plant": "foreign"}, 2,
                                        ["last.pt", "not a novum3d checkpoint"]),
+    "evaluate: corrupt dataset.json": (_after(_corrupt_manifest, _run_evaluate), {}, 2,
+                                       ["dataset.json", "not a readable dataset.json"]),
+    "robustness: corrupt dataset.json": (_after(_corrupt_manifest, _run_robustness), {}, 2,
+                                         ["dataset.json", "not a readable dataset.json"]),
+    "make_synthetic: bad --counts": (_run_make_synthetic, {"extra": ["--counts", "train=lots"]}, 2,
+                                     ["--counts", "expected e.g. train=40,val=4"]),
+    "make_synthetic: unknown --counts key": (_run_make_synthetic, {"extra": ["--counts", "trian=4"]}, 2,
+                                             ["--counts", "'trian=4'"]),
+    "make_synthetic: unknown class": (_run_make_synthetic, {"extra": ["--classes", "car,unicorn"]}, 2,
+                                      ["categories: unknown ['unicorn']"]),
+    "make_synthetic: data set already there": (_run_make_synthetic, {"out": "data"}, 2,
+                                               ["already holds a data set"]),
 }  # fmt: skip
 
 
@@ -258,6 +289,7 @@ def test_script_reports_bad_input_in_one_line(pristine, tmp_path, capsys, case):
         "baseline": lambda: pristine[2],
         "novum": lambda: pristine[1],
         "empty": lambda: (tmp_path / "empty").mkdir() or tmp_path / "empty",
+        "data": lambda: root,
     }
     kwargs = {k: made[v]() if isinstance(v, str) and v in made else v for k, v in kwargs.items()}
     result = runner(root, tmp_path, pristine[1:], **kwargs)

@@ -8,10 +8,10 @@ import torch
 
 from novum3d.baselines import BaselineTrainer, load_baseline
 from novum3d.config import BaselineConfig, ConfigError, load_experiment
+from novum3d.data.batch import collate
 from novum3d.data.synthetic import generate
 from novum3d.evaluation.robustness import load_suite, markdown_rows, table_columns
 from novum3d.inference.checkpoint import load_model
-from novum3d.train.data import collate
 from novum3d.train.trainer import CheckpointError, Trainer
 from tests.test_trainer import CLASSES, tiny_config
 

@@ -8,8 +8,8 @@ import torch
 import torch.multiprocessing as mp
 
 from novum3d.config import load_experiment
+from novum3d.data.batch import collate
 from novum3d.data.synthetic import generate
-from novum3d.train.data import collate
 from novum3d.train.trainer import CheckpointError, Trainer
 
 CLASSES = ["car", "bus"]

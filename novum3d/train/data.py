@@ -1,15 +1,15 @@
-"""Training data: readers for the configured layout, batching, cameras at feature-map scale."""
+"""Training data: the class list and the train / val readers of the configured layout (batches: novum3d.data.batch)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from ..categories import load_categories
 from ..config import DataConfig
-from ..data.batch import batch_cameras, collate, images_to_device  # noqa: F401 (re-exported)
 from ..data.pascal3d import Pascal3DPreprocessed
+from ..data.synthetic.splits import read_manifest
 from ..errors import MissingDataError
 
 
@@ -19,9 +19,7 @@ def default_classes(cfg: DataConfig, categories_source: str) -> list[str]:
         return list(cfg.classes)
     manifest = Path(cfg.root) / "dataset.json"
     if cfg.layout == "synthetic" and manifest.is_file():
-        return list(json.loads(manifest.read_text())["categories"])
-    from ..categories import load_categories
-
+        return list(read_manifest(manifest)["categories"])
     return [c.name for c in load_categories(categories_source)]
 
 

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ..checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from ..config import ExperimentConfig, config_to_dict
+from ..data.batch import batch_cameras, collate, images_to_device
 from ..device import select_device
 from ..distributed import all_gather_rows, all_reduce_sum, dist_info
 from ..errors import CheckpointError
@@ -36,7 +37,7 @@ from ..model.calibration import expected_calibration_error, fit_temperature
 from ..model.novum import NOVUM
 from ..model.priors import PosePriors
 from .correspondence import background_features, find_correspondences, object_cells
-from .data import batch_cameras, collate, default_classes, images_to_device, open_split
+from .data import default_classes, open_split
 from .loss import clutter_loss, contrastive_loss
 
 

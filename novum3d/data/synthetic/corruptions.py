@@ -30,6 +30,8 @@ from PIL import Image
 from scipy.ndimage import correlate, gaussian_filter
 from scipy.ndimage import zoom as scizoom
 
+from ...errors import ConfigError
+
 CORRUPTIONS = (
     "gaussian_noise",
     "shot_noise",
@@ -312,11 +314,11 @@ def backends(names, backend: str = "own") -> dict[str, str]:
     """Which implementation each corruption uses: "own", or "imagecorruptions <version>" where the
     package is asked for, installed, and runs reproducibly (same seed, same output) here."""
     if backend not in ("own", "imagecorruptions"):
-        raise ValueError(f"corruption backend: expected 'own' or 'imagecorruptions', got {backend!r}")
+        raise ConfigError(f"corruption backend: expected 'own' or 'imagecorruptions', got {backend!r}")
     out = dict.fromkeys(names, "own")
     pkg = _package() if backend == "imagecorruptions" else None
     if backend == "imagecorruptions" and pkg is None:
-        raise ValueError("corruption backend 'imagecorruptions': the package is not installed "
+        raise ConfigError("corruption backend 'imagecorruptions': the package is not installed "
                          "(pip install -e '.[corruptions]')")  # fmt: skip
     if pkg is None:
         return out

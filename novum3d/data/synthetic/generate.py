@@ -36,6 +36,7 @@ from PIL import Image
 from rendering import pascal3d_intrinsics, pose_to_viewmat
 
 from ...categories import load_categories
+from ...errors import ConfigError
 from ..annotations import ObjectAnnotation, save_annotation
 from ..pascal3d import occluded_subset
 from . import appearance_v2, corruptions, occluders
@@ -433,11 +434,12 @@ def generate(
             "imagecorruptions" (the package where it runs reproducibly, the transcription elsewhere).
     """
     if version not in VERSIONS:
-        raise ValueError(f"version: expected one of {VERSIONS}, got {version!r}")
+        raise ConfigError(f"version: expected one of {VERSIONS}, got {version!r}", field="version")
     if not 0.0 <= context_bias <= 1.0:
-        raise ValueError(f"context_bias: expected a probability in [0, 1], got {context_bias}")
+        raise ConfigError(f"context_bias: expected a probability in [0, 1], got {context_bias}", field="context_bias")
     if version == 1 and (context_bias != DEFAULT_CONTEXT_BIAS or corruption_backend != "own"):
-        raise ValueError("context_bias and corruption_backend belong to version 2; version 1 has neither")
+        raise ConfigError("context_bias and corruption_backend belong to version 2; version 1 has neither",
+                          field="version")  # fmt: skip
     out = Path(out)
     spec = PRESETS[preset] if isinstance(preset, str) else preset
     name = preset if isinstance(preset, str) else next((k for k, v in PRESETS.items() if v == spec), "custom")
@@ -446,7 +448,7 @@ def generate(
     names = categories or [c.name for c in cats]
     unknown = sorted(set(names) - set(sizes))
     if unknown:
-        raise ValueError(f"categories: unknown {unknown}; known: {sorted(sizes)}")
+        raise ConfigError(f"categories: unknown {unknown}; known: {sorted(sizes)}", field="categories")
     jobs = plan_jobs(spec, names)
     if version == 1:
         args = [(out, job, spec, sizes[job.category], seed, 1) for job in jobs]

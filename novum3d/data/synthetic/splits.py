@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,6 @@ def open_splits(
         classes: label order (default: the data set's own categories).
         kwargs: passed to every :class:`Pascal3DPreprocessed` (``on_error``, ``transform``, ...).
     """
-    import json
-
     root = Path(root)
     manifest_path = root / "dataset.json"
     if not manifest_path.is_file():
@@ -30,7 +29,7 @@ def open_splits(
             f"{root}: no dataset.json; generate data with "
             f"`python scripts/make_synthetic.py --preset small --out {root}`"
         )
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(manifest_path)
     classes = list(classes or manifest["categories"])
     splits: dict[str, Pascal3DPreprocessed] = {}
     for name in ("train", "val"):
@@ -45,3 +44,15 @@ def open_splits(
     for folder in sorted((root / "test-ood").iterdir()) if (root / "test-ood").is_dir() else []:
         splits[f"ood-{folder.name}"] = Pascal3DPreprocessed(folder, classes, nuisance=folder.name, **kwargs)
     return splits
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """A data set's ``dataset.json``; unreadable JSON, or no ``categories`` list, is a DataError naming it."""
+    path = Path(path)
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"not a readable dataset.json ({exc}); generate the data set again", path=path) from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("categories"), list):
+        raise DataError("no 'categories' list in this dataset.json; generate the data set again", path=path)
+    return manifest
