@@ -48,11 +48,16 @@ from novum3d.evaluation.robustness import (
     split_summary,
     table_columns,
 )
-from novum3d.evaluation.run import evaluate_split, evenly_spaced, initial_distance, protocol_summary
+from novum3d.evaluation.run import (
+    ensure_pose_priors,
+    evaluate_split,
+    evenly_spaced,
+    initial_distance,
+    protocol_summary,
+)
 from novum3d.fingerprint import CACHE_FORMAT, code_digest, compare_keys, dataset_digest
 from novum3d.inference.checkpoint import load_model
 from novum3d.inference.pose import PoseConfig, PoseEstimator
-from novum3d.model.priors import PosePriors
 from novum3d.train.trainer import Trainer
 
 
@@ -113,8 +118,7 @@ def evaluate_method(method, out_dir: Path, splits: dict, names: list[str], args,
         )
     if method.kind == "novum":
         model, cfg = load_model(last, device)
-        if model.pose_priors is None:  # a checkpoint from before priors were saved
-            model.pose_priors = PosePriors.from_dataset(splits["train"], model.classes)
+        ensure_pose_priors(model, splits)
     else:
         model, cfg = load_baseline(last, device)
     estimator = PoseEstimator(pose) if pose else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -177,3 +178,26 @@ def accuracy_vs_occlusion(results: dict[str, dict[str, dict[str, Any]]], path: s
     if not series:
         return None
     return line_plot(series, path, "accuracy vs occlusion", "occlusion level", "accuracy", ticks)
+
+
+def write_evaluation(out: str | Path, report: dict[str, Any], errors: dict[str, Sequence[float]]) -> str:
+    """Write an evaluation's results.json, results.md (one table per protocol), accuracy_vs_occlusion.png
+    and pose_error_cdf.png under ``out``; returns the tables.
+
+    Args:
+        report: ``{"checkpoint", "data", "protocols": {name: description}, "by_protocol": {name: {split:
+            summary}}, ...}`` (written as it is).
+        errors: pose errors (radians) per split, for the CDF.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(report, indent=2))
+    results, described = report["by_protocol"], report["protocols"]
+    tables = "\n\n".join(
+        f"Protocol `{p}`: {description}.\n\n{markdown_table(results[p])}" for p, description in described.items()
+    )
+    (out / "results.md").write_text(f"Evaluation of `{report['checkpoint']}` on `{report['data']}`\n\n{tables}\n")
+    labels = {p: p if len(described) > 1 else "" for p in described}
+    accuracy_vs_occlusion({labels[p]: results[p] for p in described}, out / "accuracy_vs_occlusion.png")
+    error_cdf(errors, out / "pose_error_cdf.png")
+    return tables

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -14,11 +15,12 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from ..data.batch import batch_cameras, batch_pose, box_cells, collate, images_to_device
 from ..data.pascal3d import Pascal3DPreprocessed
 from ..data.synthetic import open_splits
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..inference.pipeline import classify_maps, estimate_poses, mask_maps
 from ..inference.pose import PoseEstimator
 from ..model.calibration import expected_calibration_error
 from ..model.novum import NOVUM
+from ..model.priors import PosePriors
 from .cache import RecordCache
 from .metrics import pose_errors, pose_errors_symmetric, protocol_records, summarize, symmetry_of
 
@@ -170,7 +172,61 @@ def open_eval_splits(root: str | Path, layout: str, classes: list[str]) -> dict[
 def initial_distance(splits: dict[str, Dataset], fallback: str) -> float:
     """The pose estimator's starting distance: the median annotated distance of the training split
     (a hyper-parameter, so never taken from the test split unless no training split is there)."""
-    import statistics
-
     reference = splits.get("train") or splits[fallback]
     return statistics.median(item.annotation.distance for item in reference.items) if reference.items else 5.0
+
+
+def selected_splits(splits: dict[str, Dataset], names: str | None = None) -> list[str]:
+    """The comma list ``names`` of splits (default: every split but train and val); an unknown name
+    is a ConfigError naming ``--splits``."""
+    wanted = [s for s in splits if s not in ("train", "val")] if names is None else names.split(",")
+    unknown = [s for s in wanted if s not in splits]
+    if unknown:
+        raise ConfigError(f"--splits: unknown {unknown}; this data set has {sorted(splits)}", field="--splits")
+    return wanted
+
+
+def chosen_protocols(names: str, diagnose: bool = False) -> tuple[str, ...]:
+    """The comma list ``names`` of :data:`PROTOCOLS`, plus the :data:`DIAGNOSIS` ones with ``diagnose``;
+    an unknown name is a ConfigError naming ``--protocols``."""
+    protocols = tuple(names.split(","))
+    if diagnose:
+        protocols += tuple(p for p in DIAGNOSIS if p not in protocols)
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise ConfigError(f"--protocols: unknown {unknown}; choose from {list(PROTOCOLS)}", field="--protocols")
+    return protocols
+
+
+def ensure_pose_priors(model: NOVUM, splits: dict[str, Dataset]) -> None:
+    """A checkpoint from before priors were saved gets them from the data set's training split."""
+    if model.pose_priors is None and "train" in splits:
+        model.pose_priors = PosePriors.from_dataset(splits["train"], model.classes)
+
+
+def evaluate_splits(
+    model: NOVUM,
+    splits: dict[str, Dataset],
+    estimator: PoseEstimator,
+    cache_for: Callable[[str, Dataset], RecordCache],
+    image_size: tuple[int, int],
+    protocols: tuple[str, ...] = ("full", "reference"),
+    batch_size: int = 16,
+    progress: Callable | None = None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """:func:`evaluate_split` of each split with its cache (``cache_for(name, dataset)``).
+
+    ``progress(iterable, total, name)`` wraps each split's batches (a progress bar).
+
+    Returns:
+        ``{protocol: {split: protocol_summary}}`` and ``{split: records}``.
+    """
+    results: dict[str, dict[str, Any]] = {p: {} for p in protocols}
+    records: dict[str, list[dict[str, Any]]] = {}
+    for name, ds in splits.items():
+        bar = None if progress is None else partial(progress, name=name)
+        records[name] = evaluate_split(model, ds, estimator, cache_for(name, ds), image_size, batch_size,
+                                       progress=bar, protocols=protocols)  # fmt: skip
+        for protocol in protocols:
+            results[protocol][name] = protocol_summary(records[name], model.classes, protocol)
+    return results, records
