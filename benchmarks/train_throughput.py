@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import shlex
 import sys
 
 import torch
@@ -96,13 +97,14 @@ def main() -> int:
     name = torch.cuda.get_device_name() if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     name = f"{world} x {name}" if world > 1 else name
     H, W = cfg.data.image_size
+    launcher = f"torchrun --nproc_per_node={world}" if world > 1 else "python"
     lines = [
         f"### Training throughput, {name} ({datetime.date.today().isoformat()})",
         "",
         f"{cfg.model.backbone}, D={cfg.model.feature_dim}, {H}x{W}, batch {B}, {len(trainer.model.classes)} classes x "
         f"{int(v.valid.sum(1).max())} Gaussians, bank {v.bank.shape[0]}, bf16 autocast {trainer.amp}, "
         f"{len(corr.batch_ids)} correspondences in the timed batch. torch {torch.__version__}. "
-        f"Command: `python -m benchmarks.train_throughput {args.config} {' '.join(args.overrides)}`",
+        f"Command: `{launcher} -m benchmarks.train_throughput {shlex.join([args.config, *args.overrides])}`",
         "",
         f"{world} process(es); the parts below are one rank's." if world > 1 else "",
         "",
@@ -111,6 +113,11 @@ def main() -> int:
         f"| train step, batches in memory | {B / step_s:,.1f} img/s ({step_s * 1000:.0f} ms/step) |",
         f"| train steps fed by the DataLoader ({cfg.data.num_workers} workers) | {loader_rate:,.1f} img/s |",
     ]
+    if world > 1:
+        lines += [
+            f"| per process, batches in memory | {B / world / step_s:,.1f} img/s |",
+            f"| per process, fed by the DataLoader | {loader_rate / world:,.1f} img/s |",
+        ]
     lines += [f"| {k} (one batch) | {s * 1000:.1f} ms |" for k, s in parts.items()]
     text = "\n".join(lines)
     emit(text, args.out)
