@@ -118,7 +118,8 @@ def job_rng(seed: int, job: Job) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, key]))
 
 
-def sample_scene(job: Job, preset: Preset, category_size: tuple[float, float, float], rng) -> Scene:
+def _sample_geometry(job: Job, preset: Preset, category_size: tuple[float, float, float], rng) -> dict[str, Any]:
+    """Proportions, pose, distance and principal point of a scene; both versions draw them alike, in this order."""
     ood = job.nuisance
     if ood == "shape":  # proportions the training split never draws
         low = rng.uniform(0.55, 0.72, size=NUM_PROPORTIONS)
@@ -139,17 +140,19 @@ def sample_scene(job: Job, preset: Preset, category_size: tuple[float, float, fl
     distance = nominal * rng.uniform(0.9, 1.1)
     jitter = rng.uniform(-0.05, 0.05, size=2) * [preset.width, preset.height]
     principal = (preset.width / 2 + float(jitter[0]), preset.height / 2 + float(jitter[1]))
+    return {"proportions": proportions, "azimuth": azimuth, "elevation": elevation, "theta": theta,
+            "distance": float(distance), "principal": principal}  # fmt: skip
+
+
+def sample_scene(job: Job, preset: Preset, category_size: tuple[float, float, float], rng) -> Scene:
+    ood = job.nuisance
+    geometry = _sample_geometry(job, preset, category_size, rng)
     textures = TEXTURES_OOD if ood == "texture" else TEXTURES_ID
     backgrounds = BACKGROUNDS_OOD if ood == "context" else BACKGROUNDS_ID
     light = rng.normal(size=3) + np.array([0.0, -1.0, 1.5])  # mostly from the front, above
     return Scene(
         category=job.category,
-        proportions=proportions,
-        azimuth=azimuth,
-        elevation=elevation,
-        theta=theta,
-        distance=float(distance),
-        principal=principal,
+        **geometry,
         texture=str(rng.choice(textures)),
         background=str(rng.choice(backgrounds)),
         light=light / np.linalg.norm(light),
@@ -162,25 +165,7 @@ def sample_scene_v2(
 ) -> Scene:
     """Version 2: as version 1 for shape and pose; context-biased backgrounds; light from the sky."""
     ood = job.nuisance
-    if ood == "shape":
-        low = rng.uniform(0.55, 0.72, size=NUM_PROPORTIONS)
-        high = rng.uniform(1.3, 1.5, size=NUM_PROPORTIONS)
-        proportions = np.where(rng.uniform(size=NUM_PROPORTIONS) < 0.5, low, high)
-    else:
-        proportions = rng.uniform(0.85, 1.15, size=NUM_PROPORTIONS)
-    azimuth = rng.uniform(0, 2 * math.pi)
-    if ood == "pose":
-        high_view = rng.uniform() < 0.7
-        elevation = math.radians(rng.uniform(45, 75) if high_view else rng.uniform(-35, -15))
-        theta = math.radians(rng.uniform(15, 30)) * rng.choice([-1, 1])
-    else:
-        elevation = math.radians(rng.uniform(-5, 35))
-        theta = math.radians(rng.uniform(-8, 8))
-    radius = 0.5 * float(np.linalg.norm(category_size))
-    nominal = VIEWPORT * FOCAL * radius / (preset.object_fill * min(preset.height, preset.width))
-    distance = nominal * rng.uniform(0.9, 1.1)
-    jitter = rng.uniform(-0.05, 0.05, size=2) * [preset.width, preset.height]
-    principal = (preset.width / 2 + float(jitter[0]), preset.height / 2 + float(jitter[1]))
+    geometry = _sample_geometry(job, preset, category_size, rng)
     textures = appearance_v2.TEXTURES_OOD if ood == "texture" else appearance_v2.TEXTURES_ID
     texture = str(rng.choice(textures))
     if ood == "context":  # held-out families, no class preference
@@ -200,12 +185,7 @@ def sample_scene_v2(
     ])  # fmt: skip
     return Scene(
         category=job.category,
-        proportions=proportions,
-        azimuth=azimuth,
-        elevation=elevation,
-        theta=theta,
-        distance=float(distance),
-        principal=principal,
+        **geometry,
         texture=texture,
         background=back,
         light=light,
