@@ -309,19 +309,7 @@ def _render_v1(job: Job, preset: Preset, category_size: tuple[float, float, floa
         image, occluder, ratio = occlude(image, frags.mask, job.occlusion_level, rng, texture)
     if job.corruption is not None:
         image = corrupt(image, job.corruption, job.severity, rng)
-    ys, xs = np.nonzero(frags.mask)
-    ann = ObjectAnnotation(
-        azimuth=scene.azimuth,
-        elevation=scene.elevation,
-        theta=scene.theta,
-        distance=scene.distance,
-        focal=FOCAL,
-        principal=scene.principal,
-        viewport=VIEWPORT,
-        bbox=(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)),
-        cad_index=1,
-    )
-    return Rendered(image, frags.mask, occluder, ratio, ann, scene)
+    return Rendered(image, frags.mask, occluder, ratio, _annotation(scene, frags.mask), scene)
 
 
 def plan_jobs(preset: Preset, categories: list[str]) -> list[Job]:
