@@ -97,10 +97,13 @@ def evaluate_split(
             records = [{"id": ident, "label": int(batch["label"][b])} for b, ident in enumerate(batch["ids"])]
             boxes = box_cells(batch["bbox"].to(device), image_size, maps.shape[-2:])
             symmetry = [symmetry_of(model.classes[r["label"]]) for r in records]
+            classified = {}  # protocols that share a mask share its class scores
             for name in protocols:
                 protocol = PROTOCOLS[name]
                 mask = boxes if protocol.box else None
-                scores, probs = classify_maps(model, maps, mask)
+                if protocol.box not in classified:
+                    classified[protocol.box] = classify_maps(model, maps, mask)
+                scores, probs = classified[protocol.box]
                 predicted = scores.argmax(1)
                 pose = estimate_poses(
                     model, mask_maps(maps, mask), Ks, estimator, labels if protocol.pose_class == "true" else predicted,
