@@ -2,7 +2,8 @@
 
 Knows nothing of NOVUM: cameras (PASCAL3D+ poses <-> OpenCV extrinsics/intrinsics),
 Gaussian volumes and their constructors, and ``rasterize_features`` with a gsplat (CUDA)
-backend beside a pure-PyTorch reference backend.
+backend beside a pure-PyTorch reference backend. Value checks (finite, positive, in range) can be
+switched off where a hot loop has checked its inputs once: ``value_checks``, ``RENDERING_CHECKS=0``.
 """
 
 from .cameras import (
@@ -15,7 +16,8 @@ from .cameras import (
     rotation_from_pose,
     viewmat_to_pose,
 )
-from .rasterize import RasterOutput, project_visible, rasterize_features, resolve_backend
+from .checks import checks_enabled, value_checks
+from .rasterize import RasterOutput, check_raster_inputs, project_visible, rasterize_features, resolve_backend
 from .volumes import (
     GaussianVolume,
     cuboid_volume,
@@ -28,6 +30,8 @@ __all__ = [
     "GaussianVolume",
     "Pose",
     "RasterOutput",
+    "check_raster_inputs",
+    "checks_enabled",
     "cuboid_volume",
     "pascal3d_intrinsics",
     "pose_to_viewmat",
@@ -40,6 +44,7 @@ __all__ = [
     "rotation_from_pose",
     "single_gaussian_volume",
     "sphere_volume",
+    "value_checks",
     "viewmat_to_pose",
     "volume_from_mesh",
 ]

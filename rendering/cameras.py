@@ -10,7 +10,9 @@ Renderers here take world-to-camera matrices in the OpenCV frame (x right, y dow
 with pinhole intrinsics ``K``. The two agree exactly: ``R_cv = F(theta) @ R_pascal`` with
 ``F(theta) = diag(1, -1, -1) @ Rz(theta)``, and ``t_cv = (0, 0, d)`` since the camera looks at
 the origin. All functions are batched, differentiable and keep the input dtype. :class:`Pose`
-carries a batch of poses as [B] tensors, for code that passes poses around.
+carries a batch of poses as [B] tensors, for code that passes poses around. Shape errors are
+always raised; value errors (not finite, distance <= 0, camera off axis) only while
+:func:`~rendering.checks.checks_enabled`, since each waits for the GPU.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+
+from .checks import checks_enabled
 
 ScalarOrTensor = float | Tensor
 
@@ -45,7 +49,8 @@ def broadcast_pose(*values: ScalarOrTensor, names: tuple[str, ...], check_finite
     """Turn scalars / 0-d / [B] tensors into [B] tensors of one dtype and device.
 
     Raises ValueError naming the argument when a value is not a scalar or 1-D, when batch
-    sizes disagree, or (``check_finite``, a host sync on the GPU) when a value is not finite.
+    sizes disagree, or (``check_finite`` and :func:`~rendering.checks.checks_enabled`: a host
+    sync on the GPU) when a value is not finite.
     """
     dtype, device = _floating_dtype(*values), _device(*values)
     out = []
@@ -54,7 +59,7 @@ def broadcast_pose(*values: ScalarOrTensor, names: tuple[str, ...], check_finite
         if t.dim() > 1:
             raise ValueError(f"{name}: expected a scalar or a 1-D tensor [B], got shape {tuple(t.shape)}")
         t = t.reshape(-1)
-        if check_finite and not torch.isfinite(t).all():
+        if check_finite and checks_enabled() and not torch.isfinite(t).all():
             raise ValueError(f"{name}: must be finite, got {t.tolist()[:8]}")
         out.append(t)
     sizes = {t.shape[0] for t in out if t.shape[0] != 1}
@@ -140,7 +145,7 @@ def pose_to_viewmat(
     a, e, t, d = broadcast_pose(
         azimuth, elevation, theta, distance, names=("azimuth", "elevation", "theta", "distance")
     )
-    if (d <= 0).any():
+    if checks_enabled() and (d <= 0).any():
         raise ValueError(f"distance: must be > 0, got {d.tolist()[:8]}")
     rot = _opencv_from_pascal(a.dtype, a.device) @ rotation_from_pose(a, e, t)
     top = torch.cat([rot, torch.zeros_like(rot[..., :1])], dim=-1)
@@ -183,12 +188,12 @@ def pascal3d_intrinsics(
         pp = pp[None]
     if pp.dim() != 2 or pp.shape[-1] != 2:
         raise ValueError(f"principal: expected shape [2] or [B, 2], got {tuple(pp.shape)}")
-    if not torch.isfinite(pp).all():
+    if checks_enabled() and not torch.isfinite(pp).all():
         raise ValueError("principal: must be finite")
     f, v, px, py = broadcast_pose(
         focal, viewport, pp[:, 0], pp[:, 1], names=("focal", "viewport", "principal[x]", "principal[y]")
     )
-    if (f <= 0).any() or (v <= 0).any():
+    if checks_enabled() and ((f <= 0).any() or (v <= 0).any()):
         raise ValueError("focal and viewport: must be > 0")
     fx = f * v / downsample
     z, o = torch.zeros_like(fx), torch.ones_like(fx)
@@ -320,10 +325,9 @@ def viewmat_to_pose(viewmats: Tensor, atol: float = 1e-4) -> tuple[Tensor, Tenso
         raise ValueError(f"viewmats: expected shape [B, 4, 4], got {tuple(viewmats.shape)}")
     t = viewmats[:, :3, 3]
     distance = t[:, 2]
-    if (distance <= 0).any():
+    if checks_enabled() and (distance <= 0).any():
         raise ValueError("viewmats: the object origin must lie in front of the camera (t_z > 0)")
-    off_axis = t[:, :2].norm(dim=-1) / distance
-    if (off_axis > atol).any():
+    if checks_enabled() and (t[:, :2].norm(dim=-1) / distance > atol).any():
         raise ValueError(
             "viewmats: camera does not look at the object origin (translation not along +z); "
             "PASCAL3D+ poses cannot represent it"

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from .backends import gsplat_available, rasterize_gsplat, rasterize_torch
+from .checks import checks_enabled
 from .projection import project_gaussians, quat_scale_to_covar
 from .visibility import gaussian_visibility
 
@@ -68,7 +69,7 @@ def _check_shape(name: str, t: Tensor, shape: tuple[int | None, ...], expected: 
         raise ValueError(f"{name}: expected shape {expected}, got {tuple(t.shape)}")
 
 
-def _check_inputs(
+def check_raster_inputs(
     means: Tensor,
     quats: Tensor,
     scales: Tensor,
@@ -79,6 +80,24 @@ def _check_inputs(
     width: int,
     height: int,
 ) -> None:
+    """Raise the ValueError, naming the argument, that :func:`rasterize_features` raises for these inputs.
+
+    Shapes (as in :func:`rasterize_features`), sizes and devices are always checked. Values (finite
+    means, scales, viewmats and Ks; scales > 0; opacities in [0, 1]) only while
+    :func:`~rendering.checks.checks_enabled`: each is a host sync on the GPU. A loop that renders
+    the same inputs many times can check them once with this and render under ``value_checks(False)``.
+
+    Example:
+        >>> from rendering import cuboid_volume, pose_to_viewmat, value_checks
+        >>> vol = cuboid_volume((1.0, 1.0, 1.0), n=200)
+        >>> vm, K = pose_to_viewmat(0.5, 0.3, 0.0, 4.0), torch.eye(3)[None]
+        >>> check_raster_inputs(vol.means, vol.quats, vol.scales, 2 * vol.opacities, vol.means, vm, K, 32, 32)
+        Traceback (most recent call last):
+        ...
+        ValueError: opacities: must lie in [0, 1]
+        >>> with value_checks(False):  # shapes only
+        ...     check_raster_inputs(vol.means, vol.quats, vol.scales, 2 * vol.opacities, vol.means, vm, K, 32, 32)
+    """
     _check_shape("means", means, (None, 3), "[N, 3]")
     N = means.shape[0]
     if N == 0:
@@ -97,13 +116,14 @@ def _check_inputs(
         raise ValueError("features: D must be at least 1")
     if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
         raise ValueError(f"width, height: expected positive ints, got {width!r}, {height!r}")
-    for name, t in (("means", means), ("viewmats", viewmats), ("Ks", Ks), ("scales", scales)):
-        if not torch.isfinite(t).all():
-            raise ValueError(f"{name}: contains non-finite values")
-    if (scales <= 0).any():
-        raise ValueError("scales: must be > 0")
-    if ((opacities < 0) | (opacities > 1)).any():
-        raise ValueError("opacities: must lie in [0, 1]")
+    if checks_enabled():
+        for name, t in (("means", means), ("viewmats", viewmats), ("Ks", Ks), ("scales", scales)):
+            if not torch.isfinite(t).all():
+                raise ValueError(f"{name}: contains non-finite values")
+        if (scales <= 0).any():
+            raise ValueError("scales: must be > 0")
+        if ((opacities < 0) | (opacities > 1)).any():
+            raise ValueError("opacities: must lie in [0, 1]")
     devices = {t.device for t in (means, quats, scales, opacities, features, viewmats, Ks)}
     if len(devices) > 1:
         raise ValueError(f"all tensors must be on one device, got {sorted(map(str, devices))}")
@@ -146,7 +166,8 @@ def rasterize_features(
     """Front-to-back alpha compositing of 3D Gaussians carrying D-dim features (EWA splatting).
 
     Differentiable with respect to ``features``, ``means``, ``scales``, ``quats`` and
-    ``viewmats`` on both backends.
+    ``viewmats`` on both backends. Inputs are checked by :func:`check_raster_inputs` (values only
+    while :func:`~rendering.checks.checks_enabled`).
 
     Args:
         means: [N, 3] Gaussian centres in the world (object) frame.
@@ -181,7 +202,7 @@ def rasterize_features(
         >>> round(out.depth[0, 16, 16].item(), 2)  # the nearest face, in front of the origin at distance 4
         3.34
     """
-    _check_inputs(means, quats, scales, opacities, features, viewmats, Ks, width, height)
+    check_raster_inputs(means, quats, scales, opacities, features, viewmats, Ks, width, height)
     B = viewmats.shape[0]
     dtype = torch.promote_types(features.dtype, viewmats.dtype)
     name = resolve_backend(backend, features.device, dtype)

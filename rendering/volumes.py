@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .checks import checks_enabled
+
 
 @dataclass
 class GaussianVolume:
@@ -16,7 +18,7 @@ class GaussianVolume:
 
     Attributes:
         means: [N, 3] centres.
-        scales: [N, 3] standard deviations, > 0.
+        scales: [N, 3] standard deviations, > 0 (checked while :func:`~rendering.checks.checks_enabled`).
         quats: [N, 4] rotations, wxyz.
         opacities: [N] in [0, 1].
         spacing: typical distance between neighbouring centres (object units).
@@ -47,7 +49,7 @@ class GaussianVolume:
             t = getattr(self, name)
             if n <= 0 or tuple(t.shape) != shape:
                 raise ValueError(f"GaussianVolume.{name}: expected shape {shape}, got {tuple(t.shape)}")
-        if (self.scales <= 0).any():
+        if checks_enabled() and (self.scales <= 0).any():
             raise ValueError("GaussianVolume.scales: must be > 0")
         if not (self.spacing > 0):
             raise ValueError(f"GaussianVolume.spacing: must be > 0, got {self.spacing}")

@@ -8,7 +8,7 @@ import pytest
 
 import rendering
 
-MODULES = ["rendering.cameras", "rendering.volumes", "rendering.rasterize"]
+MODULES = ["rendering.cameras", "rendering.volumes", "rendering.rasterize", "rendering.checks"]
 
 
 def _examples() -> list[doctest.DocTest]:
