@@ -114,7 +114,10 @@ def rotation_from_pose(azimuth: ScalarOrTensor, elevation: ScalarOrTensor, theta
 
 
 def _opencv_from_pascal(dtype: torch.dtype, device: torch.device) -> Tensor:
-    return torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=dtype, device=device))
+    # diag(1, -1, -1) made on the device: torch.tensor([...], device="cuda") copies from the host
+    # and waits for the GPU, once per pose_to_viewmat (every pose refinement step).
+    one = torch.ones((), dtype=dtype, device=device)
+    return torch.diag(torch.stack([one, -one, -one]))
 
 
 def pose_to_viewmat(
