@@ -15,7 +15,9 @@ background score ``max_b F_i . b``: ``score = mean_i max(R_i . F_i, max_b F_i . 
 3. Refinement: Adam (cosine-decayed) on (azimuth, elevation, theta, log distance) of every
    hypothesis of every image at once, one :func:`rendering.rasterize_features` call per step,
    with each image's own intrinsics; after ``prune_after`` steps only the ``keep`` best
-   hypotheses of each image go on. The best final score wins.
+   hypotheses of each image go on. The best final score wins. The inputs are checked once before
+   the steps, which render under ``rendering.value_checks(False)``: a value check reads its answer
+   on the host, and 11 per step kept the GPU waiting.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from rendering import GaussianVolume, Pose, pose_to_viewmat, rasterize_features
+from rendering import GaussianVolume, Pose, check_raster_inputs, pose_to_viewmat, rasterize_features, value_checks
 
 from ..model.matching import background_scores, object_or_background
 from ..model.priors import ClassPosePrior, PosePriors
@@ -332,9 +334,9 @@ class PoseEstimator:
         self._templates: OrderedDict[tuple, tuple[Tensor, Tensor]] = OrderedDict()
         self.rendered = {"template": 0, "forward_backward": 0, "forward": 0}
 
-    def _render(self, volume: GaussianVolume, features: Tensor, poses: Tensor, distance: Tensor, Ks: Tensor, size):
+    def _render(self, volume: GaussianVolume, features: Tensor, viewmats: Tensor, Ks: Tensor, size):
+        """[V, h, w, D] renders of ``volume`` seen by viewmats [V, 4, 4] and Ks [V, 3, 3]."""
         h, w = size
-        viewmats = pose_to_viewmat(poses[:, 0], poses[:, 1], poses[:, 2], distance)
         out = rasterize_features(
             volume.means, volume.quats, volume.scales, volume.opacities, features, viewmats, Ks, w, h,
             backend=self.cfg.backend, with_depth=False,
@@ -359,7 +361,8 @@ class PoseEstimator:
         with torch.no_grad():
             for d in grid.distances:
                 dist = torch.full((T,), d, device=features.device)
-                r = self._render(volume, features, poses, dist, K.expand(T, 3, 3), size)
+                viewmats = pose_to_viewmat(poses[:, 0], poses[:, 1], poses[:, 2], dist)
+                r = self._render(volume, features, viewmats, K.expand(T, 3, 3), size)
                 renders.append(r.reshape(T, h * w, -1).to(self._template_dtype(features.device)))
         self.rendered["template"] += T * len(grid.distances)
         stacked = torch.cat(renders, 0).transpose(0, 1).contiguous()  # [h*w, F*T, D]
@@ -500,22 +503,27 @@ class PoseEstimator:
         b1, b2 = cfg.betas
         score = None
         n_steps = cfg.steps if steps is None else steps
-        for step in range(n_steps):
-            if 0 < cfg.prune_after == step and cfg.keep < H and score is not None:
-                keep = score.topk(cfg.keep, dim=1).indices  # [B, keep]
-                params, m, v = (t.gather(1, keep[..., None].expand(-1, -1, 4)) for t in (params, m, v))
-                flipped = flipped.gather(1, keep)
-                H = cfg.keep
-            p = params.detach().requires_grad_(True)
-            score = self._score(volume, volume_features, p, Ks, fmap, bg, (h, w))  # [B, H]
-            (grad,) = torch.autograd.grad((1 - score).sum(), p)
-            self.rendered["forward_backward"] += B * H
-            score = score.detach()
-            lr = cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * step / max(n_steps, 1)))
-            m = b1 * m + (1 - b1) * grad
-            v = b2 * v + (1 - b2) * grad * grad
-            t = step + 1
-            params = params - lr * (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + 1e-8)
+        # What every step renders is checked here, once: the steps render without value checks,
+        # each of which would wait for the GPU. Poses that turn non-finite on the way are still
+        # refused, by the checked final render.
+        self._check_render_inputs(volume, volume_features, params, Ks, (h, w))
+        with value_checks(False):
+            for step in range(n_steps):
+                if 0 < cfg.prune_after == step and cfg.keep < H and score is not None:
+                    keep = score.topk(cfg.keep, dim=1).indices  # [B, keep]
+                    params, m, v = (t.gather(1, keep[..., None].expand(-1, -1, 4)) for t in (params, m, v))
+                    flipped = flipped.gather(1, keep)
+                    H = cfg.keep
+                p = params.detach().requires_grad_(True)
+                score = self._score(volume, volume_features, p, Ks, fmap, bg, (h, w))  # [B, H]
+                (grad,) = torch.autograd.grad((1 - score).sum(), p)
+                self.rendered["forward_backward"] += B * H
+                score = score.detach()
+                lr = cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * step / max(n_steps, 1)))
+                m = b1 * m + (1 - b1) * grad
+                v = b2 * v + (1 - b2) * grad * grad
+                t = step + 1
+                params = params - lr * (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + 1e-8)
         with torch.no_grad():
             final = self._score(volume, volume_features, params, Ks, fmap, bg, (h, w))
         self.rendered["forward"] += B * H
@@ -555,10 +563,24 @@ class PoseEstimator:
         reserved = prior_mask(grid) if len(grid.blocks) > 1 else None
         return self._initial_hypotheses(scores, poses, flip_index(grid), grid.distances, reserved)
 
+    @staticmethod
+    def _cameras(params: Tensor, Ks: Tensor) -> tuple[Tensor, Tensor]:
+        """Viewmats [B*H, 4, 4] and intrinsics [B*H, 3, 3] of [B, H, 4] hypotheses (azimuth, elevation,
+        theta, log distance) of images with intrinsics Ks [B, 3, 3]."""
+        B, H, _ = params.shape
+        flat = params.reshape(B * H, 4)
+        viewmats = pose_to_viewmat(flat[:, 0], flat[:, 1], flat[:, 2], flat[:, 3].exp())
+        return viewmats, Ks.repeat_interleave(H, 0)
+
+    def _check_render_inputs(self, volume, features, params: Tensor, Ks: Tensor, size) -> None:
+        """Raise the error :meth:`_score` of [B, H, 4] hypotheses would raise, without rendering."""
+        h, w = size
+        viewmats, Ks = self._cameras(params, Ks)  # pose_to_viewmat checks the poses
+        check_raster_inputs(volume.means, volume.quats, volume.scales, volume.opacities, features, viewmats, Ks, w, h)
+
     def _score(self, volume, features, params: Tensor, Ks: Tensor, fmap: Tensor, bg: Tensor, size) -> Tensor:
         """[B, H] scores of [B, H, 4] hypotheses (one render call for all)."""
         B, H, _ = params.shape
-        flat = params.reshape(B * H, 4)
-        rendered = self._render(volume, features, flat[:, :3], flat[:, 3].exp(), Ks.repeat_interleave(H, 0), size)
+        rendered = self._render(volume, features, *self._cameras(params, Ks), size)
         rendered = rendered.view(B, H, *rendered.shape[1:])  # [B, H, h, w, D]
         return compare(rendered, fmap[:, None], bg[:, None])
