@@ -9,9 +9,10 @@ blocked_autorange: the trunk alone (ResNet-50 to stride 32), trunk + head (the w
 backbone: fusion, 1x1 head, unit norm), the matching alone on random unit feature maps against the
 model's 12 x ~1100 Gaussians and 2560-vector bank (torch reference vs the fused Triton kernel),
 and full classification (backbone + matching + argmax; eager, and with ``--compile`` the backbone
-under torch.compile). ``--classes N`` adds N random classes x 1100 Gaussians (matching and full
-classification, Triton only on CUDA: the torch path's chunks would need B x 2048 x N x 1100 bf16
-scores). Peak memory is torch.cuda.max_memory_allocated over each row.
+compiled by ``novum3d.model.backbone.compile_backbone``, as ``model.compile: auto`` does on CUDA).
+``--classes N`` adds N random classes x 1100 Gaussians (matching and full classification, Triton
+only on CUDA: the torch path's chunks would need B x 2048 x N x 1100 bf16 scores). Peak memory is
+torch.cuda.max_memory_allocated over each row.
 
 Pose: PoseConfig's defaults (the authors' 12 x 4 x 3 grid as the floor, a denser block over the class's
 prior, distance search, 30 Adam steps; with and without the prior) on 80x100
@@ -23,6 +24,7 @@ not bought with accuracy. Prints tables and appends them to BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import math
 import shlex
@@ -37,7 +39,7 @@ from novum3d.config import ExperimentConfig
 from novum3d.device import select_device
 from novum3d.evaluation.metrics import pose_errors
 from novum3d.inference.pose import PoseConfig, PoseEstimator, PoseResult
-from novum3d.model.backbone import normalize_images
+from novum3d.model.backbone import compile_backbone, normalize_images
 from novum3d.model.matching import class_scores, triton_available
 from novum3d.model.novum import NOVUM
 from novum3d.model.priors import ClassPosePrior, PosePriors
@@ -127,7 +129,10 @@ def classification_rows(device: torch.device, args) -> list[str]:
     for backend in backends:
         add(f"full classification, eager, {backend} matching", setting, full(backbone, v.features, v.valid, backend))
     if args.compile:
-        compiled = torch.compile(backbone)
+        # The library's compile (compile_backbone: in place, its mode and static shapes), on a copy so the
+        # eager rows below keep an eager backbone: the rows measure what load_model and the trainer give.
+        compiled = copy.deepcopy(backbone)
+        compile_backbone(compiled, "on", device)
         add(
             f"full classification, compiled backbone, {backends[-1]} matching",
             setting,

@@ -117,7 +117,7 @@ def evaluate_method(method, out_dir: Path, splits: dict, names: list[str], args,
             f"{method.name}: {cache} was made with another {', '.join(differ)}; evaluating again", file=sys.stderr
         )
     if method.kind == "novum":
-        model, cfg = load_model(last, device)
+        model, cfg = load_model(last, device, compile=args.compile)
         ensure_pose_priors(model, splits)
     else:
         model, cfg = load_baseline(last, device)
@@ -172,6 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--benchmarks", default="BENCHMARKS.md", help="append the tables here ('' to skip)")
     parser.add_argument("--retrain", action="store_true", help="retrain methods whose checkpoint has other inputs")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument(
+        "--compile",
+        default=None,
+        choices=["auto", "on", "off"],
+        help="NOVUM methods' model.compile, in training and evaluation (default: each config's, auto: on CUDA); "
+        "baselines stay eager",
+    )
     args = parser.parse_intermixed_args(argv)
     device = select_device(args.device)
     data, work, results_dir = Path(args.data), Path(args.work), Path(args.results)
@@ -196,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         for method in suite.methods:
             out_dir = work / f"{method.slug}-seed{seed}"
-            cfg = method_config(method, suite, extra, seed, out_dir)
+            # Baseline configs have no model.compile, so it cannot ride with the overrides every method gets.
+            own = [f"model.compile={args.compile}"] if args.compile and method.kind == "novum" else []
+            cfg = method_config(method, suite, [*extra, *own], seed, out_dir)
             training[method.name].append(train_if_needed(method, cfg, out_dir, args.retrain))
             res = evaluate_method(method, out_dir, splits, names, args, device, distance)
             per_split[f"{method.name} / seed {seed}"] = res

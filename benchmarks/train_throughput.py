@@ -2,7 +2,8 @@
 
     python -m benchmarks.train_throughput configs/cube.yaml data.root=data/synthetic-full --steps 20
 
-Times (1) whole steps on batches already in memory (compute only), (2) the parts of one step
+The backbone is compiled as ``model.compile`` says (auto: on CUDA; the first warm-up step compiles
+it). Times (1) whole steps on batches already in memory (compute only), (2) the parts of one step
 (backbone forward+backward, correspondences, loss), both through torch.utils.benchmark's Timer
 with fixed counts (every rank under torchrun runs the same collectives), and (3) one pass of
 ``--steps`` steps fed by the configured DataLoader. Prints a
@@ -103,6 +104,7 @@ def main() -> int:
         "",
         f"{cfg.model.backbone}, D={cfg.model.feature_dim}, {H}x{W}, batch {B}, {len(trainer.model.classes)} classes x "
         f"{int(v.valid.sum(1).max())} Gaussians, bank {v.bank.shape[0]}, bf16 autocast {trainer.amp}, "
+        f"compiled backbone {trainer.compiled} (model.compile {cfg.model.compile}), "
         f"{len(corr.batch_ids)} correspondences in the timed batch. torch {torch.__version__}. "
         f"Command: `{launcher} -m benchmarks.train_throughput {shlex.join([args.config, *args.overrides])}`",
         "",

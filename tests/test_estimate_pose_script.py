@@ -38,6 +38,7 @@ def test_estimates_poses_writes_json_and_pictures_and_reports_bad_images(checkpo
     result = run(
         str(images[0]), str(gray), *bad,
         "--checkpoint", str(ckpt), "--out", str(out), "--visualize", "--steps", "3", "--distance", "120",
+        "--compile", "off",
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
     assert "missing.jpg: image file not found" in result.stderr

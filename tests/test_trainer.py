@@ -10,6 +10,7 @@ import torch.multiprocessing as mp
 from novum3d.config import load_experiment
 from novum3d.data.batch import collate
 from novum3d.data.synthetic import generate
+from novum3d.model.backbone import is_compiled
 from novum3d.train.trainer import CheckpointError, Trainer
 
 CLASSES = ["car", "bus"]
@@ -45,6 +46,17 @@ def test_resume_gives_the_identical_next_step(data_root, tmp_path):
     assert loss_a == pytest.approx(loss_b, rel=1e-6, abs=1e-7)
     torch.testing.assert_close(a.model.volumes.features, b.model.volumes.features)
     torch.testing.assert_close(a.model.volumes.bank, b.model.volumes.bank)
+
+
+def test_trainer_compiles_the_backbone_as_model_compile_says(data_root, tmp_path):
+    # No step runs (the compile is lazy): the wiring, the checkpoint keys and the run identity only.
+    on = Trainer(tiny_config(data_root, tmp_path / "on", **{"model.compile": "on"}), quiet=True)
+    auto = Trainer(tiny_config(data_root, tmp_path / "auto"), quiet=True)
+    assert on.compiled and is_compiled(on.model.backbone)
+    assert not auto.compiled and not is_compiled(auto.model.backbone)  # auto on a CPU: eager
+    assert on.identity() == auto.identity()  # same inputs, same run: a finished checkpoint is reused
+    on.save()
+    auto.resume(tmp_path / "on" / "last.pt")  # a compiled run's checkpoint resumes an eager one
 
 
 def test_truncated_checkpoint_is_a_clear_error_and_the_previous_survives(data_root, tmp_path):

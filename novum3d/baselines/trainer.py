@@ -22,6 +22,10 @@ class BaselineTrainer(Trainer):
     def categories_source(self) -> str:
         return self.cfg.categories
 
+    def compile_setting(self) -> str:
+        # Eager: the baselines' configs have no model.compile and their compiled speed was never measured.
+        return "off"
+
     def build_model(self, classes: list[str]) -> torch.nn.Module:
         return BaselineClassifier(self.cfg.model, classes, tuple(self.cfg.data.image_size))
 

@@ -9,12 +9,20 @@ import torch
 from ..checkpoint import load_weights, read_trained
 from ..config import ExperimentConfig
 from ..errors import CheckpointError
+from ..model.backbone import compile_backbone
 from ..model.novum import NOVUM
 from ..model.priors import PosePriors
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[NOVUM, ExperimentConfig]:
-    """Rebuild the model a checkpoint was trained with and load its weights, volumes and bank."""
+def load_model(
+    path: str | Path, device: torch.device | str = "cpu", compile: str | None = None
+) -> tuple[NOVUM, ExperimentConfig]:
+    """Rebuild the model a checkpoint was trained with and load its weights, volumes and bank.
+
+    ``compile`` (auto / on / off, see ``novum3d.device.resolve_compile``) says whether the backbone is
+    torch.compiled on ``device``; None takes the checkpoint's ``model.compile`` (auto for checkpoints
+    written before the option existed).
+    """
     ckpt, cfg = read_trained(path, "novum", ExperimentConfig)
     cfg.model.backbone_weights = None  # the checkpoint holds the weights
     model = NOVUM(cfg, ckpt["classes"])
@@ -26,4 +34,6 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[NO
             model.pose_priors = PosePriors.from_dict(ckpt["pose_priors"])
         except ValueError as exc:
             raise CheckpointError(f"its pose priors do not load ({exc})", path=path) from exc
-    return model.to(device).eval(), cfg
+    model = model.to(device).eval()
+    compile_backbone(model.backbone, cfg.model.compile if compile is None else compile, device, field="compile")
+    return model, cfg

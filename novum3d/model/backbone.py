@@ -9,9 +9,18 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
+from ..device import resolve_compile
 from ..errors import WeightsError
 
 STRIDE = 8
+
+# torch.compile's mode for the backbone: "default", what benchmarks/inference.py measured (full classification
+# 1,018 -> 1,573 img/s on an H100, BENCHMARKS.md). Not "reduce-overhead" (CUDA graphs): a batch of 64 at
+# 640x800 is ~40 ms of convolutions, so launch overhead is little to win back, while every batch shape records
+# and keeps its own graph and memory pool, and a graph's outputs are overwritten by its next replay (the
+# trainer's backward and the pose estimator hold the feature maps past the call). Not
+# "max-autotune-no-cudagraphs": it benchmarks kernel choices while compiling (minutes more warm-up), unmeasured.
+COMPILE_MODE = "default"
 
 
 class FeatureBackbone(nn.Module):
@@ -99,6 +108,29 @@ class UNetDecoder(nn.Module):
         y = self.up0(x4)
         y = self.up1(torch.cat([x3, F.interpolate(y, size=x3.shape[-2:], mode="bilinear", align_corners=True)], 1))
         return self.up2(torch.cat([x2, F.interpolate(y, size=x2.shape[-2:], mode="bilinear", align_corners=True)], 1))
+
+
+def compile_backbone(backbone: nn.Module, setting: str | bool, device: torch.device | str,
+                     field: str = "model.compile") -> bool:  # fmt: skip
+    """Compile ``backbone`` in place when ``setting`` (auto / on / off) resolves on for ``device``; True if it did.
+
+    The one place a backbone gets compiled (the trainer, ``load_model``, the inference benchmark).
+    ``nn.Module.compile`` keeps the module itself, so ``state_dict`` keys carry no ``_orig_mod.`` prefix and
+    checkpoints of compiled and eager models load into each other. Compilation happens at the first call.
+    Shapes are static (``dynamic=False``): full batches keep the specialised graph the benchmark measured, and
+    each new input shape (a loader's smaller last batch, another image size) or mode (train / eval, grad / no
+    grad, autocast) compiles once more; past ``torch._dynamo.config.recompile_limit`` (8) graphs, new ones run
+    eagerly, with a warning.
+    """
+    if not resolve_compile(setting, device, field):
+        return False
+    backbone.compile(mode=COMPILE_MODE, dynamic=False)
+    return True
+
+
+def is_compiled(module: nn.Module) -> bool:
+    """Whether ``module.compile()`` has been called on ``module``."""
+    return getattr(module, "_compiled_call_impl", None) is not None
 
 
 def _fpn_keys_before_decoders(state_dict, prefix, *args) -> None:
