@@ -43,7 +43,7 @@ def _evaluate(argv):
 
 def _eval_args(ckpt, root, out, *extra):
     return ["--checkpoint", str(ckpt), "--data", str(root), "--splits", "clean,occluded-L1", "--out", str(out),
-            "--steps", "1", "--device", "cpu", *extra]  # fmt: skip
+            "--steps", "1", "--device", "cpu", "--workers", "0", *extra]  # fmt: skip
 
 
 def test_evaluating_another_checkpoint_into_the_same_out_stops_then_overwrites(trained, tmp_path, capsys):
@@ -181,7 +181,7 @@ def _robust_args(tmp_path, data, *extra):
     suite = tmp_path / "suite.yaml"
     suite.write_text(SUITE.replace("train.max_steps_per_epoch=1", "train.max_steps_per_epoch=1, optim.epochs=2"))
     return [str(suite), "--data", str(data), "--work", str(tmp_path / "w"), "--results", str(tmp_path / "r"),
-            "--benchmarks", "", "--device", "cpu", *extra]  # fmt: skip
+            "--benchmarks", "", "--device", "cpu", "--workers", "0", *extra]  # fmt: skip
 
 
 def test_robustness_refuses_a_checkpoint_of_other_data_and_reevaluates_changed_splits(trained, tmp_path, capsys):
@@ -231,3 +231,37 @@ def test_robustness_resumes_a_run_killed_mid_epoch(trained, tmp_path, monkeypatc
     history = load_checkpoint(ckpt)["history"]
     assert [h["epoch"] for h in history] == [1, 2]
     assert np.isfinite(history[-1]["loss"])
+
+
+def test_robustness_evaluation_killed_mid_way_keeps_its_finished_splits(trained, tmp_path, monkeypatch):
+    import novum3d.evaluation.robustness as robustness
+
+    root = trained[0]
+    real = robustness.classify_split
+    calls = []
+
+    def classify_then_die(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # the third split: two are finished
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(robustness, "classify_split", classify_then_die)
+    assert _robustness(_robust_args(tmp_path, root)) == 130
+    run = tmp_path / "w" / "novum-cube-seed0"
+    partial = run / "robustness-eval.partial.json"
+    assert partial.is_file() and not (run / "robustness-eval.json").exists()
+
+    counting = lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs)  # noqa: E731
+    monkeypatch.setattr(robustness, "classify_split", counting)
+    calls.clear()
+    assert _robustness(_robust_args(tmp_path, root)) == 0
+    resumed = len(calls)
+    assert not partial.exists()
+    saved = json.loads((run / "robustness-eval.json").read_text())
+
+    (run / "robustness-eval.json").unlink()  # a fresh evaluation of the same checkpoint, for comparison
+    calls.clear()
+    assert _robustness(_robust_args(tmp_path, root)) == 0
+    assert resumed == len(calls) - 2
+    assert json.loads((run / "robustness-eval.json").read_text())["data"] == saved["data"]
