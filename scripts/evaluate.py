@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="outputs/evaluation")
     parser.add_argument("--steps", type=int, default=30, help="pose refinement steps")
     parser.add_argument("--batch-size", type=int, default=16)
+    # Decoding in workers doubled pose evaluation on an H100 (83 -> 158 img/s, BENCHMARKS.md 2026-11-25).
+    parser.add_argument("--workers", type=int, default=4, help="DataLoader workers (0: decode in this process)")
     parser.add_argument(
         "--protocols",
         default="full,reference",
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     results, records = evaluate_splits(
         model, {name: evenly_spaced(splits[name], args.max_per_split) for name in wanted}, estimator, cache_for,
         tuple(cfg.data.image_size), protocols, args.batch_size,
-        progress=lambda it, n, name: tqdm(it, total=n, desc=name, unit="batch"),
+        progress=lambda it, n, name: tqdm(it, total=n, desc=name, unit="batch"), num_workers=args.workers,
     )  # fmt: skip
     report = {"checkpoint": args.checkpoint, "data": args.data, "classes": model.classes, "initial_distance": distance,
               "class_temperature": model.class_temperature,

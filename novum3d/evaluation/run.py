@@ -216,6 +216,7 @@ def evaluate_splits(
     protocols: tuple[str, ...] = ("full", "reference"),
     batch_size: int = 16,
     progress: Callable | None = None,
+    num_workers: int = 0,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """:func:`evaluate_split` of each split with its cache (``cache_for(name, dataset)``).
 
@@ -229,7 +230,7 @@ def evaluate_splits(
     for name, ds in splits.items():
         bar = None if progress is None else partial(progress, name=name)
         records[name] = evaluate_split(model, ds, estimator, cache_for(name, ds), image_size, batch_size,
-                                       progress=bar, protocols=protocols)  # fmt: skip
+                                       num_workers=num_workers, progress=bar, protocols=protocols)  # fmt: skip
         for protocol in protocols:
             results[protocol][name] = protocol_summary(records[name], model.classes, protocol)
     return results, records
