@@ -1,0 +1,83 @@
+"""benchmarks.occluder_votes: cell kinds, vote shares by hand, and the script on tiny data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmarks.occluder_votes import KINDS, cell_kinds, cell_winners, interior, main
+from novum3d.data.synthetic import generate
+from novum3d.inference.checkpoint import load_model
+from novum3d.train.trainer import Trainer
+from tests.test_trainer import CLASSES, tiny_config
+
+
+def test_cell_kinds_take_the_majority_of_each_cell():
+    obj = torch.zeros(1, 16, 16, dtype=torch.bool)
+    occ = torch.zeros_like(obj)
+    obj[0, :8, :] = True  # top half: object
+    occ[0, :8, :6] = True  # its left part (6 of 8 columns of the first cell) hidden
+    kinds = cell_kinds(obj, occ, (2, 2))
+    assert kinds.tolist() == [[[0, 1], [2, 2]]]  # occluder, visible object / background, background
+    assert KINDS[0] == "occluder" and KINDS[1] == "visible object" and KINDS[2] == "background"
+
+
+def test_interior_cells_have_no_occluder_neighbour():
+    kinds = torch.full((1, 5, 5), 1)
+    kinds[0, 0, 0] = 0  # one occluder cell in a corner
+    inner = interior(kinds)
+    assert not inner[0, :2, :2].any()  # the occluder and its neighbours
+    assert inner[0, 2:, :].all() and inner[0, :, 2:].all()
+
+
+def test_cell_winners_are_the_best_class_or_the_bank():
+    class V:  # two classes of two Gaussians in 2-d, one bank vector
+        features = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[-1.0, 0.0], [0.6, 0.8]]])
+        valid = torch.tensor([[True, True], [True, False]])  # class 1's second Gaussian is padding
+        bank = torch.tensor([[0.0, -1.0]])
+
+    model = type("M", (), {"volumes": V})()
+    cells = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.6, 0.8], [0.0, -1.0]])  # 4 cells
+    maps = F.normalize(cells, dim=-1).T.reshape(1, 2, 2, 2)
+    # [1,0] -> class 0; [-1,0] -> class 1; [.6,.8] -> class 0 (its [0,1] scores .8; class 1's match is padding);
+    # [0,-1] -> the bank (index Y = 2)
+    assert cell_winners(model, maps).flatten().tolist() == [0, 1, 0, 2]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("votes") / "tiny"
+    generate(root, "tiny", seed=0, categories=CLASSES)
+    run = root.parent / "run"
+    Trainer(tiny_config(root, run, **{"optim.epochs": 1, "train.max_steps_per_epoch": 1}), quiet=True).fit()
+    return root, run / "last.pt"
+
+
+def test_script_counts_every_cell_and_its_accuracies_are_consistent(checkpoint, tmp_path, capsys):
+    root, ckpt = checkpoint
+    out = tmp_path / "votes.json"
+    argv = ["--checkpoint", str(ckpt), "--data", str(root), "--split", "occluded-L3", "--workers", "0",
+            "--device", "cpu", "--json", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    model, cfg = load_model(ckpt, "cpu")
+    h, w = (s // model.stride for s in cfg.data.image_size)
+    counted = sum(result["votes"][k]["cells"] for k in KINDS[:3])
+    assert counted == result["images"] * h * w  # every cell is one of the three kinds
+    assert result["votes"]["occluder"]["cells"] > 0
+    for kind in KINDS:
+        v = result["votes"][kind]
+        if v["cells"]:
+            assert v["true class"] + v["other class"] + v["bank"] == pytest.approx(100.0)
+    assert "| occluder |" in capsys.readouterr().out
+    # A clean split has no occluder masks and no occluder cells; an occluded split without them is an error.
+    assert main([*argv[:5], "clean", *argv[6:]]) == 0
+    assert json.loads(out.read_text())["votes"]["occluder"]["cells"] == 0
+    capsys.readouterr()
+    next((root / "test-occluded" / "occluders").rglob("*.png")).unlink()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no occluder mask" in err
