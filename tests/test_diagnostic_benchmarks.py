@@ -1,4 +1,5 @@
-"""benchmarks.occluder_votes: cell kinds, vote shares by hand, and the script on tiny data."""
+"""benchmarks.occluder_votes (cell kinds, vote shares by hand, the script on tiny data) and
+benchmarks.eval_throughput."""
 
 from __future__ import annotations
 
@@ -81,3 +82,16 @@ def test_script_counts_every_cell_and_its_accuracies_are_consistent(checkpoint, 
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no occluder mask" in err
+
+
+def test_eval_throughput_prints_a_row_per_pass(checkpoint, capsys):
+    from benchmarks.eval_throughput import main as throughput
+
+    root, ckpt = checkpoint
+    argv = ["--checkpoint", str(ckpt), "--data", str(root), "--pose-images", "2", "--workers", "0,1", "--device", "cpu"]
+    assert throughput(argv) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "img/s" not in line]
+    assert [r.split(" | ")[0] for r in rows] == ["| classify_split, pass 1", "| classify_split, pass 2",
+                                                 "| evaluate_split (pose), 0 loader workers",
+                                                 "| evaluate_split (pose), 1 loader workers"]  # fmt: skip
+    assert all(float(r.split(" | ")[2].rstrip(" |").replace(",", "")) > 0 for r in rows)
