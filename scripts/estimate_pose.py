@@ -65,10 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument(
         "--compile",
-        default=None,
+        # Off by default here, unlike evaluation: this script runs its images one at a time, at their
+        # own sizes, and each new size compiles again; a compile takes far longer than one image.
+        default="off",
         choices=["auto", "on", "off"],
-        help="torch.compile the backbone: auto = on CUDA (default: the checkpoint's model.compile, auto for older "
-        "ones); each new image size compiles once more, so a few images of mixed sizes run faster with off",
+        help="torch.compile the backbone (auto = on CUDA; default off: every new image size compiles again, "
+        "which pays only over many images of one size)",
     )
     args = parser.parse_args(argv)
     device = select_device(args.device)

@@ -61,3 +61,25 @@ def test_bad_checkpoint_and_class_are_clear_errors(checkpoint, tmp_path):
     assert result.returncode == 2 and "unreadable checkpoint" in result.stderr
     result = run(str(image), "--checkpoint", str(ckpt), "--class", "sofa")
     assert result.returncode == 2 and "not one of the model's classes" in result.stderr
+
+
+def test_the_script_keeps_the_backbone_eager_unless_asked(checkpoint, tmp_path, monkeypatch):
+    # Compiling pays only over many images of one size; this script runs images one at a time.
+    import runpy
+
+    import novum3d.inference.checkpoint as checkpoints
+
+    root, ckpt = checkpoint
+    image = next((root / "test-clean" / "images" / "car").glob("*.JPEG"))
+    real, asked = checkpoints.load_model, []
+
+    def spy(path, device="cpu", compile=None):
+        asked.append(compile)
+        return real(path, device, compile="off")  # never compile on the test machine
+
+    monkeypatch.setattr(checkpoints, "load_model", spy)
+    main = runpy.run_path("scripts/estimate_pose.py", run_name="novum3d_test")["main"]
+    common = [str(image), "--checkpoint", str(ckpt), "--out", str(tmp_path), "--steps", "1", "--distance", "120"]
+    assert main(common) == 0
+    assert main([*common, "--compile", "auto"]) == 0
+    assert asked == ["off", "auto"]
