@@ -112,6 +112,7 @@ def cell_winners(model, maps: Tensor) -> Tensor:
     return scores.argmax(1)
 
 
+@torch.inference_mode()
 def measure(model, loader, image_size: tuple[int, int], device: torch.device, progress=None) -> dict:
     """Vote shares per cell kind and accuracies under three masks (see the module docstring)."""
     Y = len(model.classes)

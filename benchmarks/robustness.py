@@ -37,7 +37,7 @@ from novum3d.checkpoint import file_digest, load_checkpoint
 from novum3d.cli import command
 from novum3d.data.synthetic import open_splits
 from novum3d.data.synthetic.splits import read_manifest
-from novum3d.device import select_device
+from novum3d.device import resolve_compile, select_device
 from novum3d.errors import CheckpointError, Novum3DError
 from novum3d.evaluation.cache import RecordCache, evaluation_key, load_keyed, save_keyed
 from novum3d.evaluation.robustness import (
@@ -108,8 +108,9 @@ def evaluate_method(method, out_dir: Path, splits: dict, names: list[str], args,
     pose_splits = [n for n in names if pose and (args.pose_splits is None or n in args.pose_splits.split(","))]
     limit = {n: args.pose_max_per_split if n in pose_splits else None for n in names}
     subsets = {n: evenly_spaced(splits[n], min(v for v in (args.max_per_split, limit[n], 10**9) if v)) for n in names}
+    compiled = method.kind == "novum" and resolve_compile(args.compile or "auto", device)  # baselines stay eager
     settings = {"pose": dataclasses.asdict(pose) if pose else None, "pose_splits": pose_splits,
-                "protocols": ["full", "reference"]}  # fmt: skip
+                "protocols": ["full", "reference"], "compiled": compiled}  # fmt: skip
     key = {"format": CACHE_FORMAT, "checkpoint": file_digest(last), "code": code_digest(), "settings": settings,
            "data": {name: dataset_digest(ds) for name, ds in subsets.items()}}  # fmt: skip
     cache = out_dir / "robustness-eval.json"
@@ -195,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, all cores)")
     args = parser.parse_intermixed_args(argv)
     if args.threads is not None:
+        if args.threads < 1:
+            raise Novum3DError(f"--threads: expected at least 1, got {args.threads}", field="--threads")
         torch.set_num_threads(args.threads)
     device = select_device(args.device)
     data, work, results_dir = Path(args.data), Path(args.work), Path(args.results)

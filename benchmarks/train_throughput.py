@@ -6,8 +6,8 @@ The backbone is compiled as ``model.compile`` says (auto: on CUDA; the first war
 it). Times (1) whole steps on batches already in memory (compute only), (2) the parts of one step
 (backbone forward+backward, correspondences, loss), both through torch.utils.benchmark's Timer
 with fixed counts (every rank under torchrun runs the same collectives), and (3) one pass of
-``--steps`` steps fed by the configured DataLoader, timed from its second batch (the time to the
-first, workers starting, is reported apart); the training split needs ``--steps`` + 1 batches. Prints a
+``--steps`` steps fed by the configured DataLoader, timed from the epoch's second batch (the first
+batch and its step are reported apart); the training split needs ``--steps`` + 1 batches. Prints a
 table and appends it to BENCHMARKS.md with the device.
 """
 
@@ -90,8 +90,8 @@ def main() -> int:
     def loader_pass():
         # One pass, not repeats: what is measured is the loader keeping up over consecutive steps of
         # an epoch (its workers, prefetching, pinned copies), which a repeat would restart. The clock
-        # starts once the first batch has been trained on: starting the workers (about 1-2 s for 14
-        # of them) is a once-per-run cost, reported apart, that would otherwise dominate a short pass.
+        # starts once the epoch's first batch has been trained on: the trainer's workers persist
+        # across epochs, but each epoch's prefetch queue starts empty; that first wait is reported apart.
         nonlocal n
         batches = iter(trainer.train_loader(1))
         start = time.perf_counter()
@@ -133,7 +133,7 @@ def main() -> int:
         f"| train step, batches in memory | {B / step_s:,.1f} img/s ({step_s * 1000:.0f} ms/step) |",
         f"| train steps fed by the DataLoader ({cfg.data.num_workers} workers, {n // B} steps) "
         f"| {loader_rate:,.1f} img/s |",
-        f"| first loader batch, workers started (once per run) | {timing['first batch']:.2f} s |",
+        f"| the epoch's first batch and its step (not in the rate) | {timing['first batch']:.2f} s |",
     ]
     if world > 1:
         lines += [

@@ -41,6 +41,7 @@ from novum3d.evaluation.run import (
 )
 from novum3d.inference.checkpoint import load_model
 from novum3d.inference.pose import PoseConfig, PoseEstimator
+from novum3d.model.backbone import is_compiled
 
 
 @command
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="outputs/evaluation")
     parser.add_argument("--steps", type=int, default=30, help="pose refinement steps")
     parser.add_argument("--batch-size", type=int, default=16)
-    # Decoding in workers doubled pose evaluation on an H100 (83 -> 158 img/s, BENCHMARKS.md 2026-11-25).
+    # Decoding in workers doubled pose evaluation on an H100 (83 -> 158 img/s: benchmarks.eval_throughput,
+    # batch 64, protocol full, eager backbone; BENCHMARKS.md 2026-11-25).
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers (0: decode in this process)")
     parser.add_argument(
         "--protocols",
@@ -70,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         "--compile",
         default=None,
         choices=["auto", "on", "off"],
-        help="torch.compile the backbone: auto = on CUDA (default: the checkpoint's model.compile, auto for "
-        "older ones)",
+        help="torch.compile the backbone: auto (default) = on CUDA, whatever the checkpoint was trained with",
     )
     args = parser.parse_args(argv)
     device = select_device(args.device)
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     estimator = PoseEstimator(PoseConfig(steps=args.steps, distance=distance))
     protocols = chosen_protocols(args.protocols, args.diagnose)
     settings = {"pose": dataclasses.asdict(estimator.cfg), "image_size": list(cfg.data.image_size),
-                "protocols": list(protocols),
+                "protocols": list(protocols), "compiled": is_compiled(model.backbone),
                 "priors": model.pose_priors.to_dict() if model.pose_priors is not None else None}  # fmt: skip
     out = Path(args.out)
 

@@ -95,9 +95,10 @@ def test_checkpoints_of_compiled_and_eager_models_load_into_each_other(tmp_path)
     assert is_compiled(again.backbone)
     for key, value in eager.state_dict().items():
         assert torch.equal(again.state_dict()[key], value), key
-    # Without an argument the checkpoint's own setting applies: "off" here, "on" above.
+    # Without an argument it is auto, whatever the checkpoint was trained with: eager on this CPU
+    # even for a checkpoint trained with "on" (compiling on a CPU needs minutes and a C++ toolchain).
     assert not is_compiled(load_model(tmp_path / "eager.pt")[0].backbone)
-    assert is_compiled(load_model(tmp_path / "compiled.pt")[0].backbone)
+    assert not is_compiled(load_model(tmp_path / "compiled.pt")[0].backbone)
 
 
 def test_checkpoints_older_than_the_option_load_as_auto(tmp_path):

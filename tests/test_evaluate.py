@@ -51,3 +51,33 @@ def test_evaluate_script_writes_reports_and_resumes(checkpoint, tmp_path):  # no
     assert json.loads((tmp_path / "results.json").read_text())["splits"] == report["splits"]
     bad = subprocess.run([*args[:-4], "--splits", "sunny"], capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "unknown ['sunny']" in bad.stderr
+
+
+def test_from_truth_counts_the_images_whose_pose_never_moved():
+    from novum3d.evaluation.run import protocol_summary
+
+    def record(label, error):
+        block = {"predicted": label, "confidence": 1.0, "pose_error": error}
+        return {"label": label, "from-truth": block, "full": block}
+
+    records = [record(0, 0.0), record(0, 0.3), record(1, 0.0), record(1, 1e-3)]
+    truth = protocol_summary(records, ["a", "b"], "from-truth")
+    assert truth["never_moved"] == 0.5  # exactly at the truth: no gradient moved them
+    full = protocol_summary(records, ["a", "b"], "full")
+    assert "never_moved" not in full  # meaningless when the start is not the truth
+    assert "never moved from the truth %" in markdown_table({"x": truth}).splitlines()[0]
+    assert "never moved" not in markdown_table({"x": full})  # other protocols' tables keep their columns
+
+
+def test_diagnosis_reports_every_stage(checkpoint, tmp_path):  # noqa: F811
+    root, ckpt = checkpoint
+    args = [sys.executable, "scripts/evaluate.py", "--checkpoint", str(ckpt), "--data", str(root), "--splits",
+            "clean", "--out", str(tmp_path), "--steps", "2", "--diagnose", "--workers", "0"]  # fmt: skip
+    run = subprocess.run(args, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    by_protocol = json.loads((tmp_path / "results.json").read_text())["by_protocol"]
+    assert {"full", "reference", "templates-only", "true-class", "from-truth"} <= set(by_protocol)
+    assert 0.0 <= by_protocol["from-truth"]["clean"]["never_moved"] <= 1.0
+    assert "never_moved" not in by_protocol["true-class"]["clean"]
+    text = (tmp_path / "results.md").read_text()
+    assert text.count("never moved from the truth %") == 1  # the from-truth table only

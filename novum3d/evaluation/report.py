@@ -24,15 +24,17 @@ COLUMNS = [  # key, header, scale, format
     ("class_and_pose_right", "class and pose right %", 100, "{:.1f}"),
     ("ece", "ECE %", 100, "{:.1f}"),
     ("acc_pi_6_symmetric", "Acc@pi/6 sym. %", 100, "{:.1f}"),
+    ("never_moved", "never moved from the truth %", 100, "{:.1f}"),  # the from-truth diagnosis only
 ]
 
 
 def markdown_table(results: dict[str, dict[str, Any]]) -> str:
-    """One row per split."""
-    head = "| split | " + " | ".join(c[1] for c in COLUMNS) + " |"
-    rows = [head, "|" + "---|" * (len(COLUMNS) + 1)]
+    """One row per split; a column only when some split has its value (``never_moved``: one protocol)."""
+    columns = [c for c in COLUMNS if c[0] != "never_moved" or any(c[0] in b for b in results.values())]
+    head = "| split | " + " | ".join(c[1] for c in columns) + " |"
+    rows = [head, "|" + "---|" * (len(columns) + 1)]
     for split, block in results.items():
-        cells = [f.format(block[k] * scale) if k in block else "-" for k, _, scale, f in COLUMNS]
+        cells = [f.format(block[k] * scale) if k in block else "-" for k, _, scale, f in columns]
         rows.append(f"| {split} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

@@ -20,8 +20,9 @@ def load_model(
     """Rebuild the model a checkpoint was trained with and load its weights, volumes and bank.
 
     ``compile`` (auto / on / off, see ``novum3d.device.resolve_compile``) says whether the backbone is
-    torch.compiled on ``device``; None takes the checkpoint's ``model.compile`` (auto for checkpoints
-    written before the option existed).
+    torch.compiled on ``device``; None means auto (compiled on CUDA only). The checkpoint's own
+    ``model.compile`` is not used: it said how training ran, on its machine, and "on" from a GPU run
+    would compile on a CPU here (minutes, and a C++ toolchain).
     """
     ckpt, cfg = read_trained(path, "novum", ExperimentConfig)
     cfg.model.backbone_weights = None  # the checkpoint holds the weights
@@ -35,5 +36,5 @@ def load_model(
         except ValueError as exc:
             raise CheckpointError(f"its pose priors do not load ({exc})", path=path) from exc
     model = model.to(device).eval()
-    compile_backbone(model.backbone, cfg.model.compile if compile is None else compile, device, field="compile")
+    compile_backbone(model.backbone, "auto" if compile is None else compile, device, field="compile")
     return model, cfg
