@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         "--compile",
         default=None,
         choices=["auto", "on", "off"],
-        help="NOVUM methods' model.compile, in training and evaluation (default: each config's, auto: on CUDA); "
-        "baselines stay eager",
+        help="NOVUM methods' model.compile in training and evaluation (default: each config's in training, auto "
+        "in evaluation; auto = on CUDA); baselines stay eager",
     )
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers of the evaluation")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, all cores)")
