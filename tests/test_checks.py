@@ -28,7 +28,7 @@ from rendering import (
     viewmat_to_pose,
 )
 from tests.helpers import random_scene
-from tests.test_pose import oracle_maps, small_K, small_scene
+from tests.test_pose import oracle_maps, random_poses, small_K, small_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -154,11 +154,7 @@ def test_environment_variable_sets_the_default_at_import(value, enabled):
 def _pose_case(B=2, steps=4):
     vol, feats, bank = small_scene()
     K = small_K()
-    g = torch.Generator().manual_seed(3)
-    az = torch.rand(B, generator=g) * 2 * math.pi
-    el = torch.deg2rad(torch.rand(B, generator=g) * 40 - 8)
-    th = torch.deg2rad(torch.rand(B, generator=g) * 16 - 8)
-    dist = 5.0 * (0.9 + 0.2 * torch.rand(B, generator=g))
+    az, el, th, dist = random_poses(B, seed=3)
     maps = oracle_maps(vol, feats, bank, az, el, th, dist, K, size=(24, 30))
     cfg = PoseConfig(distance_factors=[1.0], backend="torch", steps=steps, prune_after=2)
     return cfg, (maps, vol, feats, bank, K.expand(B, 3, 3)), torch.stack([az, el, th, dist], -1)

@@ -10,10 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.occluder_votes import KINDS, cell_kinds, cell_winners, interior, main
-from novum3d.data.synthetic import generate
 from novum3d.inference.checkpoint import load_model
-from novum3d.train.trainer import Trainer
-from tests.test_trainer import CLASSES, tiny_config
+from tests.test_estimate_pose_script import checkpoint  # noqa: F401  (module fixture: tiny data, car and bus)
 
 
 def test_cell_kinds_take_the_majority_of_each_cell():
@@ -48,16 +46,7 @@ def test_cell_winners_are_the_best_class_or_the_bank():
     assert cell_winners(model, maps).flatten().tolist() == [0, 1, 0, 2]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    root = tmp_path_factory.mktemp("votes") / "tiny"
-    generate(root, "tiny", seed=0, categories=CLASSES)
-    run = root.parent / "run"
-    Trainer(tiny_config(root, run, **{"optim.epochs": 1, "train.max_steps_per_epoch": 1}), quiet=True).fit()
-    return root, run / "last.pt"
-
-
-def test_script_counts_every_cell_and_its_accuracies_are_consistent(checkpoint, tmp_path, capsys):
+def test_script_counts_every_cell_and_its_accuracies_are_consistent(checkpoint, tmp_path, capsys):  # noqa: F811
     root, ckpt = checkpoint
     out = tmp_path / "votes.json"
     argv = ["--checkpoint", str(ckpt), "--data", str(root), "--split", "occluded-L3", "--workers", "0",
@@ -84,7 +73,7 @@ def test_script_counts_every_cell_and_its_accuracies_are_consistent(checkpoint, 
     assert err.startswith("error: ") and "no occluder mask" in err
 
 
-def test_eval_throughput_prints_a_row_per_pass(checkpoint, capsys):
+def test_eval_throughput_prints_a_row_per_pass(checkpoint, capsys):  # noqa: F811
     from benchmarks.eval_throughput import main as throughput
 
     root, ckpt = checkpoint

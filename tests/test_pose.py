@@ -69,6 +69,16 @@ def small_scene(size=(0.8, 1.8, 0.6), seed=0):
     return vol, feats, bank
 
 
+def random_poses(n, seed, distance=5.0):
+    """(azimuth, elevation, theta, distance) [n] each, within clean_prior's training distribution."""
+    g = torch.Generator().manual_seed(seed)
+    az = torch.rand(n, generator=g) * 2 * math.pi
+    el = torch.deg2rad(torch.rand(n, generator=g) * 40 - 8)
+    th = torch.deg2rad(torch.rand(n, generator=g) * 16 - 8)
+    dist = distance * (0.9 + 0.2 * torch.rand(n, generator=g))
+    return az, el, th, dist
+
+
 def clean_prior(distance=5.0):
     """The training pose distribution of these tests: elevation -8..32, theta +-8 deg, distance +-10%."""
     g = torch.Generator().manual_seed(7)
@@ -94,12 +104,8 @@ def test_oracle_poses_are_recovered():
     bank = F.normalize(torch.randn(64, 32), dim=-1)
     # ~70 px per unit at distance 5: the 1.8-long cuboid spans about half the 50-wide map.
     K = pascal3d_intrinsics(1.0, 70.0 * 5 * 8, (W * 4.0, H * 4.0), downsample=8)
-    g = torch.Generator().manual_seed(1)
     B = 4
-    az = torch.rand(B, generator=g) * 2 * math.pi
-    el = torch.deg2rad(torch.rand(B, generator=g) * 40 - 8)
-    th = torch.deg2rad(torch.rand(B, generator=g) * 16 - 8)
-    dist = 5.0 * (0.9 + 0.2 * torch.rand(B, generator=g))
+    az, el, th, dist = random_poses(B, seed=1)
     maps = oracle_maps(vol, feats, bank, az, el, th, dist, K)
     est = PoseEstimator(PoseConfig(distance_factors=[1.0], backend="torch"))
     res = est.estimate(maps, vol, feats, bank, K.expand(B, 3, 3), class_key="car")
@@ -122,12 +128,8 @@ def test_small_oracle_with_a_prior():
     """The small scene with the training prior: its block is refined too (3 hypotheses)."""
     vol, feats, bank = small_scene()
     K = small_K()
-    g = torch.Generator().manual_seed(1)
     B = 4
-    az = torch.rand(B, generator=g) * 2 * math.pi
-    el = torch.deg2rad(torch.rand(B, generator=g) * 40 - 8)
-    th = torch.deg2rad(torch.rand(B, generator=g) * 16 - 8)
-    dist = 5.0 * (0.9 + 0.2 * torch.rand(B, generator=g))
+    az, el, th, dist = random_poses(B, seed=1)
     maps = oracle_maps(vol, feats, bank, az, el, th, dist, K, size=(h, w))
     est = shared_estimator()
     before = dict(est.rendered)
