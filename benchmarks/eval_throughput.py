@@ -16,10 +16,10 @@ import argparse
 import functools
 import sys
 import tempfile
-import time
 
 import torch
 
+from benchmarks.common import time_once
 from novum3d.cli import command
 from novum3d.device import select_device
 from novum3d.evaluation.cache import RecordCache
@@ -27,16 +27,6 @@ from novum3d.evaluation.robustness import classify_split
 from novum3d.evaluation.run import ensure_pose_priors, evaluate_split, evenly_spaced, initial_distance, open_eval_splits
 from novum3d.inference.checkpoint import load_model
 from novum3d.inference.pose import PoseConfig, PoseEstimator
-
-
-def _timed(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
 @command
@@ -58,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ds = splits[args.split]
     rows = []
     for k in range(2):
-        seconds = _timed(lambda: classify_split(model, ds, size, args.batch_size), device)
+        seconds = time_once(lambda: classify_split(model, ds, size, args.batch_size))
         rows.append((f"classify_split, pass {k + 1}", len(ds), len(ds) / seconds))
     sub = evenly_spaced(ds, args.pose_images)
     estimator = PoseEstimator(PoseConfig(steps=30, distance=initial_distance(splits, args.split)))
@@ -69,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                 evaluate_split, model, sub, estimator, cache, size, args.batch_size, num_workers=workers,
                 protocols=("full",),
             )  # fmt: skip
-            rows.append((f"evaluate_split (pose), {workers} loader workers", len(sub), len(sub) / _timed(run, device)))
+            rows.append((f"evaluate_split (pose), {workers} loader workers", len(sub), len(sub) / time_once(run)))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{name}, {torch.get_num_threads()} torch threads, {args.split}, {size[0]}x{size[1]}\n")
     print("| pass | images | img/s |\n|---|---|---|")

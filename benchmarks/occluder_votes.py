@@ -36,6 +36,7 @@ from novum3d.errors import MissingDataError
 from novum3d.evaluation.run import evenly_spaced, open_eval_splits
 from novum3d.inference.checkpoint import load_model
 from novum3d.inference.pipeline import classify_maps
+from novum3d.model.matching import background_scores
 
 KINDS = ("occluder", "visible object", "background", "visible object, no occluder cell among its 8 neighbours")
 
@@ -107,13 +108,13 @@ def cell_winners(model, maps: Tensor) -> Tensor:
     feats = maps.float()
     per_class = torch.einsum("bdhw,ykd->bykhw", feats, v.features.float())
     per_class = per_class.masked_fill(~v.valid[None, :, :, None, None], -2.0).amax(2)  # [B, Y, h, w]
-    bank = torch.einsum("bdhw,md->bmhw", feats, v.bank.float()).amax(1, keepdim=True) if len(v.bank) else None
-    scores = per_class if bank is None else torch.cat([per_class, bank], 1)
-    return scores.argmax(1)
+    # An empty bank scores -1, which no unit feature's best class score falls below: the bank never wins.
+    bank = background_scores(feats, v.bank.float())[:, None]  # [B, 1, h, w]
+    return torch.cat([per_class, bank], 1).argmax(1)
 
 
 @torch.inference_mode()
-def measure(model, loader, image_size: tuple[int, int], device: torch.device, progress=None) -> dict:
+def measure(model, loader, device: torch.device, progress=None) -> dict:
     """Vote shares per cell kind and accuracies under three masks (see the module docstring)."""
     Y = len(model.classes)
     wins = torch.zeros(len(KINDS), 3, dtype=torch.long)  # [kind, (true class, other class, bank)]
@@ -167,7 +168,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = select_device(args.device)
     model, cfg = load_model(args.checkpoint, device, compile="off")
-    model.eval()
     splits = open_eval_splits(Path(args.data), "synthetic", model.classes)
     if args.split not in splits:
         raise MissingDataError(f"{args.data}: no split {args.split!r}; it has {sorted(splits)}", field="--split")
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     loader = DataLoader(
         ds, batch_size=args.batch_size, num_workers=args.workers, collate_fn=partial(_collate, image_size=size)
     )
-    result = measure(model, loader, size, device, progress=lambda it: tqdm(it, desc=args.split, unit="batch"))
+    result = measure(model, loader, device, progress=lambda it: tqdm(it, desc=args.split, unit="batch"))
     result |= {"checkpoint": args.checkpoint, "data": args.data, "split": args.split}
     print(f"{args.split}, {result['images']} images, {args.checkpoint}\n")
     print(table(result))

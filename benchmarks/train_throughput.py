@@ -18,11 +18,10 @@ import datetime
 import os
 import shlex
 import sys
-import time
 
 import torch
 
-from benchmarks.common import emit, time_call
+from benchmarks.common import emit, time_call, time_once
 from novum3d.config import load_experiment
 from novum3d.data.batch import batch_cameras, images_to_device
 from novum3d.model.backbone import normalize_images
@@ -81,34 +80,22 @@ def main() -> int:
         "loss fwd+bwd": time_call(loss, warmup=0, number=5),
     }
     n = 0
-    timing = {}
+    # One pass, not repeats: what is measured is the loader keeping up over consecutive steps of an
+    # epoch (its workers, prefetching, pinned copies), which a repeat would restart. The clock starts
+    # once the epoch's first batch has been trained on: the trainer's workers persist across epochs,
+    # but each epoch's prefetch queue starts empty; that first wait is reported apart.
+    batches = iter(trainer.train_loader(1))
 
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-
-    def loader_pass():
-        # One pass, not repeats: what is measured is the loader keeping up over consecutive steps of
-        # an epoch (its workers, prefetching, pinned copies), which a repeat would restart. The clock
-        # starts once the epoch's first batch has been trained on: the trainer's workers persist
-        # across epochs, but each epoch's prefetch queue starts empty; that first wait is reported apart.
+    def loader_steps():
         nonlocal n
-        batches = iter(trainer.train_loader(1))
-        start = time.perf_counter()
-        trainer.train_step(next(batches))
-        sync()
-        timing["first batch"] = time.perf_counter() - start
-        start = time.perf_counter()
         for i, b in enumerate(batches):
             if i >= args.steps:
                 break
             trainer.train_step(b)
             n += b["image"].shape[0] * world
-        sync()
-        timing["steps"] = time.perf_counter() - start
 
-    loader_pass()
-    seconds = timing["steps"]
+    first_batch = time_once(lambda: trainer.train_step(next(batches)))
+    seconds = time_once(loader_steps)
     loader_rate = n / seconds
     if trainer.rank != 0:
         return 0
@@ -133,7 +120,7 @@ def main() -> int:
         f"| train step, batches in memory | {B / step_s:,.1f} img/s ({step_s * 1000:.0f} ms/step) |",
         f"| train steps fed by the DataLoader ({cfg.data.num_workers} workers, {n // B} steps) "
         f"| {loader_rate:,.1f} img/s |",
-        f"| the epoch's first batch and its step (not in the rate) | {timing['first batch']:.2f} s |",
+        f"| the epoch's first batch and its step (not in the rate) | {first_batch:.2f} s |",
     ]
     if world > 1:
         lines += [
