@@ -91,10 +91,12 @@ class NeuralVolumes(nn.Module):
         )
         if reduce is not None:
             sums, counts = reduce(sums), reduce(counts)
-        seen = counts > 0
-        mean = sums[seen] / counts[seen, None]
+        # Dense over all Y x K Gaussians, then kept where seen: indexing by ``counts > 0`` made the
+        # host wait for the GPU every step, and the dense rows cost 7 MB of traffic at 12 x 1100 x 128.
         current = self.features.view(Y * K, D)
-        current[seen] = F.normalize(momentum * current[seen] + (1 - momentum) * mean, dim=-1)
+        mean = sums / counts.clamp(min=1)[:, None]
+        updated = F.normalize(momentum * current + (1 - momentum) * mean, dim=-1)
+        current.copy_(torch.where((counts > 0)[:, None], updated, current))
 
     @torch.no_grad()
     def enqueue_background(self, feats: Tensor) -> None:

@@ -23,20 +23,18 @@ class Correspondences:
     covered: Tensor  # [B, h, w] bool: cells where the centre of any Gaussian of the image's volume projects
 
 
-def sample_features(feature_maps: Tensor, batch_ids: Tensor, points: Tensor) -> Tensor:
-    """Bilinear samples of [B, D, h, w] maps at pixel coordinates [P, 2] (x, y; centres at +0.5)."""
+def sample_features(feature_maps: Tensor, points: Tensor) -> Tensor:
+    """Bilinear unit samples of maps [B, D, h, w] at each image's pixel coordinates [B, N, 2] (x, y;
+    cell centres at +0.5): [B, N, D].
+
+    Every point of every image goes through one ``grid_sample``; the caller picks the rows it needs.
+    Sampling all B x N points (36,000 at batch 32) costs less than finding the longest visible list
+    first, which waited for the GPU.
+    """
     h, w = feature_maps.shape[-2:]
-    grid = torch.stack([points[:, 0] / w * 2 - 1, points[:, 1] / h * 2 - 1], dim=-1)
-    # One grid_sample for the batch: each image's points padded to the longest list.
-    counts = torch.bincount(batch_ids, minlength=feature_maps.shape[0])
-    order = torch.argsort(batch_ids, stable=True)
-    slot = torch.arange(len(batch_ids), device=batch_ids.device) - (torch.cumsum(counts, 0) - counts)[batch_ids[order]]
-    padded = grid.new_zeros(feature_maps.shape[0], 1, max(int(counts.max()), 1), 2)
-    padded[batch_ids[order], 0, slot] = grid[order]
-    sampled = F.grid_sample(feature_maps, padded.to(feature_maps.dtype), mode="bilinear", align_corners=False)
-    out = torch.empty(len(batch_ids), feature_maps.shape[1], device=feature_maps.device, dtype=feature_maps.dtype)
-    out[order] = sampled[batch_ids[order], :, 0, slot]
-    return F.normalize(out, dim=-1)
+    grid = torch.stack([points[..., 0] / w * 2 - 1, points[..., 1] / h * 2 - 1], dim=-1)  # [B, N, 2]
+    sampled = F.grid_sample(feature_maps, grid[:, None].to(feature_maps.dtype), mode="bilinear", align_corners=False)
+    return F.normalize(sampled[:, :, 0].transpose(1, 2), dim=-1)
 
 
 def find_correspondences(
@@ -59,7 +57,7 @@ def find_correspondences(
         )
     b, k = torch.nonzero(visible, as_tuple=True)
     covered = covered_cells(means2d, v.valid[labels], h, w)
-    return Correspondences(b, labels[b], k, sample_features(feature_maps, b, means2d[b, k]), covered)
+    return Correspondences(b, labels[b], k, sample_features(feature_maps, means2d)[b, k], covered)
 
 
 def covered_cells(means2d: Tensor, valid: Tensor, h: int, w: int) -> Tensor:
@@ -89,17 +87,19 @@ def background_features(feature_maps: Tensor, object_masks: Tensor, per_image: i
         them; the bank stores them detached).
     """
     B, D = feature_maps.shape[:2]
-    out = []
-    for b in range(B):
-        cells = torch.nonzero(~object_masks[b].reshape(-1))[:, 0]
-        if cells.numel() == 0 or per_image == 0:
-            continue
-        g = torch.Generator().manual_seed(seeds[b])
-        pick = torch.randperm(cells.numel(), generator=g)[:per_image].to(cells.device)
-        out.append(feature_maps[b].reshape(D, -1)[:, cells[pick]].T)
-    if not out:
+    if per_image == 0:
         return feature_maps.new_zeros(0, D)
-    return F.normalize(torch.cat(out).float(), dim=-1)
+    # One uniform key per cell from each image's own CPU generator (the same draw on any device or
+    # rank); object cells get keys no free cell has, so the per_image smallest keys are a uniform draw
+    # without replacement from the free cells. One gather for the batch: a loop over images waited
+    # for the GPU once per image (32 times a step).
+    cells = object_masks[0].numel()
+    keys = torch.stack([torch.rand(cells, generator=torch.Generator().manual_seed(s)) for s in seeds])
+    keys = keys.to(feature_maps.device).masked_fill(object_masks.reshape(B, cells), 2.0)
+    drawn, pick = keys.topk(min(per_image, cells), dim=1, largest=False)  # [B, n]
+    feats = feature_maps.reshape(B, D, cells).gather(2, pick[:, None].expand(-1, D, -1))  # [B, D, n]
+    free = (drawn < 2.0).reshape(-1)  # an image with fewer free cells than per_image gives what it has
+    return F.normalize(feats.transpose(1, 2).reshape(-1, D)[free].float(), dim=-1)
 
 
 def object_cells(
