@@ -229,6 +229,9 @@ class TrainConfig:
     log_every: int = 10  # steps
     max_steps_per_epoch: int | None = None
     val_max_images: int | None = None  # cap on validation images (quick checks)
+    # cuDNN times its convolution algorithms for each new input shape and keeps the fastest (training
+    # shapes are fixed). Off: its heuristic choice, for bitwise-repeatable runs.
+    cudnn_benchmark: bool = True
 
 
 @dataclass

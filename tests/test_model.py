@@ -14,7 +14,7 @@ from novum3d.train.correspondence import (
     object_cells,
     sample_features,
 )
-from novum3d.train.loss import contrastive_loss
+from novum3d.train.loss import contrastive_loss, contrastive_loss_reference
 from rendering import cuboid_volume, pascal3d_intrinsics, pose_to_viewmat
 
 
@@ -126,11 +126,13 @@ def test_background_bank_is_a_fifo_ring():
 
 def test_sample_features_reads_cells_at_their_centres():
     maps = F.normalize(torch.randn(2, 4, 3, 5), dim=1)
-    pts = torch.tensor([[0.5, 0.5], [4.5, 2.5], [2.5, 1.5]])
-    b = torch.tensor([0, 1, 1])
-    got = sample_features(maps, b, pts)
-    expected = torch.stack([maps[0, :, 0, 0], maps[1, :, 2, 4], maps[1, :, 1, 2]])
+    pts = torch.tensor([[[0.5, 0.5], [1.5, 0.5]], [[4.5, 2.5], [2.5, 1.5]]])  # [B=2, N=2, 2]
+    got = sample_features(maps, pts)
+    expected = torch.stack([maps[0, :, 0, [0, 1]].T, maps[1, :, [2, 1], [4, 2]].T])
     torch.testing.assert_close(got, expected)
+    # Half-way between two cell centres: the normalised mean of both.
+    mid = sample_features(maps, torch.tensor([[[1.0, 0.5]], [[1.0, 0.5]]]))
+    torch.testing.assert_close(mid[0, 0], F.normalize(maps[0, :, 0, 0] + maps[0, :, 0, 1], dim=0))
 
 
 def test_correspondences_lie_on_visible_projected_gaussians():
@@ -154,7 +156,7 @@ def test_correspondences_lie_on_visible_projected_gaussians():
         )
         mine = corr.gauss_ids[corr.batch_ids == b]
         assert torch.equal(mine, torch.nonzero(visible[0])[:, 0])
-        expected = sample_features(maps, torch.full_like(mine, b), means2d[0, mine])
+        expected = sample_features(maps[b : b + 1], means2d)[0, mine]
         torch.testing.assert_close(corr.features[corr.batch_ids == b], expected)
 
 
@@ -219,3 +221,58 @@ def test_novum_gradients_reach_only_the_backbone():
     grads = [p.grad for p in model.backbone.parameters()]
     assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
     assert torch.equal(v.features, before)
+
+
+@pytest.mark.parametrize("bank_size, bank_weight", [(0, 1.0), (6, 1.0), (6, 0.005)])
+@pytest.mark.parametrize(
+    "negatives", [(True, True, True), (True, True, False), (False, True, True), (True, False, True)]
+)
+def test_contrastive_loss_equals_the_reference_form(bank_size, bank_weight, negatives):
+    g = torch.Generator().manual_seed(bank_size + len(negatives))
+    Y, K, D, P = 3, 7, 5, 40
+    C = F.normalize(torch.randn(Y, K, D, generator=g), dim=-1)
+    valid = torch.ones(Y, K, dtype=torch.bool)
+    valid[1, 5:] = valid[2, 3:] = False  # padded Gaussians of smaller volumes
+    neighbors = torch.rand(Y, K, K, generator=g) > 0.6
+    neighbors &= ~torch.eye(K, dtype=torch.bool)
+    class_ids = torch.randint(0, Y, (P,), generator=g)
+    gauss_ids = (torch.rand(P, generator=g) * valid.sum(1)[class_ids]).long()
+    bank = F.normalize(torch.randn(bank_size, D, generator=g), dim=-1)
+    same, other, background = negatives
+    cfg = LossConfig(bank_weight=bank_weight, same_class_negatives=same, other_class_negatives=other,
+                     background_negatives=background)  # fmt: skip
+    feats = F.normalize(torch.randn(P, D, generator=g), dim=-1).requires_grad_(True)
+    fast = contrastive_loss(feats, class_ids, gauss_ids, C, valid, neighbors, bank, cfg)
+    ref = contrastive_loss_reference(feats, class_ids, gauss_ids, C, valid, neighbors, bank, cfg)
+    torch.testing.assert_close(fast, ref)
+    (g_fast,) = torch.autograd.grad(fast, feats)
+    (g_ref,) = torch.autograd.grad(ref, feats)
+    torch.testing.assert_close(g_fast, g_ref)
+    assert g_fast.abs().sum() > 0
+
+
+def test_background_draw_is_seeded_uniform_and_off_the_object():
+    maps = F.normalize(torch.randn(3, 4, 6, 5), dim=1)
+    masks = torch.zeros(3, 6, 5, dtype=torch.bool)
+    masks[0, 1:5, 1:4] = True
+    masks[2] = True
+    masks[2, 0, :2] = False  # only two free cells: fewer than per_image
+    a = background_features(maps, masks, per_image=4, seeds=[0, 1, 2])
+    assert a.shape == (4 + 4 + 2, 4)
+    torch.testing.assert_close(a, background_features(maps, masks, per_image=4, seeds=[0, 1, 2]))
+    assert not torch.equal(a[:4], background_features(maps, masks, per_image=4, seeds=[9, 1, 2])[:4])
+    for b, rows in ((0, a[:4]), (1, a[4:8]), (2, a[8:])):
+        flat = maps[b].reshape(4, -1).T
+        idx = torch.cdist(rows, flat).argmin(1)
+        assert len(set(idx.tolist())) == len(idx)  # without replacement
+        assert not masks[b].reshape(-1)[idx].any()
+    # Uniform over the free cells: each of image 0's 18 free cells drawn about 4/18 of the time.
+    counts = torch.zeros(30)
+    flat = maps[0].reshape(4, -1).T
+    for seed in range(900):
+        rows = background_features(maps[:1], masks[:1], per_image=4, seeds=[seed])
+        counts[torch.cdist(rows, flat).argmin(1)] += 1
+    free = ~masks[0].reshape(-1)
+    assert counts[~free].sum() == 0
+    assert (counts[free] - 200).abs().max() < 60  # binomial sd ~12.5
+    assert background_features(maps, masks, per_image=0, seeds=[0, 1, 2]).shape == (0, 4)

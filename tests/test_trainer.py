@@ -139,3 +139,36 @@ def test_resume_on_cuda_continues_from_the_checkpoint(data_root, tmp_path):
     resumed = Trainer(cfg, resume=True, quiet=True)
     assert resumed.epoch == 1
     assert len(resumed.fit()) == 3
+
+
+def test_epoch_batches_on_the_cpu_are_the_loaders(data_root, tmp_path):
+    trainer = Trainer(tiny_config(data_root, tmp_path / "run", **{"optim.batch_size": 2}), quiet=True)
+    plain = list(trainer.train_loader(0))
+    prefetched = list(trainer.epoch_batches(0))
+    assert len(plain) == len(prefetched) > 1
+    for a, b in zip(plain, prefetched, strict=True):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+
+
+@pytest.mark.gpu
+def test_prefetched_batches_equal_the_loaders_and_train_alike(data_root, tmp_path):
+    cfg = tiny_config(
+        data_root, tmp_path / "run", **{"train.device": "cuda", "model.compile": "off", "optim.batch_size": 2}
+    )
+    trainer = Trainer(cfg, quiet=True)
+    plain = list(trainer.train_loader(0))
+    prefetched = list(trainer.epoch_batches(0))
+    assert len(plain) == len(prefetched) > 1
+    for a, b in zip(plain, prefetched, strict=True):
+        for key in ("image", "label", "bbox"):
+            assert b[key].is_cuda and torch.equal(a[key].cuda(), b[key])
+        assert b["mask"] is None or torch.equal(a["mask"].cuda(), b["mask"])
+        assert not b["azimuth"].is_cuda  # pose fields stay on the host
+    # A step on a prefetched batch equals a step on the host batch from the same state.
+    state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    opt = trainer.optimizer.state_dict()
+    first = trainer.train_step(plain[0]).loss
+    trainer.model.load_state_dict(state)
+    trainer.optimizer.load_state_dict(opt)
+    trainer.global_step -= 1
+    assert trainer.train_step(prefetched[0]).loss == pytest.approx(first, rel=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -17,6 +18,41 @@ def images_to_device(images: Tensor, device: torch.device) -> Tensor:
     images = images.to(device, non_blocking=True)
     images = images.float().div_(255) if images.dtype == torch.uint8 else images.float()
     return images.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else images
+
+
+# The batch entries a training step reads on the device; the pose fields stay on the host, where the
+# cameras are built (value checks there cost no GPU wait).
+DEVICE_KEYS = ("image", "label", "mask", "bbox")
+
+
+def prefetch_to_device(
+    batches: Iterable[dict[str, Any]], device: torch.device, keys: tuple[str, ...] = DEVICE_KEYS
+) -> Iterator[dict[str, Any]]:
+    """The same batches, with their ``keys`` tensors copied to a CUDA ``device`` one batch ahead on a
+    side stream, so the copy of batch i + 1 overlaps the step on batch i; elsewhere the batches as they
+    come. Copies from pinned memory (``pin_memory=True``) are the ones that overlap."""
+    if device.type != "cuda":
+        yield from batches
+        return
+    side = torch.cuda.Stream(device)
+
+    def start(batch: dict[str, Any]) -> dict[str, Any]:
+        with torch.cuda.stream(side):
+            return {k: v.to(device, non_blocking=True) if k in keys and torch.is_tensor(v) else v
+                    for k, v in batch.items()}  # fmt: skip
+
+    it = iter(batches)
+    pending = next(it, None)
+    pending = start(pending) if pending is not None else None
+    while pending is not None:
+        main = torch.cuda.current_stream(device)
+        main.wait_stream(side)
+        for k in keys:
+            if torch.is_tensor(pending.get(k)):
+                pending[k].record_stream(main)  # the allocator must not reuse it before main is done
+        ready, upcoming = pending, next(it, None)
+        pending = start(upcoming) if upcoming is not None else None
+        yield ready
 
 
 def collate(samples: list[dict[str, Any]], image_size: tuple[int, int]) -> dict[str, Any]:

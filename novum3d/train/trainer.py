@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ..checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from ..config import ExperimentConfig, config_to_dict
-from ..data.batch import batch_cameras, collate, images_to_device
+from ..data.batch import batch_cameras, collate, images_to_device, prefetch_to_device
 from ..device import select_device
 from ..distributed import all_gather_rows, all_reduce_sum, dist_info
 from ..errors import CheckpointError
@@ -85,7 +85,8 @@ def _tensorboard_writer(path: Path):
 # Settings that say where and how fast a run goes, not what it learns.
 # model.compile is one: compiled and eager runs learn the same (and older identities lack it).
 BOOKKEEPING = {("train", "out_dir"), ("data", "root"), ("data", "val_root"), ("data", "num_workers"),
-               ("train", "log_every"), ("train", "val_every"), ("model", "compile")}  # fmt: skip
+               ("train", "log_every"), ("train", "val_every"), ("model", "compile"),
+               ("train", "cudnn_benchmark")}  # fmt: skip
 
 
 def training_identity(config: dict[str, Any], train_digest: str, val_digest: str) -> dict[str, Any]:
@@ -106,6 +107,10 @@ class Trainer:
         self.device = select_device(cfg.train.device, index=local_rank, field="train.device")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
+            torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
+            # The loss's float32 products (P x 128 x 15,760 at batch 32) on tensor cores, in TF32: they
+            # took 2 ms of a 102 ms step in full float32 on an H100.
+            torch.backends.cuda.matmul.allow_tf32 = True
         self.amp = cfg.train.amp and self.device.type == "cuda"
         self.out = Path(cfg.train.out_dir)
         torch.manual_seed(cfg.train.seed)
@@ -137,10 +142,12 @@ class Trainer:
             self.backbone = DistributedDataParallel(
                 self.model.backbone, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
+        # Fused on CUDA: one kernel for the whole update instead of a few per parameter group.
         self.optimizer = torch.optim.Adam(
             [p for p in self.model.backbone.parameters() if p.requires_grad],
             lr=cfg.optim.lr,
             weight_decay=cfg.optim.weight_decay,
+            fused=self.device.type == "cuda" or None,
         )
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.optim.epochs)
         self._loader: DataLoader | None = None
@@ -191,6 +198,11 @@ class Trainer:
             )
         self._sampler.set_epoch(epoch)
         return self._loader
+
+    def epoch_batches(self, epoch: int):
+        """The batches of ``epoch`` as :meth:`train_step` takes them: on CUDA, images, labels, masks and
+        boxes are already on their way to the GPU, one batch ahead on a side stream."""
+        return prefetch_to_device(self.train_loader(epoch), self.device)
 
     # ---- one step ---------------------------------------------------------------------
     def train_mode(self) -> None:
@@ -360,7 +372,7 @@ class Trainer:
             # A context manager, so an error mid-epoch closes the bar and the message starts on a line of its own.
             with tqdm(total=steps, desc=desc, disable=self.quiet, unit="step") as bar:
                 start, images, losses = time.perf_counter(), 0, []
-                for i, batch in enumerate(loader):
+                for i, batch in enumerate(self.epoch_batches(self.epoch)):
                     if i >= steps:
                         break
                     stats = self.train_step(batch)
