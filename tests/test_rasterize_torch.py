@@ -279,3 +279,20 @@ def test_project_visible_matches_rasterize_with_visibility():
     means2d, visible = project_visible(**kwargs)
     torch.testing.assert_close(means2d, out.means2d)
     assert torch.equal(visible, out.visible)
+
+
+def test_visibility_does_not_depend_on_how_views_are_chunked():
+    from rendering import cuboid_volume, pascal3d_intrinsics, pose_to_viewmat
+    from rendering.rasterize import _project_torch
+    from rendering.visibility import gaussian_visibility
+
+    vol = cuboid_volume((1.0, 0.6, 0.4), n=300)
+    vm = pose_to_viewmat(torch.linspace(0, 6, 7), 0.3, 0.0, 5.0)
+    K = pascal3d_intrinsics(1.0, 400.0, (32.0, 32.0), downsample=1).expand(7, 3, 3)
+    args = (vol.means, vol.quats, vol.scales, vol.opacities, vm, K, 64, 64, 0.01, 0.3, torch.float32)
+    proj = _project_torch(*args)
+    margin = 2.0 * vol.scales.amax(-1)
+    whole = gaussian_visibility(proj, vol.opacities, margin, 64, 64, fused=False)
+    chunked = gaussian_visibility(proj, vol.opacities, margin, 64, 64, fused=False, element_budget=len(vol) ** 2 * 2)
+    assert torch.equal(whole, chunked)
+    assert 0 < int(whole.sum()) < whole.numel()
