@@ -7,8 +7,9 @@ it). Times (1) whole steps on batches already in memory (compute only), (2) the 
 (backbone forward+backward, correspondences, loss), both through torch.utils.benchmark's Timer
 with fixed counts (every rank under torchrun runs the same collectives), and (3) one pass of
 ``--steps`` steps fed by the configured DataLoader, timed from the epoch's second batch (the first
-batch and its step are reported apart); the training split needs ``--steps`` + 1 batches. Prints a
-table and appends it to BENCHMARKS.md with the device.
+batch and its step are reported apart), with the time spent waiting for the loader; also (4) the
+same count of distinct batches held in memory. The training split needs ``--steps`` + 1 batches.
+Prints a table and appends it to BENCHMARKS.md with the device.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import datetime
 import os
 import shlex
 import sys
+import time
 
 import torch
 
@@ -79,24 +81,34 @@ def main() -> int:
         ),
         "loss fwd+bwd": time_call(loss, warmup=0, number=5),
     }
-    n = 0
+    # Distinct batches in memory (epoch 1), then the same count fed by the loader (epoch 2): the
+    # in-memory rate above repeats 4 batches, and a gap between it and the loader-fed rate could come
+    # from new batches (new correspondence counts, allocator) as well as from the loader.
+    distinct = [b for _, b in zip(range(args.steps), trainer.train_loader(1), strict=False)]
+    distinct_s = time_once(lambda: [trainer.train_step(b) for b in distinct]) / len(distinct)
+    n, waits = 0, []
     # One pass, not repeats: what is measured is the loader keeping up over consecutive steps of an
     # epoch (its workers, prefetching, pinned copies), which a repeat would restart. The clock starts
     # once the epoch's first batch has been trained on: the trainer's workers persist across epochs,
-    # but each epoch's prefetch queue starts empty; that first wait is reported apart.
-    batches = iter(trainer.train_loader(1))
+    # but each epoch's prefetch queue starts empty; that first wait is reported apart. Batches come
+    # as the trainer's fit() takes them (Trainer.epoch_batches: on CUDA copied one batch ahead).
+    batches = iter(trainer.epoch_batches(2))
 
     def loader_steps():
         nonlocal n
-        for i, b in enumerate(batches):
-            if i >= args.steps:
+        for _ in range(args.steps):
+            start = time.perf_counter()
+            b = next(batches, None)
+            waits.append(time.perf_counter() - start)
+            if b is None:
                 break
-            trainer.train_step(b)
+            trainer.train_step(b)  # ends by reading the loss: the step is done when it returns
             n += b["image"].shape[0] * world
 
     first_batch = time_once(lambda: trainer.train_step(next(batches)))
     seconds = time_once(loader_steps)
     loader_rate = n / seconds
+    wait_ms = 1000 * sum(waits) / max(len(waits), 1)
     if trainer.rank != 0:
         return 0
 
@@ -118,8 +130,10 @@ def main() -> int:
         "| measure | value |",
         "|---|---|",
         f"| train step, batches in memory | {B / step_s:,.1f} img/s ({step_s * 1000:.0f} ms/step) |",
+        f"| train steps on {len(distinct)} distinct batches in memory | {B / distinct_s:,.1f} img/s |",
         f"| train steps fed by the DataLoader ({cfg.data.num_workers} workers, {n // B} steps) "
         f"| {loader_rate:,.1f} img/s |",
+        f"| of which waiting for the loader | {wait_ms:.1f} ms/step |",
         f"| the epoch's first batch and its step (not in the rate) | {first_batch:.2f} s |",
     ]
     if world > 1:
