@@ -275,3 +275,15 @@ def test_baseline_trains_with_occlusion_augmentation(data_root, tmp_path):
     losses = [trainer.train_step(batch).loss for _ in range(2)]
     assert all(math.isfinite(x) for x in losses)
     assert seen == [(False, True), (False, True)]  # each step's images were occluded, all four of them
+
+
+@pytest.mark.gpu
+def test_cuda_draws_the_occluders_the_cpu_draws():
+    # The random numbers come from CPU generators; only float rounding at a shape's boundary may differ.
+    images, masks = random_images(dtype=torch.float32), ellipse_masks()
+    cpu_images, cpu_mask = occlude_objects(images, masks, NO_BOXES, [1, 2, 3, 4])
+    gpu_images, gpu_mask = occlude_objects(images.cuda(), masks.cuda(), NO_BOXES.cuda(), [1, 2, 3, 4])
+    agree = cpu_mask == gpu_mask.cpu()
+    assert agree.float().mean() > 0.995 and cpu_mask.any()
+    same = agree[:, None].expand_as(images)
+    torch.testing.assert_close(gpu_images.cpu()[same], cpu_images[same], atol=1e-5, rtol=0)
