@@ -12,6 +12,7 @@ from novum3d.config import BaselineConfig, ConfigError, ExperimentConfig, config
 from novum3d.data.augment import box_pixels, occlude_objects
 from novum3d.data.batch import collate
 from novum3d.data.synthetic import generate
+from novum3d.evaluation.robustness import load_suite, method_config
 from novum3d.train import trainer as trainer_module
 from novum3d.train.correspondence import Correspondences, drop_occluded, object_cells, occluded_cells
 from novum3d.train.trainer import AUGMENT_STREAM, Trainer, training_identity
@@ -202,6 +203,21 @@ def test_identity_and_checkpoint_config_of_runs_without_the_section_are_unchange
     identity = training_identity(config_to_dict(on), "t", "v")
     assert identity["config"]["augment"] == {"occlusion_probability": 0.5, "occluded_fraction": [0.2, 0.7]}
     assert from_mapping(ExperimentConfig, config_to_dict(on)) == on  # round trip
+
+
+def test_the_faithful_suite_has_occlusion_augmentation_for_novum_and_the_baseline(tmp_path):
+    suite = load_suite("configs/robustness-faithful.yaml")
+    methods = {m.slug: m for m in suite.methods}
+    novum, baseline = methods["occlusion-augmentation"], methods["resnet-50-occlusion-augmentation"]
+    assert novum.kind == "novum" and novum.pose and baseline.kind == "baseline"
+    with_it = method_config(novum, suite, [], 0, tmp_path)
+    without = method_config(methods["volume-background"], suite, [], 0, tmp_path)
+    assert with_it.augment.occlusion_probability == 0.5 and without.augment.occlusion_probability == 0.0
+    with_it.augment = without.augment
+    assert with_it == without  # "+ volume background" plus the augmentation, nothing else
+    cfg = method_config(baseline, suite, [], 0, tmp_path)
+    assert isinstance(cfg, BaselineConfig) and cfg.augment.occlusion_probability == 0.5
+    assert method_config(methods["resnet-50"], suite, [], 0, tmp_path).augment.occlusion_probability == 0.0
 
 
 # ---- the trainers --------------------------------------------------------------------------------
