@@ -9,8 +9,8 @@ import torch
 from novum3d.baselines import BaselineTrainer
 from novum3d.checkpoint import load_checkpoint
 from novum3d.config import BaselineConfig, ConfigError, ExperimentConfig, config_to_dict, from_mapping, load_experiment
-from novum3d.data.augment import box_pixels, occlude_objects
-from novum3d.data.batch import collate
+from novum3d.data.augment import occlude_objects
+from novum3d.data.batch import box_cells, collate
 from novum3d.data.synthetic import generate
 from novum3d.evaluation.robustness import load_suite, method_config
 from novum3d.train import trainer as trainer_module
@@ -78,7 +78,7 @@ def test_probability_decides_per_image_and_unchosen_images_stay_bit_identical():
 def test_the_hidden_share_of_the_object_is_the_requested_fraction(use_masks):
     images, masks = random_images(batch=16), ellipse_masks(batch=16)
     boxes = torch.tensor([[4.0 + b % 3, 3.0, 30.0 + b % 5, 27.0] for b in range(16)])
-    objects = masks if use_masks else box_pixels(boxes, (H, W))
+    objects = masks if use_masks else box_cells(boxes, (H, W), (H, W))
     for fraction in (0.2, 0.45, 0.7):
         _, occluder = occlude_objects(
             images, masks if use_masks else None, boxes, list(range(16)), fraction=(fraction, fraction)

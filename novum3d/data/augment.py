@@ -20,25 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .batch import box_cells
+
 MAX_SIDES = 6  # polygons have 3 to MAX_SIDES sides
 MAX_ASPECT = 2.5  # shapes are up to this many times longer than wide
 NOISE_CELL = 4  # pixels per cell of the fallback fill's noise (bilinearly upsampled)
 NOISE_STD = 0.08  # of the fallback fill's noise, on [0, 1] intensities
-
-
-def box_pixels(boxes: Tensor, size: tuple[int, int]) -> Tensor:
-    """[B, H, W] bool: pixels whose centre lies inside each box.
-
-    Args:
-        boxes: [B, 4] x0, y0, x1, y1 in pixels; size: (H, W).
-    """
-    H, W = size
-    ys = torch.arange(H, device=boxes.device, dtype=torch.float32) + 0.5
-    xs = torch.arange(W, device=boxes.device, dtype=torch.float32) + 0.5
-    b = boxes.float()
-    inside_y = (ys[None] >= b[:, 1:2]) & (ys[None] <= b[:, 3:4])
-    inside_x = (xs[None] >= b[:, 0:1]) & (xs[None] <= b[:, 2:3])
-    return inside_y[:, :, None] & inside_x[:, None, :]
 
 
 def _draw(seed: int, probability: float, fraction: tuple[float, float], max_shapes: int, size: tuple[int, int]):
@@ -119,7 +106,7 @@ def occlude_objects(
     occluder = torch.zeros(B, H, W, dtype=torch.bool, device=device)
     if all(d is None for d in draws):
         return images, occluder
-    objects = (masks.bool() if masks is not None else box_pixels(boxes, (H, W))).to(device)
+    objects = (masks.bool() if masks is not None else box_cells(boxes, (H, W), (H, W))).to(device)
     on = [d is not None for d in draws]
     placeholder = next(d for d in draws if d is not None)  # for images without occluders: hides nothing
     draws = [d if d is not None else placeholder for d in draws]
