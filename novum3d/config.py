@@ -235,6 +235,28 @@ class TrainConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Training-time augmentation (novum3d.data.augment); validation and evaluation are never augmented.
+
+    Occlusion augmentation pastes occluders over the object of a share of the training images, filled
+    with another training image's background (NOVUM also drops the correspondences they hide). A
+    departure from the authors' code, which trains without it (GenIntel/NOVUM src/train.py): off (0)
+    by default.
+    """
+
+    occlusion_probability: float = 0.0  # share of training images that get occluders; 0 = off
+    # Fraction of the object's mask (its box when there is no mask) hidden, drawn uniformly per image.
+    occluded_fraction: tuple[float, float] = (0.2, 0.7)
+
+    def validate(self) -> None:
+        if not 0 <= self.occlusion_probability <= 1:
+            raise ValueError(f"occlusion_probability: must lie in [0, 1], got {self.occlusion_probability}")
+        low, high = self.occluded_fraction
+        if not 0 <= low <= high <= 1:
+            raise ValueError(f"occluded_fraction: expected [low, high] with 0 <= low <= high <= 1, got [{low}, {high}]")
+
+
+@dataclass
 class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     volume: VolumeConfig = field(default_factory=VolumeConfig)
@@ -243,6 +265,7 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
@@ -260,12 +283,13 @@ class BaselineModelConfig:
 
 @dataclass
 class BaselineConfig:
-    """A baseline classifier's experiment: the same data, optim and train sections as NOVUM's."""
+    """A baseline classifier's experiment: the same data, optim, train and augment sections as NOVUM's."""
 
     model: BaselineModelConfig = field(default_factory=BaselineModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     categories: str = "pascal3d"  # where the class list comes from when data.classes is unset
 
 

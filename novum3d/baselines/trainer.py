@@ -31,7 +31,7 @@ class BaselineTrainer(Trainer):
 
     def train_step(self, batch: dict[str, Any]) -> StepStats:
         self.train_mode()
-        images = images_to_device(batch["image"], self.device)
+        images, _ = self.occlude(batch, images_to_device(batch["image"], self.device))  # as NOVUM's (augment)
         labels = batch["label"].to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             logits = self.backbone(normalize_images(images))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,7 @@ class Correspondences:
     gauss_ids: Tensor  # [P] Gaussian within its class
     features: Tensor  # [P, D] unit backbone features at the Gaussians' projected centres
     covered: Tensor  # [B, h, w] bool: cells where the centre of any Gaussian of the image's volume projects
+    points: Tensor  # [P, 2] projected centres (x, y) on the h x w map (cell j spans [j, j + 1))
 
 
 def sample_features(feature_maps: Tensor, points: Tensor) -> Tensor:
@@ -57,7 +58,8 @@ def find_correspondences(
         )
     b, k = torch.nonzero(visible, as_tuple=True)
     covered = covered_cells(means2d, v.valid[labels], h, w)
-    return Correspondences(b, labels[b], k, sample_features(feature_maps, means2d)[b, k], covered)
+    points = means2d[b, k]
+    return Correspondences(b, labels[b], k, sample_features(feature_maps, means2d)[b, k], covered, points)
 
 
 def covered_cells(means2d: Tensor, valid: Tensor, h: int, w: int) -> Tensor:
@@ -109,3 +111,19 @@ def object_cells(
     if masks is not None:
         return F.adaptive_max_pool2d(masks.float()[:, None], map_size)[:, 0] > 0
     return box_cells(bboxes, image_size, map_size)
+
+
+def occluded_cells(occluders: Tensor, map_size: tuple[int, int]) -> Tensor:
+    """[B, h, w] bool: cells more than half covered by the occluder masks [B, H, W] (data.augment)."""
+    return F.adaptive_avg_pool2d(occluders.float()[:, None], map_size)[:, 0] > 0.5
+
+
+def drop_occluded(corr: Correspondences, occluded: Tensor) -> Correspondences:
+    """``corr`` without the correspondences whose projected centre falls in an occluded cell [B, h, w] bool:
+    no Gaussian learns from, or is moved towards, an occluder's features. ``covered`` is kept."""
+    h, w = occluded.shape[-2:]
+    x = corr.points[:, 0].floor().long().clamp(0, w - 1)
+    y = corr.points[:, 1].floor().long().clamp(0, h - 1)
+    keep = ~occluded[corr.batch_ids, y, x]
+    return replace(corr, batch_ids=corr.batch_ids[keep], class_ids=corr.class_ids[keep],
+                   gauss_ids=corr.gauss_ids[keep], features=corr.features[keep], points=corr.points[keep])  # fmt: skip

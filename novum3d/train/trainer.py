@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from ..checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from ..config import ExperimentConfig, config_to_dict
+from ..data.augment import occlude_objects
 from ..data.batch import batch_cameras, collate, images_to_device, prefetch_to_device
 from ..device import select_device
 from ..distributed import all_gather_rows, all_reduce_sum, dist_info
@@ -36,7 +37,7 @@ from ..model.backbone import compile_backbone, normalize_images
 from ..model.calibration import expected_calibration_error, fit_temperature
 from ..model.novum import NOVUM
 from ..model.priors import PosePriors
-from .correspondence import background_features, find_correspondences, object_cells
+from .correspondence import background_features, drop_occluded, find_correspondences, object_cells, occluded_cells
 from .data import default_classes, open_split
 from .loss import clutter_loss, contrastive_loss
 
@@ -82,6 +83,8 @@ def _tensorboard_writer(path: Path):
     return SummaryWriter(str(path))
 
 
+AUGMENT_STREAM = (1,)  # spawn key of the augmentation's seeds; background cells use the root stream ()
+
 # Settings that say where and how fast a run goes, not what it learns.
 # model.compile is one: compiled and eager runs learn the same (and older identities lack it).
 BOOKKEEPING = {("train", "out_dir"), ("data", "root"), ("data", "val_root"), ("data", "num_workers"),
@@ -94,6 +97,9 @@ def training_identity(config: dict[str, Any], train_digest: str, val_digest: str
     kept = {section: {k: v for k, v in values.items() if (section, k) not in BOOKKEEPING}
             for section, values in config.items() if isinstance(values, dict)}  # fmt: skip
     kept |= {k: v for k, v in config.items() if not isinstance(v, dict)}
+    # Augmentation off (the default) leaves the identity as before the section existed: older runs still match.
+    if not kept.get("augment", {}).get("occlusion_probability"):
+        kept.pop("augment", None)
     return {"config": kept, "data": {"train": train_digest, "val": val_digest}}
 
 
@@ -214,13 +220,17 @@ class Trainer:
     def train_step(self, batch: dict[str, Any]) -> StepStats:
         cfg, vols = self.cfg, self.model.volumes
         self.train_mode()
-        images = images_to_device(batch["image"], self.device)
+        images, occluders = self.occlude(batch, images_to_device(batch["image"], self.device))
         labels = batch["label"].to(self.device)
         viewmats, Ks = batch_cameras(batch, self.model.stride, self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             maps = self.backbone(normalize_images(images))
         maps = maps.float()
         corr = find_correspondences(vols, maps, labels, viewmats, Ks)
+        occupied = self.occupied_cells(batch, corr, maps)
+        if occluders is not None:  # no Gaussian learns an occluder; occluded cells may feed the bank
+            occluded = occluded_cells(occluders, maps.shape[-2:])
+            corr, occupied = drop_occluded(corr, occluded), occupied & ~occluded
         local = contrastive_loss(
             corr.features,
             corr.class_ids,
@@ -236,8 +246,7 @@ class Trainer:
         # Sum over this rank's correspondences / global count, times world: DDP's gradient mean
         # then equals the gradient of the global mean loss.
         loss = local * count[0] * self.world / total[0].clamp(min=1)
-        bg = background_features(maps, self.occupied_cells(batch, corr, maps), cfg.bank.per_image,
-                                 self.cell_seeds(images.shape[0]))  # fmt: skip
+        bg = background_features(maps, occupied, cfg.bank.per_image, self.cell_seeds(images.shape[0]))
         clutter = clutter_loss(bg, vols.features, vols.valid) if cfg.loss.clutter_weight > 0 else None
         if clutter is not None:  # each rank's mean; DDP averages the gradients of equal-sized ranks
             loss = loss + cfg.loss.clutter_weight * clutter
@@ -262,13 +271,25 @@ class Trainer:
         masks = batch["mask"].to(self.device) if batch["mask"] is not None else None
         return object_cells(masks, batch["bbox"].to(self.device), batch["image"].shape[-2:], maps.shape[-2:])
 
-    def cell_seeds(self, batch_size: int) -> list[int]:
-        """One seed per image from (seed, step, place in the global batch): N ranks draw what one process would."""
-        first = self.rank * batch_size
-        return [
-            int(np.random.SeedSequence([self.cfg.train.seed, self.global_step, first + b]).generate_state(1)[0])
-            for b in range(batch_size)
-        ]
+    def cell_seeds(self, batch_size: int, stream: tuple[int, ...] = ()) -> list[int]:
+        """One seed per image from (seed, step, place in the global batch): N ranks draw what one process would.
+        ``stream`` (a SeedSequence spawn key) gives another use its own independent seeds."""
+        first, seed, step = self.rank * batch_size, self.cfg.train.seed, self.global_step
+        sequences = [np.random.SeedSequence([seed, step, first + b], spawn_key=stream) for b in range(batch_size)]
+        return [int(s.generate_state(1)[0]) for s in sequences]
+
+    def occlude(self, batch: dict[str, Any], images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Occlusion augmentation (``augment``; data.augment.occlude_objects) of the batch's [B, 3, H, W]
+        images on the device: (images, occluder masks [B, H, W] bool), or (images, None) when it is off.
+        Seeds per (seed, step, global image index) in their own stream; the fill comes from the next image
+        of this rank's batch, so under DDP it differs from one process's for each rank's last image."""
+        aug = self.cfg.augment
+        if aug.occlusion_probability == 0:
+            return images, None
+        masks = batch["mask"].to(self.device) if batch["mask"] is not None else None
+        seeds = self.cell_seeds(images.shape[0], stream=AUGMENT_STREAM)
+        return occlude_objects(images, masks, batch["bbox"].to(self.device), seeds, aug.occlusion_probability,
+                               aug.occluded_fraction)  # fmt: skip
 
     # ---- validation -------------------------------------------------------------------
     @torch.no_grad()
