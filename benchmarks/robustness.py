@@ -168,6 +168,19 @@ def data_command(root: Path, manifest: dict) -> str:
 
 
 @command
+def augmentation_note(suite, extra: list[str], seed: int, work: Path) -> str:
+    """What the report says of augmentation: none, or which methods paste occluders and how often."""
+    augmented = []
+    for method in suite.methods:
+        cfg = method_config(method, suite, extra, seed, work / "x")
+        probability = getattr(getattr(cfg, "augment", None), "occlusion_probability", 0.0)
+        if probability > 0:
+            augmented.append(f"{method.name} {probability:g}")
+    if not augmented:
+        return "no augmentation"
+    return "occlusion augmentation (share of images) for " + ", ".join(augmented) + ", none for the others"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("suite", help="suite YAML, e.g. configs/robustness.yaml")
@@ -276,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
             + ", ".join(f"{c} {int(n)}" for c, n in counts.items() if c != "OOD mean")
             + ". Budget shared by every method: "
             f"epochs {first_cfg.optim.epochs}, batch {first_cfg.optim.batch_size}, Adam lr {first_cfg.optim.lr:g}, "
-            f"no augmentation, random initialisation. Seeds: {', '.join(map(str, seeds))}. "
+            f"{augmentation_note(suite, extra, seeds[0], work)}, random initialisation. "
+            f"Seeds: {', '.join(map(str, seeds))}. "
             f"Wall time {minutes:.1f} min.",
             "",
             'Classification accuracy (%). Rows named "GT box" use the authors\' protocol: only the feature cells '

@@ -218,6 +218,17 @@ def test_the_faithful_suite_has_occlusion_augmentation_for_novum_and_the_baselin
     cfg = method_config(baseline, suite, [], 0, tmp_path)
     assert isinstance(cfg, BaselineConfig) and cfg.augment.occlusion_probability == 0.5
     assert method_config(methods["resnet-50"], suite, [], 0, tmp_path).augment.occlusion_probability == 0.0
+    # The report says which methods were augmented.
+    from benchmarks.robustness import augmentation_note
+
+    suite.methods = [novum, baseline, methods["resnet-50"]]
+    note = augmentation_note(suite, [], 0, tmp_path)
+    assert note == (
+        "occlusion augmentation (share of images) for + occlusion augmentation 0.5, "
+        "ResNet-50 + occlusion augmentation 0.5, none for the others"
+    )
+    suite.methods = [methods["resnet-50"]]
+    assert augmentation_note(suite, [], 0, tmp_path) == "no augmentation"
 
 
 # ---- the trainers --------------------------------------------------------------------------------
