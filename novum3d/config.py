@@ -232,6 +232,13 @@ class TrainConfig:
     # cuDNN times its convolution algorithms for each new input shape and keeps the fastest (training
     # shapes are fixed). Off: its heuristic choice, for bitwise-repeatable runs.
     cudnn_benchmark: bool = True
+    # torch's CPU threads in the training process (None: on CUDA with loader workers, the cores the
+    # workers leave; see novum3d.device.main_process_threads).
+    cpu_threads: int | None = None
+
+    def validate(self) -> None:
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ValueError(f"cpu_threads: must be >= 1 (or null for auto), got {self.cpu_threads}")
 
 
 @dataclass

@@ -3,6 +3,8 @@ the benchmarks and the trainer."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .errors import ConfigError
@@ -49,3 +51,17 @@ def resolve_compile(setting: str | bool, device: torch.device | str, field: str 
     if setting == "auto":
         return torch.device(device).type == "cuda"
     return setting == "on"
+
+
+def main_process_threads(setting: int | None, device: torch.device, num_workers: int) -> int:
+    """torch's CPU threads for a training process: ``setting`` when given; on CUDA with loader workers,
+    the cores the workers leave (at least 1); otherwise torch's current count.
+
+    On CUDA the process itself computes little on the CPU, and its default of one thread per core
+    competes with the decoding workers: small parallel CPU ops then wait for busy cores.
+    """
+    if setting is not None:
+        return setting
+    if device.type == "cuda" and num_workers > 0:
+        return max(1, (os.cpu_count() or 1) - num_workers)
+    return torch.get_num_threads()

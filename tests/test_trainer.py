@@ -172,3 +172,23 @@ def test_prefetched_batches_equal_the_loaders_and_train_alike(data_root, tmp_pat
     trainer.optimizer.load_state_dict(opt)
     trainer.global_step -= 1
     assert trainer.train_step(prefetched[0]).loss == pytest.approx(first, rel=1e-5)
+
+
+def test_training_process_threads_leave_the_cores_to_loader_workers(monkeypatch, data_root, tmp_path):
+    from novum3d.device import main_process_threads
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert main_process_threads(None, cuda, 14) == 2
+    assert main_process_threads(None, cuda, 20) == 1
+    assert main_process_threads(3, cuda, 14) == 3  # the setting wins
+    assert main_process_threads(None, cpu, 14) == torch.get_num_threads()  # the CPU computes itself
+    assert main_process_threads(None, cuda, 0) == torch.get_num_threads()
+    before = torch.get_num_threads()
+    try:
+        Trainer(tiny_config(data_root, tmp_path / "run", **{"train.cpu_threads": 1}), quiet=True)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(Exception, match="cpu_threads"):
+        tiny_config(data_root, tmp_path / "run", **{"train.cpu_threads": 0})
