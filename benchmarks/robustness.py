@@ -167,7 +167,6 @@ def data_command(root: Path, manifest: dict) -> str:
             f"--version {version} --out {root} --workers 16")  # fmt: skip
 
 
-@command
 def augmentation_note(suite, extra: list[str], seed: int, work: Path) -> str:
     """What the report says of augmentation: none, or which methods paste occluders and how often."""
     augmented = []
@@ -181,6 +180,7 @@ def augmentation_note(suite, extra: list[str], seed: int, work: Path) -> str:
     return "occlusion augmentation (share of images) for " + ", ".join(augmented) + ", none for the others"
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("suite", help="suite YAML, e.g. configs/robustness.yaml")
