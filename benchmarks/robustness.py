@@ -216,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     data, work, results_dir = Path(args.data), Path(args.work), Path(args.results)
     seeds = [int(s) for s in args.seeds.split(",")]
     extra = [f"data.root={data}", f"train.device={device.type}", *args.overrides]
+    if args.threads is not None:  # the trainer would otherwise pick its own count (train.cpu_threads: auto)
+        extra.append(f"train.cpu_threads={args.threads}")
     suite = load_suite(args.suite)
     if args.methods:
         wanted = args.methods.split(",")

@@ -54,14 +54,17 @@ def resolve_compile(setting: str | bool, device: torch.device | str, field: str 
 
 
 def main_process_threads(setting: int | None, device: torch.device, num_workers: int) -> int:
-    """torch's CPU threads for a training process: ``setting`` when given; on CUDA with loader workers,
-    the cores the workers leave (at least 1); otherwise torch's current count.
+    """torch's CPU threads for a training process: ``setting`` when given; torch's current count when
+    ``OMP_NUM_THREADS`` is set (torchrun sets it) or off CUDA or without loader workers; otherwise, on
+    CUDA, the cores this process's share of the machine leaves its workers (at least 1).
 
     On CUDA the process itself computes little on the CPU, and its default of one thread per core
     competes with the decoding workers: small parallel CPU ops then wait for busy cores.
     """
     if setting is not None:
         return setting
-    if device.type == "cuda" and num_workers > 0:
-        return max(1, (os.cpu_count() or 1) - num_workers)
-    return torch.get_num_threads()
+    if os.environ.get("OMP_NUM_THREADS") or device.type != "cuda" or num_workers == 0:
+        return torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    share = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, share - num_workers)

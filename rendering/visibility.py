@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import torch
 from torch import Tensor
@@ -53,17 +54,17 @@ def gaussian_visibility(
     candidate = inside & ~culled
     opacities = opacities.expand(B, N).to(m.dtype)
     depth_margin = depth_margin.expand(B, N).to(m.dtype)
+    args = (m.detach(), proj.conics.detach(), proj.depths.detach(), opacities.detach(), depth_margin.detach(), culled)
+    log_t = None
     if fused is None:
         fused = m.is_cuda and _triton_available()
-    if fused:
+    if fused and not _FUSED_FAILED:
         # One generated kernel for the whole [B, N, N] sum: the pairs are never written to memory.
-        log_t = _fused_log_transmittance()(m, proj.conics, proj.depths, opacities, depth_margin, culled)
-    else:
+        log_t = _fused_or_none(args)
+    if log_t is None:
         chunk = max(1, element_budget // max(1, N * N))
-        log_t = torch.cat([
-            log_transmittance(m[sl], proj.conics[sl], proj.depths[sl], opacities[sl], depth_margin[sl], culled[sl])
-            for sl in (slice(s, s + chunk) for s in range(0, B, chunk))
-        ])  # fmt: skip
+        log_t = torch.cat([log_transmittance(*(a[sl] for a in args))
+                           for sl in (slice(s, s + chunk) for s in range(0, B, chunk))])  # fmt: skip
     return candidate & (log_t > math.log(threshold))
 
 
@@ -89,6 +90,25 @@ def log_transmittance(
     return torch.where(occluder, torch.log1p(-alpha), torch.zeros_like(alpha)).sum(-1)
 
 
+_FUSED_FAILED: list[str] = []  # why the generated kernel could not be built here, once it failed
+
+
+def _fused_or_none(args: tuple[Tensor, ...]) -> Tensor | None:
+    """The fused sum, or None (with one warning per process) where torch.compile cannot build it: a
+    machine without a C compiler or Python headers, an old GPU. The reference form then runs."""
+    try:
+        return _fused_log_transmittance()(*args)
+    except Exception as exc:  # inductor and Triton raise many types
+        _FUSED_FAILED.append(f"{type(exc).__name__}: {exc}")
+        warnings.warn(
+            f"rendering: the fused visibility kernel could not be built ({_FUSED_FAILED[0][:200]}); "
+            "using the reference form (slower, same result)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
 @functools.cache
 def _fused_log_transmittance():
     # dynamic=True: one kernel for every batch and volume size (training, evaluation, tests).
@@ -98,7 +118,7 @@ def _fused_log_transmittance():
 @functools.cache
 def _triton_available() -> bool:
     try:
-        import triton  # noqa: F401
+        from torch.utils._triton import has_triton  # checks the GPU's capability too
     except ImportError:
         return False
-    return True
+    return bool(has_triton())

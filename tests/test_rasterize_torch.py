@@ -296,3 +296,34 @@ def test_visibility_does_not_depend_on_how_views_are_chunked():
     chunked = gaussian_visibility(proj, vol.opacities, margin, 64, 64, fused=False, element_budget=len(vol) ** 2 * 2)
     assert torch.equal(whole, chunked)
     assert 0 < int(whole.sum()) < whole.numel()
+
+
+def test_visibility_falls_back_to_the_reference_where_the_fused_kernel_cannot_be_built(monkeypatch):
+    import rendering.visibility as visibility
+    from rendering import cuboid_volume, pascal3d_intrinsics, pose_to_viewmat
+    from rendering.rasterize import _project_torch
+
+    def no_compiler():
+        def fail(*args):
+            raise RuntimeError("no C compiler")
+
+        return fail
+
+    monkeypatch.setattr(visibility, "_fused_log_transmittance", no_compiler)
+    monkeypatch.setattr(visibility, "_FUSED_FAILED", [])
+    vol = cuboid_volume((1.0, 0.6, 0.4), n=200)
+    vm = pose_to_viewmat(torch.linspace(0, 6, 3), 0.3, 0.0, 5.0)
+    K = pascal3d_intrinsics(1.0, 400.0, (32.0, 32.0), downsample=1).expand(3, 3, 3)
+    proj = _project_torch(vol.means, vol.quats, vol.scales, vol.opacities, vm, K, 64, 64, 0.01, 0.3, torch.float32)
+    margin = 2.0 * vol.scales.amax(-1)
+    reference = visibility.gaussian_visibility(proj, vol.opacities, margin, 64, 64, fused=False)
+    with pytest.warns(RuntimeWarning, match="fused visibility kernel could not be built"):
+        fallback = visibility.gaussian_visibility(proj, vol.opacities, margin, 64, 64, fused=True)
+    assert torch.equal(fallback, reference)
+    assert visibility._FUSED_FAILED == ["RuntimeError: no C compiler"]
+    # Later calls go straight to the reference, without another attempt or warning.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(visibility.gaussian_visibility(proj, vol.opacities, margin, 64, 64, fused=True), reference)

@@ -124,9 +124,12 @@ def test_robustness_benchmark_runs_end_to_end_on_tiny_data(data_root, tmp_path):
     bench.write_text("# existing\n")
     args = [sys.executable, "-m", "benchmarks.robustness", str(suite), "--data", str(data_root), "--work",
             str(tmp_path / "work"), "--results", str(tmp_path / "res"), "--benchmarks", str(bench), "--pose-steps",
-            "2", "--device", "cpu"]  # fmt: skip
+            "2", "--device", "cpu", "--threads", "1"]  # fmt: skip
     result = subprocess.run(args, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
+    # --threads reaches the trainers too (they would otherwise choose their own count on CUDA).
+    saved = torch.load(tmp_path / "work" / "resnet-18-seed0" / "last.pt", map_location="cpu", weights_only=False)
+    assert saved["config"]["train"]["cpu_threads"] == 1
     text = bench.read_text()
     assert text.startswith("# existing\n") and "### Robustness, CPU" in text
     tables = [block for block in text.split("\n\n") if block.startswith("| method |")]

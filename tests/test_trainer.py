@@ -177,6 +177,9 @@ def test_prefetched_batches_equal_the_loaders_and_train_alike(data_root, tmp_pat
 def test_training_process_threads_leave_the_cores_to_loader_workers(monkeypatch, data_root, tmp_path):
     from novum3d.device import main_process_threads
 
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)), raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: 16)
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert main_process_threads(None, cuda, 14) == 2
@@ -184,6 +187,10 @@ def test_training_process_threads_leave_the_cores_to_loader_workers(monkeypatch,
     assert main_process_threads(3, cuda, 14) == 3  # the setting wins
     assert main_process_threads(None, cpu, 14) == torch.get_num_threads()  # the CPU computes itself
     assert main_process_threads(None, cuda, 0) == torch.get_num_threads()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two ranks share the 16 cores
+    assert main_process_threads(None, cuda, 6) == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # set by the user or torchrun: left alone
+    assert main_process_threads(None, cuda, 6) == torch.get_num_threads()
     before = torch.get_num_threads()
     try:
         Trainer(tiny_config(data_root, tmp_path / "run", **{"train.cpu_threads": 1}), quiet=True)
@@ -192,3 +199,21 @@ def test_training_process_threads_leave_the_cores_to_loader_workers(monkeypatch,
         torch.set_num_threads(before)
     with pytest.raises(Exception, match="cpu_threads"):
         tiny_config(data_root, tmp_path / "run", **{"train.cpu_threads": 0})
+
+
+@pytest.mark.gpu
+def test_cuda_flags_hold_inside_a_step_only(data_root, tmp_path):
+    cfg = tiny_config(data_root, tmp_path / "run", **{"train.device": "cuda", "model.compile": "off"})
+    trainer = Trainer(cfg, quiet=True)
+    before = torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32
+    seen = []
+    original = trainer._train_step
+
+    def spy(batch):
+        seen.append((torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32))
+        return original(batch)
+
+    trainer._train_step = spy
+    trainer.train_step(next(iter(trainer.train_loader(0))))
+    assert seen == [(True, True)]
+    assert (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32) == before

@@ -29,7 +29,7 @@ class BaselineTrainer(Trainer):
     def build_model(self, classes: list[str]) -> torch.nn.Module:
         return BaselineClassifier(self.cfg.model, classes, tuple(self.cfg.data.image_size))
 
-    def train_step(self, batch: dict[str, Any]) -> StepStats:
+    def _train_step(self, batch: dict[str, Any]) -> StepStats:
         self.train_mode()
         images, _ = self.occlude(batch, images_to_device(batch["image"], self.device))  # as NOVUM's (augment)
         labels = batch["label"].to(self.device)

@@ -85,6 +85,10 @@ def batch_cameras(batch: dict[str, Any], stride: int, device: torch.device) -> t
     """Viewmats [B, 4, 4] and feature-map intrinsics [B, 3, 3] of a batch's annotated poses."""
     viewmats = batch_pose(batch).viewmat()
     Ks = pascal3d_intrinsics(batch["focal"], batch["viewport"], batch["principal"], downsample=stride)
+    if device.type == "cuda":  # pinned: a copy from pageable memory would wait for the GPU's queue
+        return viewmats.float().pin_memory().to(device, non_blocking=True), Ks.float().pin_memory().to(
+            device, non_blocking=True
+        )
     return viewmats.float().to(device), Ks.float().to(device)
 
 

@@ -34,6 +34,8 @@ def sample_features(feature_maps: Tensor, points: Tensor) -> Tensor:
     """
     h, w = feature_maps.shape[-2:]
     grid = torch.stack([points[..., 0] / w * 2 - 1, points[..., 1] / h * 2 - 1], dim=-1)  # [B, N, 2]
+    # Culled Gaussians may project to non-finite points; outside [-1, 1] they read zeros and take no gradient.
+    grid = grid.nan_to_num(nan=-2.0, posinf=-2.0, neginf=-2.0)
     sampled = F.grid_sample(feature_maps, grid[:, None].to(feature_maps.dtype), mode="bilinear", align_corners=False)
     return F.normalize(sampled[:, :, 0].transpose(1, 2), dim=-1)
 
@@ -94,9 +96,14 @@ def background_features(feature_maps: Tensor, object_masks: Tensor, per_image: i
     # One uniform key per cell from each image's own CPU generator (the same draw on any device or
     # rank); object cells get keys no free cell has, so the per_image smallest keys are a uniform draw
     # without replacement from the free cells. One gather for the batch: a loop over images waited
-    # for the GPU once per image (32 times a step).
+    # for the GPU once per image (32 times a step); what still waits is the final count of free cells.
     cells = object_masks[0].numel()
-    keys = torch.stack([torch.rand(cells, generator=torch.Generator().manual_seed(s)) for s in seeds])
+    # float64: ties among 8,000 float32 keys would fall at the cut about once in 10^4 images, and
+    # CPU and CUDA topk may break them differently.
+    keys = torch.stack([torch.rand(cells, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
+                        for s in seeds])  # fmt: skip
+    if feature_maps.is_cuda:  # pinned, so the copy does not wait for the GPU's queue
+        keys = keys.pin_memory().to(feature_maps.device, non_blocking=True)
     keys = keys.to(feature_maps.device).masked_fill(object_masks.reshape(B, cells), 2.0)
     drawn, pick = keys.topk(min(per_image, cells), dim=1, largest=False)  # [B, n]
     feats = feature_maps.reshape(B, D, cells).gather(2, pick[:, None].expand(-1, D, -1))  # [B, D, n]

@@ -9,6 +9,7 @@ process with B images.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -113,10 +114,6 @@ class Trainer:
         self.device = select_device(cfg.train.device, index=local_rank, field="train.device")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-            torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
-            # The loss's float32 products (P x 128 x 15,760 at batch 32) on tensor cores, in TF32: they
-            # took 2 ms of a 102 ms step in full float32 on an H100.
-            torch.backends.cuda.matmul.allow_tf32 = True
         self.amp = cfg.train.amp and self.device.type == "cuda"
         torch.set_num_threads(main_process_threads(cfg.train.cpu_threads, self.device, cfg.data.num_workers))
         self.out = Path(cfg.train.out_dir)
@@ -218,7 +215,28 @@ class Trainer:
         if self.cfg.model.freeze_batchnorm:
             freeze_batchnorm(self.model.backbone)
 
+    @contextlib.contextmanager
+    def step_flags(self):
+        """Within a training step on CUDA: cuDNN picks convolution algorithms by timing them
+        (``train.cudnn_benchmark``; the shapes are fixed), and float32 products (the loss's
+        P x 128 x 15,760 at batch 32, 2 ms of a 102 ms step on an H100) run in TF32. Restored after
+        the step, so validation and evaluation in the same process keep torch's settings."""
+        if self.device.type != "cuda":
+            yield
+            return
+        before = torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.benchmark = self.cfg.train.cudnn_benchmark
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32 = before
+
     def train_step(self, batch: dict[str, Any]) -> StepStats:
+        with self.step_flags():
+            return self._train_step(batch)
+
+    def _train_step(self, batch: dict[str, Any]) -> StepStats:
         cfg, vols = self.cfg, self.model.volumes
         self.train_mode()
         images, occluders = self.occlude(batch, images_to_device(batch["image"], self.device))
@@ -242,7 +260,7 @@ class Trainer:
             vols.bank,
             cfg.loss,
         )
-        count = torch.tensor([float(len(corr.batch_ids))], device=self.device)
+        count = torch.full((1,), float(len(corr.batch_ids)), device=self.device)  # a fill, not a waiting copy
         total = all_reduce_sum(count.clone())
         # Sum over this rank's correspondences / global count, times world: DDP's gradient mean
         # then equals the gradient of the global mean loss.
