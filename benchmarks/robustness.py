@@ -102,17 +102,27 @@ def train_if_needed(method: SuiteMethod, cfg, out_dir: Path, retrain: bool = Fal
 
 def evaluate_method(method, out_dir: Path, splits: dict, names: list[str], args, device, distance: float) -> dict:
     """Per-split summaries, cached in out_dir/robustness-eval.json under a key of the checkpoint's and
-    every split's contents, the code and the settings; a cache of other inputs is recomputed."""
+    every split's contents, the code and the settings; a cache of other inputs is recomputed.
+
+    Every method classifies the same images (``--max-per-split``). On a pose split the pose is
+    estimated on its own evenly spaced subset (``--pose-max-per-split``, ``pose_images``): there the
+    pose metrics, ``per_class``, ``confusion`` and ``ece`` describe that subset, while ``images`` and
+    ``accuracy`` are the classification over all the split's evaluated images. Until this change
+    a pose method also classified its pose splits on the pose subset only, so its clean, L3 and
+    OOD-pose columns counted fewer images than the baselines'.
+    """
     last = out_dir / "last.pt"
     pose = PoseConfig(steps=args.pose_steps, distance=distance) if method.pose else None
     pose_splits = [n for n in names if pose and (args.pose_splits is None or n in args.pose_splits.split(","))]
-    limit = {n: args.pose_max_per_split if n in pose_splits else None for n in names}
-    subsets = {n: evenly_spaced(splits[n], min(v for v in (args.max_per_split, limit[n], 10**9) if v)) for n in names}
+    subsets = {n: evenly_spaced(splits[n], args.max_per_split) for n in names}
+    pose_limit = min(v for v in (args.max_per_split, args.pose_max_per_split, 10**9) if v)
+    pose_subsets = {n: evenly_spaced(splits[n], pose_limit) for n in pose_splits}
     compiled = method.kind == "novum" and resolve_compile(args.compile or "auto", device)  # baselines stay eager
     settings = {"pose": dataclasses.asdict(pose) if pose else None, "pose_splits": pose_splits,
                 "protocols": ["full", "reference"], "compiled": compiled}  # fmt: skip
     key = {"format": CACHE_FORMAT, "checkpoint": file_digest(last), "code": code_digest(), "settings": settings,
-           "data": {name: dataset_digest(ds) for name, ds in subsets.items()}}  # fmt: skip
+           "data": {name: dataset_digest(ds) for name, ds in subsets.items()}
+           | {f"{name} (pose)": dataset_digest(ds) for name, ds in pose_subsets.items()}}  # fmt: skip
     cache = out_dir / "robustness-eval.json"
     saved, differ = load_keyed(cache, key)
     if saved is not None:
@@ -138,17 +148,19 @@ def evaluate_method(method, out_dir: Path, splits: dict, names: list[str], args,
         if all(name in results[p] for p in protocols):
             continue
         ds = subsets[name]
+        records = classify_split(model, ds, size, args.batch_size, num_workers=workers)
+        for protocol in protocols:
+            results[protocol][name] = split_summary(records, protocol)
         if name in pose_splits:
+            pose_ds = pose_subsets[name]
             records_cache = RecordCache(out_dir / "eval-cache" / f"{name}.jsonl",
-                                        evaluation_key(last, ds, settings | {"image_size": list(size)}),
+                                        evaluation_key(last, pose_ds, settings | {"image_size": list(size)}),
                                         overwrite=True)  # fmt: skip
-            records = evaluate_split(model, ds, estimator, records_cache, size, args.batch_size, num_workers=workers)
-            for protocol in protocols:  # per class, Acc@pi/18, median error and ECE too
-                results[protocol][name] = protocol_summary(records, model.classes, protocol)
-        else:
-            records = classify_split(model, ds, size, args.batch_size, num_workers=workers)
-            for protocol in protocols:
-                results[protocol][name] = split_summary(records, protocol)
+            posed = evaluate_split(model, pose_ds, estimator, records_cache, size, args.batch_size, num_workers=workers)
+            for protocol in protocols:  # per class, Acc@pi/18, median error and ECE too, on the pose subset
+                summary = protocol_summary(posed, model.classes, protocol)
+                classified = results[protocol][name]
+                results[protocol][name] = summary | {"pose_images": summary["images"]} | classified
         save_keyed(partial, key, results)
     save_keyed(cache, key, results)
     partial.unlink(missing_ok=True)
@@ -156,6 +168,19 @@ def evaluate_method(method, out_dir: Path, splits: dict, names: list[str], args,
 
 
 POSE_CAPTION = "Pose Acc@pi/6 (%): full image under the predicted class; GT box under the ground-truth class:"
+
+
+def pose_counts(per_split: dict[str, dict]) -> str:
+    """The line under the pose table: on how many images of each column the poses were estimated."""
+    for runs in per_split.values():
+        counts = table_columns(runs["full"], "pose_images", combine=np.sum)
+        if counts:
+            return (
+                "Pose images per column: "
+                + ", ".join(f"{c} {int(n)}" for c, n in counts.items() if c != "OOD mean")
+                + "."
+            )
+    return ""
 
 
 def data_command(root: Path, manifest: dict) -> str:
@@ -301,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             table,
             "",
-            *([POSE_CAPTION, "", pose_table, ""] if pose_table else []),
+            *([POSE_CAPTION, "", pose_table, "", pose_counts(per_split), ""] if pose_table else []),
             "Training:",
             "",
             *train_lines,

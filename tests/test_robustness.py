@@ -124,7 +124,7 @@ def test_robustness_benchmark_runs_end_to_end_on_tiny_data(data_root, tmp_path):
     bench.write_text("# existing\n")
     args = [sys.executable, "-m", "benchmarks.robustness", str(suite), "--data", str(data_root), "--work",
             str(tmp_path / "work"), "--results", str(tmp_path / "res"), "--benchmarks", str(bench), "--pose-steps",
-            "2", "--device", "cpu", "--threads", "1"]  # fmt: skip
+            "2", "--device", "cpu", "--threads", "1", "--pose-max-per-split", "1"]  # fmt: skip
     result = subprocess.run(args, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     # --threads reaches the trainers too (they would otherwise choose their own count on CUDA).
@@ -152,6 +152,13 @@ def test_robustness_benchmark_runs_end_to_end_on_tiny_data(data_root, tmp_path):
         row = next(line for line in accuracy.splitlines() if line.startswith(f"| {name} |"))
         assert row.split(" | ")[1] == f"{100 * seeds[0]['clean']:.1f}"
     assert (tmp_path / "res" / "accuracy_vs_occlusion.png").stat().st_size > 1000
+    # Every method classifies the same images; the pose is estimated on the pose subset only.
+    novum = report["per_split"]["NOVUM (cube) / seed 0"]["full"]
+    baseline = report["per_split"]["ResNet-18 / seed 0"]["full"]
+    assert {s: b["images"] for s, b in novum.items()} == {s: b["images"] for s, b in baseline.items()}
+    assert novum["clean"]["images"] > 1 and "acc_pi_6" in novum["clean"]
+    assert all(b["pose_images"] == 1 for b in novum.values())  # every split is a pose split here
+    assert "Pose images per column: clean 1, L1 1," in text
 
     # A second run finds the trained checkpoints and cached evaluations: nothing is retrained.
     ckpt = tmp_path / "work" / "resnet-18-seed0" / "last.pt"
