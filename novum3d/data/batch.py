@@ -25,6 +25,19 @@ def images_to_device(images: Tensor, device: torch.device) -> Tensor:
 DEVICE_KEYS = ("image", "label", "mask", "bbox")
 
 
+def batch_to_device(batch: dict[str, Any], device: torch.device, keys: tuple[str, ...] = DEVICE_KEYS) -> dict[str, Any]:
+    """``batch`` with its ``keys`` tensors on ``device`` (already there: no copy; others as they are)."""
+    return {k: v.to(device, non_blocking=True) if k in keys and torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def host_to_device(t: Tensor, device: torch.device) -> Tensor:
+    """A small host tensor on ``device``; on CUDA from pinned memory, so the copy does not wait for the
+    GPU's queue as a copy from pageable memory does."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def prefetch_to_device(
     batches: Iterable[dict[str, Any]], device: torch.device, keys: tuple[str, ...] = DEVICE_KEYS
 ) -> Iterator[dict[str, Any]]:
@@ -38,8 +51,7 @@ def prefetch_to_device(
 
     def start(batch: dict[str, Any]) -> dict[str, Any]:
         with torch.cuda.stream(side):
-            return {k: v.to(device, non_blocking=True) if k in keys and torch.is_tensor(v) else v
-                    for k, v in batch.items()}  # fmt: skip
+            return batch_to_device(batch, device, keys)
 
     it = iter(batches)
     pending = next(it, None)
@@ -85,11 +97,7 @@ def batch_cameras(batch: dict[str, Any], stride: int, device: torch.device) -> t
     """Viewmats [B, 4, 4] and feature-map intrinsics [B, 3, 3] of a batch's annotated poses."""
     viewmats = batch_pose(batch).viewmat()
     Ks = pascal3d_intrinsics(batch["focal"], batch["viewport"], batch["principal"], downsample=stride)
-    if device.type == "cuda":  # pinned: a copy from pageable memory would wait for the GPU's queue
-        return viewmats.float().pin_memory().to(device, non_blocking=True), Ks.float().pin_memory().to(
-            device, non_blocking=True
-        )
-    return viewmats.float().to(device), Ks.float().to(device)
+    return host_to_device(viewmats.float(), device), host_to_device(Ks.float(), device)
 
 
 def box_cells(boxes: Tensor, image_size: tuple[int, int], map_size: tuple[int, int]) -> Tensor:

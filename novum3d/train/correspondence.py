@@ -10,7 +10,7 @@ from torch import Tensor
 
 from rendering import project_visible
 
-from ..data.batch import box_cells
+from ..data.batch import box_cells, host_to_device
 from ..model.volumes import NeuralVolumes
 
 
@@ -102,9 +102,7 @@ def background_features(feature_maps: Tensor, object_masks: Tensor, per_image: i
     # CPU and CUDA topk may break them differently.
     keys = torch.stack([torch.rand(cells, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
                         for s in seeds])  # fmt: skip
-    if feature_maps.is_cuda:  # pinned, so the copy does not wait for the GPU's queue
-        keys = keys.pin_memory().to(feature_maps.device, non_blocking=True)
-    keys = keys.to(feature_maps.device).masked_fill(object_masks.reshape(B, cells), 2.0)
+    keys = host_to_device(keys, feature_maps.device).masked_fill(object_masks.reshape(B, cells), 2.0)
     drawn, pick = keys.topk(min(per_image, cells), dim=1, largest=False)  # [B, n]
     feats = feature_maps.reshape(B, D, cells).gather(2, pick[:, None].expand(-1, D, -1))  # [B, D, n]
     free = (drawn < 2.0).reshape(-1)  # an image with fewer free cells than per_image gives what it has

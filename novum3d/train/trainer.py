@@ -29,7 +29,7 @@ from tqdm import tqdm
 from ..checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from ..config import ExperimentConfig, config_to_dict
 from ..data.augment import occlude_objects
-from ..data.batch import batch_cameras, collate, images_to_device, prefetch_to_device
+from ..data.batch import batch_cameras, batch_to_device, collate, images_to_device, prefetch_to_device
 from ..device import main_process_threads, select_device
 from ..distributed import all_gather_rows, all_reduce_sum, dist_info
 from ..errors import CheckpointError
@@ -233,14 +233,16 @@ class Trainer:
             torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32 = before
 
     def train_step(self, batch: dict[str, Any]) -> StepStats:
+        """One optimiser step on ``batch``: its images, labels, masks and boxes go to the device once
+        here (a prefetched batch is there already), so the step's parts read them in place."""
         with self.step_flags():
-            return self._train_step(batch)
+            return self._train_step(batch_to_device(batch, self.device))
 
     def _train_step(self, batch: dict[str, Any]) -> StepStats:
         cfg, vols = self.cfg, self.model.volumes
         self.train_mode()
         images, occluders = self.occlude(batch, images_to_device(batch["image"], self.device))
-        labels = batch["label"].to(self.device)
+        labels = batch["label"]
         viewmats, Ks = batch_cameras(batch, self.model.stride, self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             maps = self.backbone(normalize_images(images))
@@ -287,8 +289,7 @@ class Trainer:
         volume projects ("volume"), or the object's mask or box ("mask")."""
         if self.cfg.bank.background == "volume":
             return corr.covered
-        masks = batch["mask"].to(self.device) if batch["mask"] is not None else None
-        return object_cells(masks, batch["bbox"].to(self.device), batch["image"].shape[-2:], maps.shape[-2:])
+        return object_cells(batch["mask"], batch["bbox"], batch["image"].shape[-2:], maps.shape[-2:])
 
     def cell_seeds(self, batch_size: int, stream: tuple[int, ...] = ()) -> list[int]:
         """One seed per image from (seed, step, place in the global batch): N ranks draw what one process would.
@@ -299,15 +300,15 @@ class Trainer:
 
     def occlude(self, batch: dict[str, Any], images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Occlusion augmentation (``augment``; data.augment.occlude_objects) of the batch's [B, 3, H, W]
-        images on the device: (images, occluder masks [B, H, W] bool), or (images, None) when it is off.
+        images on the device (its masks and boxes as :meth:`train_step` moved them): (images, occluder
+        masks [B, H, W] bool), or (images, None) when it is off.
         Seeds per (seed, step, global image index) in their own stream; the fill comes from the next image
         of this rank's batch, so under DDP it differs from one process's for each rank's last image."""
         aug = self.cfg.augment
         if aug.occlusion_probability == 0:
             return images, None
-        masks = batch["mask"].to(self.device) if batch["mask"] is not None else None
         seeds = self.cell_seeds(images.shape[0], stream=AUGMENT_STREAM)
-        return occlude_objects(images, masks, batch["bbox"].to(self.device), seeds, aug.occlusion_probability,
+        return occlude_objects(images, batch["mask"], batch["bbox"], seeds, aug.occlusion_probability,
                                aug.occluded_fraction)  # fmt: skip
 
     # ---- validation -------------------------------------------------------------------
