@@ -193,16 +193,24 @@ def data_command(root: Path, manifest: dict) -> str:
 
 
 def augmentation_note(suite, extra: list[str], seed: int, work: Path) -> str:
-    """What the report says of augmentation: none, or which methods paste occluders and how often."""
-    augmented = []
+    """What the report says of augmentation: none, or which methods paste occluders (how often) and
+    rotate images (by up to how much)."""
+    occluded, rotated = [], []
     for method in suite.methods:
         cfg = method_config(method, suite, extra, seed, work / "x")
-        probability = getattr(getattr(cfg, "augment", None), "occlusion_probability", 0.0)
-        if probability > 0:
-            augmented.append(f"{method.name} {probability:g}")
-    if not augmented:
+        augment = getattr(cfg, "augment", None)
+        if getattr(augment, "occlusion_probability", 0.0) > 0:
+            occluded.append(f"{method.name} {augment.occlusion_probability:g}")
+        if getattr(augment, "rotation_degrees", 0.0) > 0:
+            rotated.append(f"{method.name} {augment.rotation_degrees:g}")
+    parts = []
+    if occluded:
+        parts.append("occlusion augmentation (share of images) for " + ", ".join(occluded))
+    if rotated:
+        parts.append("rotation augmentation (largest angle, degrees) for " + ", ".join(rotated))
+    if not parts:
         return "no augmentation"
-    return "occlusion augmentation (share of images) for " + ", ".join(augmented) + ", none for the others"
+    return "; ".join(parts) + "; none for the others"
 
 
 @command

@@ -249,13 +249,25 @@ class AugmentConfig:
     with another training image's background (NOVUM also drops the correspondences they hide). A
     departure from the authors' code, which trains without it (GenIntel/NOVUM src/train.py): off (0)
     by default.
+
+    Rotation augmentation rolls the camera about its optical axis: each training image is rotated
+    about its principal point by an angle drawn uniformly from [-rotation_degrees, rotation_degrees]
+    and its pose's theta changed by the same angle, which is exact for a pinhole camera. Also a
+    departure from the authors: off (0) by default.
     """
 
     occlusion_probability: float = 0.0  # share of training images that get occluders; 0 = off
     # Fraction of the object's mask (its box when there is no mask) hidden, drawn uniformly per image.
     occluded_fraction: tuple[float, float] = (0.2, 0.7)
+    rotation_degrees: float = 0.0  # largest in-plane rotation, degrees; 0 = off
+
+    @property
+    def enabled(self) -> bool:
+        return self.occlusion_probability > 0 or self.rotation_degrees > 0
 
     def validate(self) -> None:
+        if not 0 <= self.rotation_degrees <= 180:
+            raise ValueError(f"rotation_degrees: must lie in [0, 180], got {self.rotation_degrees}")
         if not 0 <= self.occlusion_probability <= 1:
             raise ValueError(f"occlusion_probability: must lie in [0, 1], got {self.occlusion_probability}")
         low, high = self.occluded_fraction

@@ -225,7 +225,7 @@ def test_the_faithful_suite_has_occlusion_augmentation_for_novum_and_the_baselin
     note = augmentation_note(suite, [], 0, tmp_path)
     assert note == (
         "occlusion augmentation (share of images) for + occlusion augmentation 0.5, "
-        "ResNet-50 + occlusion augmentation 0.5, none for the others"
+        "ResNet-50 + occlusion augmentation 0.5; none for the others"
     )
     suite.methods = [methods["resnet-50"]]
     assert augmentation_note(suite, [], 0, tmp_path) == "no augmentation"
@@ -252,10 +252,11 @@ def test_novum_trains_with_occlusion_augmentation_and_drops_occluded_corresponde
     off = Trainer(tiny_config(data_root, tmp_path / "off"), quiet=True)
     batch = collate([on.train_set[i] for i in range(4)], (64, 64))
     images = batch["image"].float() / 255
-    augmented, occluders = on.occlude(batch, images)
+    kept, augmented, occluders = on.augment(batch, images)
     assert occluders.flatten(1).any(1).all() and not torch.equal(augmented, images)
-    same, none = off.occlude(batch, images)
-    assert same is images and none is None
+    assert torch.equal(kept["theta"], batch["theta"])  # no rotation: the poses stay
+    unchanged, same, none = off.augment(batch, images)
+    assert unchanged is batch and same is images and none is None
     # Record the cells background features may come from (bank.background=mask here).
     passed, original = [], trainer_module.background_features
 
@@ -276,7 +277,7 @@ def test_novum_trains_with_occlusion_augmentation_and_drops_occluded_corresponde
     assert math.isfinite(first_on.loss) and math.isfinite(on.train_step(batch).loss)
     assert not torch.equal(on.model.volumes.bank, bank)  # the bank still takes background features
     # Validation is never augmented; a checkpoint carries the section and its identity names it.
-    on.occlude = None  # calling it would fail
+    on.augment = None  # calling it would fail
     assert 0 <= on.validate()["val_accuracy"] <= 1
     on.epoch = 1
     ckpt = load_checkpoint(on.save())
@@ -290,14 +291,14 @@ def test_baseline_trains_with_occlusion_augmentation(data_root, tmp_path):
         baseline_config(data_root, tmp_path, **{"augment.occlusion_probability": 1.0}), quiet=True
     )
     seen = []
-    occlude = trainer.occlude
+    augment = trainer.augment
 
     def recording(batch, images):
-        out, occluders = occlude(batch, images)
+        batch, out, occluders = augment(batch, images)
         seen.append((torch.equal(out, images), occluders.flatten(1).any(1).all()))
-        return out, occluders
+        return batch, out, occluders
 
-    trainer.occlude = recording
+    trainer.augment = recording
     batch = collate([trainer.train_set[i] for i in range(4)], (64, 64))
     losses = [trainer.train_step(batch).loss for _ in range(2)]
     assert all(math.isfinite(x) for x in losses)

@@ -31,7 +31,7 @@ class BaselineTrainer(Trainer):
 
     def _train_step(self, batch: dict[str, Any]) -> StepStats:
         self.train_mode()
-        images, _ = self.occlude(batch, images_to_device(batch["image"], self.device))  # as NOVUM's (augment)
+        _, images, _ = self.augment(batch, images_to_device(batch["image"], self.device))  # as NOVUM's
         labels = batch["label"]
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             logits = self.backbone(normalize_images(images))

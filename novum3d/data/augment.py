@@ -1,4 +1,5 @@
-"""Occlusion augmentation: random occluders pasted over each training image's object.
+"""Training-time augmentations, on the device: random occluders pasted over each image's object
+(:func:`occlude_objects`) and rotations about the principal point (:func:`rotate_about_principal`).
 
 Each occluded image gets one to ``max_shapes`` shapes (ellipses or convex polygons of 3-6 sides),
 each centred on a still-visible object pixel and grown until its share of the drawn hidden fraction
@@ -161,3 +162,86 @@ def occlude_objects(
     if images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous():
         out = out.contiguous(memory_format=torch.channels_last)
     return out, occluder
+
+
+def rotation_angles(seeds: Sequence[int], max_degrees: float) -> Tensor:
+    """[B] float64 angles in radians, uniform in [-max_degrees, max_degrees] degrees, one per seed, each
+    from a CPU generator seeded with it (the same seeds give the same angles on any device)."""
+    draws = [float(torch.rand((), generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64)) for s in seeds]
+    return torch.tensor(draws, dtype=torch.float64).mul(2).sub(1).mul(math.radians(max_degrees))
+
+
+def rotate_about_principal(
+    images: Tensor, masks: Tensor | None, boxes: Tensor, principal: Tensor, angles: Tensor
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Rotate each image about its principal point as a camera rolled by ``angles`` about its axis sees it.
+
+    A pinhole camera with square pixels that rolls about its optical axis sees the image rotate
+    exactly about the principal point; nothing else about the view changes. So the rotated image
+    is the same scene with its PASCAL3D+ in-plane rotation ``theta`` increased by the angle
+    (rendering.cameras: ``R = Rz(theta) ...``), which the caller adds to the pose; azimuth,
+    elevation, distance and principal point stay. Where the rotated frame reaches past the
+    original image, the image is mirrored at its border (``grid_sample``'s reflection padding).
+
+    Args:
+        images: [B, 3, H, W] uint8, or float in [0, 1], on any device.
+        masks: [B, H, W] bool object masks, or None.
+        boxes: [B, 4] object boxes x0, y0, x1, y1 in pixels.
+        principal: [B, 2] principal points (x, y) in pixels, pixel centres at +0.5.
+        angles: [B] theta increments in radians (0 leaves an image as it is, up to bilinear resampling).
+
+    Returns:
+        (images of the input's dtype, masks [B, H, W] bool or None, boxes [B, 4]). The boxes bound
+        the rotated masks where there are masks (the rotated box's corners where a mask is empty or
+        missing), clipped to the image.
+    """
+    B, _, H, W = images.shape
+    if principal.shape != (B, 2) or angles.shape != (B,) or boxes.shape != (B, 4):
+        raise ValueError(
+            f"expected principal [{B}, 2], angles [{B}], boxes [{B}, 4]; got {list(principal.shape)}, "
+            f"{list(angles.shape)}, {list(boxes.shape)}"
+        )
+    device = images.device
+    c = principal.to(device, torch.float32)
+    cos, sin = torch.cos(angles).to(device, torch.float32), torch.sin(angles).to(device, torch.float32)
+    # Raising theta by a turns image points about c by -a (x right, y down); so the output pixel p
+    # reads the input at c + R(a) (p - c).
+    ys, xs = torch.meshgrid(
+        torch.arange(H, device=device, dtype=torch.float32) + 0.5,
+        torch.arange(W, device=device, dtype=torch.float32) + 0.5,
+        indexing="ij",
+    )
+    dx, dy = xs[None] - c[:, 0, None, None], ys[None] - c[:, 1, None, None]  # [B, H, W]
+    cs, sn = cos[:, None, None], sin[:, None, None]
+    sx, sy = c[:, 0, None, None] + cs * dx - sn * dy, c[:, 1, None, None] + sn * dx + cs * dy
+    grid = torch.stack([sx / W * 2 - 1, sy / H * 2 - 1], dim=-1)  # [B, H, W, 2]
+    source = images.float() if images.dtype == torch.uint8 else images
+    out = F.grid_sample(source, grid.to(source.dtype), mode="bilinear", padding_mode="reflection", align_corners=False)
+    if images.dtype == torch.uint8:
+        out = out.round().clamp(0, 255).to(torch.uint8)
+    if images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous():
+        out = out.contiguous(memory_format=torch.channels_last)
+
+    # The box's corners turn the other way: an input point q lands at c + R(-a) (q - c).
+    b = boxes.to(device, torch.float32)
+    corners = torch.stack([b[:, [0, 1]], b[:, [2, 1]], b[:, [0, 3]], b[:, [2, 3]]], dim=1) - c[:, None]  # [B, 4, 2]
+    cx = c[:, None, 0] + cos[:, None] * corners[..., 0] + sin[:, None] * corners[..., 1]
+    cy = c[:, None, 1] - sin[:, None] * corners[..., 0] + cos[:, None] * corners[..., 1]
+    new_boxes = torch.stack([cx.amin(1), cy.amin(1), cx.amax(1), cy.amax(1)], dim=1)
+    new_masks = None
+    if masks is not None:
+        # Zeros outside: the object is not mirrored into the frame's corners in the mask.
+        turned = F.grid_sample(masks[:, None].to(device, torch.float32), grid, mode="bilinear", align_corners=False)
+        new_masks = turned[:, 0] >= 0.5
+        rows, cols = new_masks.any(2), new_masks.any(1)  # [B, H], [B, W]
+        found = rows.any(1)
+        idx_y, idx_x = torch.arange(H, device=device), torch.arange(W, device=device)
+        y0 = torch.where(rows, idx_y, H).amin(1).float()
+        y1 = torch.where(rows, idx_y + 1, 0).amax(1).float()
+        x0 = torch.where(cols, idx_x, W).amin(1).float()
+        x1 = torch.where(cols, idx_x + 1, 0).amax(1).float()
+        from_mask = torch.stack([x0, y0, x1, y1], dim=1)
+        new_boxes = torch.where(found[:, None], from_mask, new_boxes)
+    limit = torch.tensor([W, H, W, H], device=device, dtype=torch.float32)
+    new_boxes = torch.minimum(new_boxes.clamp(min=0), limit).to(boxes.dtype)
+    return out, new_masks, new_boxes

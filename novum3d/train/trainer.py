@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from ..checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from ..config import ExperimentConfig, config_to_dict
-from ..data.augment import occlude_objects
+from ..data.augment import occlude_objects, rotate_about_principal, rotation_angles
 from ..data.batch import batch_cameras, batch_to_device, collate, images_to_device, prefetch_to_device
 from ..device import main_process_threads, select_device
 from ..distributed import all_gather_rows, all_reduce_sum, dist_info
@@ -84,7 +84,8 @@ def _tensorboard_writer(path: Path):
     return SummaryWriter(str(path))
 
 
-AUGMENT_STREAM = (1,)  # spawn key of the augmentation's seeds; background cells use the root stream ()
+AUGMENT_STREAM = (1,)  # spawn key of the occlusion augmentation's seeds; background cells use the root stream ()
+ROTATION_STREAM = (2,)  # the rotation augmentation's
 
 # Settings that say where and how fast a run goes, not what it learns.
 # model.compile is one: compiled and eager runs learn the same (and older identities lack it).
@@ -98,8 +99,12 @@ def training_identity(config: dict[str, Any], train_digest: str, val_digest: str
     kept = {section: {k: v for k, v in values.items() if (section, k) not in BOOKKEEPING}
             for section, values in config.items() if isinstance(values, dict)}  # fmt: skip
     kept |= {k: v for k, v in config.items() if not isinstance(v, dict)}
-    # Augmentation off (the default) leaves the identity as before the section existed: older runs still match.
-    if not kept.get("augment", {}).get("occlusion_probability"):
+    # Augmentation off (the default) leaves the identity as before the section existed, and rotation
+    # off leaves it as before that field existed: older runs still match.
+    augment = kept.get("augment", {})
+    if not augment.get("rotation_degrees"):
+        augment.pop("rotation_degrees", None)
+    if not augment.get("occlusion_probability") and "rotation_degrees" not in augment:
         kept.pop("augment", None)
     return {"config": kept, "data": {"train": train_digest, "val": val_digest}}
 
@@ -241,7 +246,7 @@ class Trainer:
     def _train_step(self, batch: dict[str, Any]) -> StepStats:
         cfg, vols = self.cfg, self.model.volumes
         self.train_mode()
-        images, occluders = self.occlude(batch, images_to_device(batch["image"], self.device))
+        batch, images, occluders = self.augment(batch, images_to_device(batch["image"], self.device))
         labels = batch["label"]
         viewmats, Ks = batch_cameras(batch, self.model.stride, self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
@@ -298,18 +303,33 @@ class Trainer:
         sequences = [np.random.SeedSequence([seed, step, first + b], spawn_key=stream) for b in range(batch_size)]
         return [int(s.generate_state(1)[0]) for s in sequences]
 
-    def occlude(self, batch: dict[str, Any], images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Occlusion augmentation (``augment``; data.augment.occlude_objects) of the batch's [B, 3, H, W]
-        images on the device (its masks and boxes as :meth:`train_step` moved them): (images, occluder
-        masks [B, H, W] bool), or (images, None) when it is off.
-        Seeds per (seed, step, global image index) in their own stream; the fill comes from the next image
-        of this rank's batch, so under DDP it differs from one process's for each rank's last image."""
+    def augment(
+        self, batch: dict[str, Any], images: torch.Tensor
+    ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor | None]:
+        """Training-time augmentation (``augment``; data.augment) of the batch's [B, 3, H, W] images on the
+        device (its masks and boxes as :meth:`train_step` moved them): (batch, images, occluder masks
+        [B, H, W] bool or None when occlusion is off).
+
+        First the rotation: images, masks and boxes turn about the principal point and the batch's
+        theta changes by the same angle, so the cameras built from the batch stay exact. Then the
+        occluders, drawn on the rotated masks. Seeds per (seed, step, global image index), one stream
+        per augmentation; the occluders' fill comes from the next image of this rank's batch, so under
+        DDP it differs from one process's for each rank's last image."""
         aug = self.cfg.augment
+        if aug.rotation_degrees > 0:
+            angles = rotation_angles(self.cell_seeds(images.shape[0], stream=ROTATION_STREAM), aug.rotation_degrees)
+            images, masks, boxes = rotate_about_principal(
+                images, batch["mask"], batch["bbox"], batch["principal"], angles
+            )
+            theta = batch["theta"] + angles.to(batch["theta"].dtype)
+            theta = torch.atan2(torch.sin(theta), torch.cos(theta))  # back into (-pi, pi]
+            batch = {**batch, "image": images, "mask": masks, "bbox": boxes, "theta": theta}
         if aug.occlusion_probability == 0:
-            return images, None
+            return batch, images, None
         seeds = self.cell_seeds(images.shape[0], stream=AUGMENT_STREAM)
-        return occlude_objects(images, batch["mask"], batch["bbox"], seeds, aug.occlusion_probability,
-                               aug.occluded_fraction)  # fmt: skip
+        images, occluders = occlude_objects(images, batch["mask"], batch["bbox"], seeds, aug.occlusion_probability,
+                                            aug.occluded_fraction)  # fmt: skip
+        return batch, images, occluders
 
     # ---- validation -------------------------------------------------------------------
     @torch.no_grad()
