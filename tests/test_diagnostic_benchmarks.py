@@ -4,6 +4,7 @@ benchmarks.eval_throughput."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -84,3 +85,62 @@ def test_eval_throughput_prints_a_row_per_pass(checkpoint, capsys):  # noqa: F81
                                                  "| evaluate_split (pose), 0 loader workers",
                                                  "| evaluate_split (pose), 1 loader workers"]  # fmt: skip
     assert all(float(r.split(" | ")[2].rstrip(" |").replace(",", "")) > 0 for r in rows)
+
+
+# ---- benchmarks.pose_error_parts ----------------------------------------------------------------
+def test_pose_error_parts_splits_the_error_by_angle_and_elevation_band():
+    from benchmarks.pose_error_parts import error_parts
+
+    truth = {
+        "a/1": {"azimuth": 0.1, "elevation": 1.0, "theta": 0.0},  # above a training range of [0, 0.6]
+        "a/2": {"azimuth": 6.2, "elevation": 0.3, "theta": 0.2},  # inside
+        "a/3": {"azimuth": 3.0, "elevation": -0.4, "theta": -0.1},  # below
+    }
+
+    def row(image, elevation, azimuth, theta, error):
+        return {"id": image, "p": {"pose": {"azimuth": azimuth, "elevation": elevation, "theta": theta},
+                                   "pose_error": error}}  # fmt: skip
+
+    rows = [
+        row("a/1", 0.5, 0.3, 0.05, 0.6),  # 0.5 rad lower: a miss
+        row("a/2", 0.3, 0.05, 0.2, 0.1),  # azimuth across 0: 0.05 - 6.2 + 2 pi = 0.133 rad off
+        row("a/3", -0.2, 3.0, -0.1, 0.2),
+        {"id": "a/9", "p": {"pose": None, "pose_error": None}},  # no truth, no pose: left out
+    ]
+    parts = error_parts(rows, truth, (0.0, 0.6), "p")
+    assert set(parts) == {"above", "inside", "below"}
+    above, inside, below = parts["above"], parts["inside"], parts["below"]
+    assert above["images"] == 1 and above["acc_pi_6"] == 0.0
+    assert above["elevation_error_deg"] == pytest.approx(-28.648, abs=1e-3)  # -0.5 rad
+    assert above["median_abs_azimuth_error_deg"] == pytest.approx(11.459, abs=1e-3)
+    assert above["median_abs_theta_error_deg"] == pytest.approx(2.865, abs=1e-3)
+    assert inside["acc_pi_6"] == 100.0
+    assert inside["median_abs_azimuth_error_deg"] == pytest.approx(math.degrees(0.05 - 6.2 + 2 * math.pi), abs=1e-3)
+    assert below["elevation_error_deg"] == pytest.approx(11.459, abs=1e-3) and below["true_elevation_deg"] < 0
+
+
+def test_pose_error_parts_script_reads_caches_and_annotations(tmp_path, capsys):
+    from benchmarks.pose_error_parts import main as parts_main
+    from novum3d.data.synthetic import generate
+    from novum3d.evaluation.run import open_eval_splits
+
+    root = tmp_path / "tiny"
+    generate(root, "tiny", seed=0, categories=["car", "bus"])
+    items = open_eval_splits(root, "synthetic", [])["ood-pose"].items
+    cache = tmp_path / "ood-pose.jsonl"
+    lines = [json.dumps({"format": 2})]
+    for it in items:  # every estimate 0.1 rad too low, azimuth and theta right
+        a = it.annotation
+        pose = {"azimuth": a.azimuth, "elevation": a.elevation - 0.1, "theta": a.theta, "distance": a.distance}
+        lines.append(json.dumps({"id": f"{it.category}/{it.name}", "full": {"pose": pose, "pose_error": 0.1}}))
+    cache.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "B.md"
+    assert parts_main([str(cache), "--data", str(root), "--split", "ood-pose", "--protocols", "full",
+                       "--benchmarks", str(out)]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert out.read_text().strip() == text.strip()
+    table = [line for line in text.splitlines() if line.startswith("| full |")]
+    assert sum(int(line.split("|")[3]) for line in table) == len(items) == 2
+    assert all(" -5.7 | 0.0 | 0.0 |" in line and "| 100.0 |" in line for line in table)
+    assert parts_main([str(cache), "--data", str(root), "--split", "nope"]) == 2
+    assert "unknown 'nope'" in capsys.readouterr().err

@@ -1,0 +1,139 @@
+"""Which angle a pose estimate gets wrong, by where the true elevation lies against the training poses.
+
+    python -m benchmarks.pose_error_parts OUT/cache/ood-pose.jsonl [OUT2/cache/ood-pose.jsonl ...] \\
+        --data data/synthetic-robust --split ood-pose [--protocols templates-only,true-class,from-truth] \\
+        [--benchmarks BENCHMARKS.md]
+
+Reads the per-image caches ``scripts/evaluate.py`` writes (``OUT/cache/<split>.jsonl``: each
+protocol's predicted pose and rotation error) and the split's annotations. Images are grouped by
+their true elevation: below, inside or above the training split's elevation range. For each
+protocol and group it prints the images, Acc@pi/6, the mean signed elevation error (predicted minus
+true: negative means the estimate lies lower), the median absolute azimuth and theta errors, and
+the mean true and predicted elevations. Several caches (one per training seed) pool their images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import emit
+from novum3d.cli import command
+from novum3d.errors import DataError
+from novum3d.evaluation.run import open_eval_splits
+
+BANDS = ("below", "inside", "above")
+
+
+def wrap_deg(angle: float) -> float:
+    """An angle difference in radians, wrapped to [-180, 180) degrees."""
+    return math.degrees((angle + math.pi) % (2 * math.pi) - math.pi)
+
+
+def read_cache(path: Path) -> list[dict[str, Any]]:
+    """The image rows of an evaluation cache (its first line is the key of the inputs)."""
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if not lines:
+        raise DataError("empty evaluation cache; rerun scripts/evaluate.py", path=path)
+    rows = [json.loads(line) for line in lines[1:]]
+    return [r for r in rows if "id" in r]
+
+
+def error_parts(
+    rows: list[dict[str, Any]], truth: dict[str, dict[str, float]], train_range: tuple[float, float], protocol: str
+) -> dict[str, dict[str, float]]:
+    """Per elevation band (:data:`BANDS`): images, Acc@pi/6 % and the angle errors of ``protocol``.
+
+    Args:
+        rows: cache rows (``id`` and, per protocol, ``pose`` and ``pose_error`` in radians).
+        truth: image id -> annotated ``azimuth``, ``elevation``, ``theta`` (radians).
+        train_range: (lowest, highest) training elevation, radians.
+    """
+    low, high = train_range
+    groups: dict[str, list[tuple[float, ...]]] = {band: [] for band in BANDS}
+    for row in rows:
+        result = row.get(protocol)
+        if result is None or result.get("pose") is None or row["id"] not in truth:
+            continue
+        true, pose = truth[row["id"]], result["pose"]
+        band = "below" if true["elevation"] < low else "above" if true["elevation"] > high else "inside"
+        groups[band].append((
+            float(result["pose_error"] < math.pi / 6),
+            math.degrees(pose["elevation"] - true["elevation"]),
+            abs(wrap_deg(pose["azimuth"] - true["azimuth"])),
+            abs(wrap_deg(pose["theta"] - true["theta"])),
+            math.degrees(true["elevation"]),
+            math.degrees(pose["elevation"]),
+        ))  # fmt: skip
+    out = {}
+    for band, values in groups.items():
+        if not values:
+            continue
+        cols = list(zip(*values, strict=True))
+        out[band] = {
+            "images": len(values),
+            "acc_pi_6": 100 * statistics.fmean(cols[0]),
+            "elevation_error_deg": statistics.fmean(cols[1]),
+            "median_abs_azimuth_error_deg": statistics.median(cols[2]),
+            "median_abs_theta_error_deg": statistics.median(cols[3]),
+            "true_elevation_deg": statistics.fmean(cols[4]),
+            "predicted_elevation_deg": statistics.fmean(cols[5]),
+        }
+    return out
+
+
+def markdown(parts: dict[str, dict[str, dict[str, float]]], train_range: tuple[float, float]) -> str:
+    low, high = (math.degrees(x) for x in train_range)
+    lines = [
+        f"Training elevations span {low:.1f} to {high:.1f} deg. Elevation error: predicted minus true.",
+        "",
+        "| protocol | true elevation | images | Acc@pi/6 % | elevation error deg | median abs azimuth error deg "
+        "| median abs theta error deg | mean true elevation deg | mean predicted elevation deg |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for protocol, bands in parts.items():
+        for band, m in bands.items():
+            lines.append(
+                f"| {protocol} | {band} | {m['images']} | {m['acc_pi_6']:.1f} | {m['elevation_error_deg']:+.1f} "
+                f"| {m['median_abs_azimuth_error_deg']:.1f} | {m['median_abs_theta_error_deg']:.1f} "
+                f"| {m['true_elevation_deg']:.1f} | {m['predicted_elevation_deg']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+@command
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("caches", nargs="+", type=Path, help="OUT/cache/<split>.jsonl files of scripts/evaluate.py")
+    parser.add_argument("--data", required=True, help="the synthetic data set the caches were evaluated on")
+    parser.add_argument("--split", required=True, help="the split the caches hold, e.g. ood-pose")
+    parser.add_argument("--protocols", default="templates-only,true-class,from-truth")
+    parser.add_argument("--benchmarks", default="", help="append the table to this file")
+    args = parser.parse_args(argv)
+    splits = open_eval_splits(args.data, "synthetic", [])
+    if args.split not in splits:
+        raise DataError(f"--split: unknown {args.split!r}; this data set has {sorted(splits)}", path=args.data)
+    truth = {
+        f"{it.category}/{it.name}": {"azimuth": it.annotation.azimuth, "elevation": it.annotation.elevation,
+                                     "theta": it.annotation.theta}
+        for it in splits[args.split].items
+    }  # fmt: skip
+    train_elevations = [it.annotation.elevation for it in splits["train"].items]
+    train_range = (min(train_elevations), max(train_elevations))
+    rows = [row for path in args.caches for row in read_cache(path)]
+    parts = {p: error_parts(rows, truth, train_range, p) for p in args.protocols.split(",")}
+    command_line = "python -m benchmarks.pose_error_parts " + " ".join(sys.argv[1:] if argv is None else argv)
+    text = (
+        f"### Pose errors by angle, split {args.split}\n\nCommand: `{command_line}`\n\n{markdown(parts, train_range)}"
+    )
+    emit(text, args.benchmarks or None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
