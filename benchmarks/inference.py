@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import emit, rate, sync, time_call, time_once
-from novum3d.config import ExperimentConfig
+from novum3d.config import ExperimentConfig, apply_overrides, from_mapping
 from novum3d.device import select_device
 from novum3d.evaluation.metrics import pose_errors
 from novum3d.inference.pose import PoseConfig, PoseEstimator, PoseResult
@@ -231,6 +231,7 @@ def main() -> int:
     parser.add_argument("--pose-only", action="store_true", help="skip the classification rows")
     parser.add_argument("--pose-images", type=int, default=64)
     parser.add_argument("--pose-batch", type=int, default=64)
+    parser.add_argument("--pose", action="append", default=[], help="key=value: a PoseConfig field (repeatable)")
     parser.add_argument("--out", default="BENCHMARKS.md", help="Markdown file to append to ('' for none)")
     args = parser.parse_args()
     device = select_device()
@@ -249,7 +250,8 @@ def main() -> int:
         lines += classification_rows(device, args)
     if not args.classes_only:
         vol, feats, bank, K, maps, truth = oracle(device, args.pose_images)
-        est, prior = PoseEstimator(PoseConfig(distance=10.0)), oracle_prior()
+        fields = apply_overrides({"distance": 10.0}, args.pose, where="--pose")
+        est, prior = PoseEstimator(from_mapping(PoseConfig, fields, where="--pose")), oracle_prior()
         head = ["", "| task | setting | img/s | Acc@pi/6 | median error deg |", "|---|---|---|---|---|"]
         print("\n".join(head), flush=True)
         lines += head

@@ -14,6 +14,11 @@ Writes results.json, results.md, accuracy_vs_occlusion.png and pose_error_cdf.pn
 results are cached under <out>/cache/, keyed by the checkpoint's and the data's contents, the
 code and the settings: an interrupted run continues where it stopped, and a cache made from
 other inputs stops the run with the parts that differ (--overwrite recomputes).
+
+Choosing settings without the test splits: --occlude 0.6,0.8 pastes the training augmentation's
+occluders over every image of the chosen splits (reported as "<split>-occluded"), e.g. on the
+validation split; --pose key=value sets the pose estimator's fields (novum3d.inference.pose.PoseConfig),
+e.g. --splits val --occlude 0.6,0.8 --pose top_k=4.
 """
 
 from __future__ import annotations
@@ -26,11 +31,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from novum3d.cli import command
+from novum3d.config import apply_overrides, from_mapping
 from novum3d.device import select_device
+from novum3d.errors import ConfigError
 from novum3d.evaluation.cache import RecordCache, evaluation_key
 from novum3d.evaluation.report import write_evaluation
 from novum3d.evaluation.run import (
     PROTOCOLS,
+    OccludedSplit,
     chosen_protocols,
     ensure_pose_priors,
     evaluate_splits,
@@ -42,6 +50,15 @@ from novum3d.evaluation.run import (
 from novum3d.inference.checkpoint import load_model
 from novum3d.inference.pose import PoseConfig, PoseEstimator
 from novum3d.model.backbone import is_compiled
+
+
+def parse_fraction(text: str) -> tuple[float, float]:
+    """``"0.6,0.8"`` -> (0.6, 0.8); anything else is a ConfigError naming --occlude."""
+    try:
+        low, high = (float(x) for x in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--occlude: expected LOW,HIGH (e.g. 0.6,0.8), got {text!r}", field="--occlude") from None
+    return low, high
 
 
 @command
@@ -74,18 +91,28 @@ def main(argv: list[str] | None = None) -> int:
         choices=["auto", "on", "off"],
         help="torch.compile the backbone: auto (default) = on CUDA, whatever the checkpoint was trained with",
     )
+    parser.add_argument(
+        "--occlude", default=None, help="LOW,HIGH: occluders hiding that share of each object (a validation stand-in)"
+    )
+    parser.add_argument("--pose", action="append", default=[], help="key=value: a PoseConfig field (repeatable)")
     args = parser.parse_args(argv)
+    fraction = parse_fraction(args.occlude) if args.occlude else None
     device = select_device(args.device)
     model, cfg = load_model(args.checkpoint, device, compile=args.compile)
     splits = open_eval_splits(Path(args.data), args.layout, model.classes)
     wanted = selected_splits(splits, args.splits)
     distance = initial_distance(splits, wanted[0])  # for classes without a prior
     ensure_pose_priors(model, splits)
-    estimator = PoseEstimator(PoseConfig(steps=args.steps, distance=distance))
+    pose_fields = apply_overrides({"steps": args.steps, "distance": distance}, args.pose, where="--pose")
+    estimator = PoseEstimator(from_mapping(PoseConfig, pose_fields, where="--pose"))
     protocols = chosen_protocols(args.protocols, args.diagnose)
     settings = {"pose": dataclasses.asdict(estimator.cfg), "image_size": list(cfg.data.image_size),
                 "protocols": list(protocols), "compiled": is_compiled(model.backbone),
                 "priors": model.pose_priors.to_dict() if model.pose_priors is not None else None}  # fmt: skip
+    chosen = {name: evenly_spaced(splits[name], args.max_per_split) for name in wanted}
+    if fraction is not None:
+        settings["occlude"] = list(fraction)
+        chosen = {f"{name}-occluded": OccludedSplit(ds, fraction) for name, ds in chosen.items()}
     out = Path(args.out)
 
     hint = "rerun with --overwrite to recompute, or choose another --out"
@@ -95,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                            overwrite=args.overwrite, hint=hint)  # fmt: skip
 
     results, records = evaluate_splits(
-        model, {name: evenly_spaced(splits[name], args.max_per_split) for name in wanted}, estimator, cache_for,
+        model, chosen, estimator, cache_for,
         tuple(cfg.data.image_size), protocols, args.batch_size,
         progress=lambda it, n, name: tqdm(it, total=n, desc=name, unit="batch"), num_workers=args.workers,
     )  # fmt: skip

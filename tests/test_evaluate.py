@@ -81,3 +81,46 @@ def test_diagnosis_reports_every_stage(checkpoint, tmp_path):  # noqa: F811
     assert "never_moved" not in by_protocol["true-class"]["clean"]
     text = (tmp_path / "results.md").read_text()
     assert text.count("never moved from the truth %") == 1  # the from-truth table only
+
+
+def test_occluded_validation_and_pose_settings_from_the_command_line(checkpoint, tmp_path):  # noqa: F811
+    root, ckpt = checkpoint
+    base = [sys.executable, "scripts/evaluate.py", "--checkpoint", str(ckpt), "--data", str(root), "--splits", "val",
+            "--steps", "2", "--workers", "0"]  # fmt: skip
+    args = [*base, "--out", str(tmp_path / "a"), "--occlude", "0.6,0.8", "--pose", "top_k=3", "--pose", "keep=2"]
+    run = subprocess.run(args, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    report = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert set(report["splits"]) == {"val-occluded"} and report["splits"]["val-occluded"]["images"] == 2
+    key = json.loads((tmp_path / "a" / "cache" / "val-occluded.jsonl").read_text().splitlines()[0])["key"]
+    assert key["settings"]["occlude"] == [0.6, 0.8]
+    assert key["settings"]["pose"]["top_k"] == 3 and key["settings"]["pose"]["keep"] == 2
+    bad = {
+        ("--occlude", "0.8"): "--occlude: expected LOW,HIGH",
+        ("--occlude", "0.8,0.6"): "--occlude: expected LOW,HIGH with 0 <= LOW <= HIGH <= 1",
+        ("--pose", "top_k=two"): "--pose.top_k: expected",
+        ("--pose", "topk=3"): "--pose: unknown key(s) ['topk']",
+        ("--pose", "top_k=0"): "top_k >= 1",
+    }
+    for extra, message in bad.items():
+        out = subprocess.run([*base, "--out", str(tmp_path / "b"), *extra], capture_output=True, text=True, check=False)
+        assert out.returncode == 2 and message in out.stderr, (extra, out.stderr)
+
+
+def test_occluded_split_hides_the_object_the_same_way_every_time(checkpoint):  # noqa: F811
+    import torch
+
+    from novum3d.evaluation.run import OccludedSplit, open_eval_splits
+
+    root, _ = checkpoint
+    val = open_eval_splits(root, "synthetic", [])["val"]
+    occluded = OccludedSplit(val, (0.6, 0.8))
+    assert occluded.items is val.items and len(occluded) == len(val)
+    for i in range(len(val)):
+        plain, seen, again = val[i], occluded[i], occluded[i]
+        assert torch.equal(seen["image"], again["image"]) and seen["image"].dtype == plain["image"].dtype
+        hidden = (seen["occluder"] & plain["mask"]).sum() / plain["mask"].sum()
+        assert 0.55 <= float(hidden) <= 0.85  # the drawn share of the object, give or take boundary ties
+        outside = ~seen["occluder"]
+        assert torch.equal(seen["image"][:, outside], plain["image"][:, outside])  # the rest untouched
+        assert all(torch.equal(seen[k], plain[k]) for k in ("mask", "bbox", "principal"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -12,6 +13,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..data.augment import occlude_objects
 from ..data.batch import batch_cameras, batch_pose, box_cells, collate, images_to_device
 from ..data.pascal3d import Pascal3DPreprocessed
 from ..data.synthetic import open_splits
@@ -155,6 +157,45 @@ class ItemSubset(Subset):
     def __init__(self, dataset, indices: list[int]):
         super().__init__(dataset, indices)
         self.items = [dataset.items[i] for i in indices]
+
+
+class OccludedSplit(Dataset):
+    """A split seen through the training augmentation's occluders (data.augment.occlude_objects).
+
+    A validation split with occlusion, to choose settings for occluded test splits without looking
+    at them: each image gets one to three shapes hiding a share of its object (its mask, else its
+    box) drawn uniformly from ``fraction``, filled from elsewhere in the same image (a flat noisy
+    colour where that would paste the object). Seeded by the image's id, so every run sees the same
+    images. These are not the synthetic generator's occluder textures, which belong to the test
+    splits. ``items`` are the wrapped split's, so caches key on them (add the fraction to the
+    settings).
+    """
+
+    def __init__(self, dataset: Dataset, fraction: tuple[float, float]):
+        low, high = fraction
+        if not 0 <= low <= high <= 1:
+            raise ConfigError(f"--occlude: expected LOW,HIGH with 0 <= LOW <= HIGH <= 1, got {fraction}",
+                              field="--occlude")  # fmt: skip
+        self.dataset, self.fraction = dataset, (float(low), float(high))
+        self.items = dataset.items
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = dict(self.dataset[index])
+        seed = zlib.crc32(f"{sample['category']}/{sample['name']}".encode())
+        mask = sample.get("mask")
+        images, occluder = occlude_objects(
+            sample["image"][None],
+            None if mask is None else mask[None],
+            sample["bbox"][None],
+            [seed],
+            1.0,
+            self.fraction,
+        )
+        sample["image"], sample["occluder"] = images[0], occluder[0]
+        return sample
 
 
 def evenly_spaced(dataset: Dataset, limit: int | None) -> Dataset:
