@@ -261,10 +261,6 @@ class AugmentConfig:
     occluded_fraction: tuple[float, float] = (0.2, 0.7)
     rotation_degrees: float = 0.0  # largest in-plane rotation, degrees; 0 = off
 
-    @property
-    def enabled(self) -> bool:
-        return self.occlusion_probability > 0 or self.rotation_degrees > 0
-
     def validate(self) -> None:
         if not 0 <= self.rotation_degrees <= 180:
             raise ValueError(f"rotation_degrees: must lie in [0, 180], got {self.rotation_degrees}")
