@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-CACHE_FORMAT = 2  # bump when a cache's record layout changes
+CACHE_FORMAT = 3  # bump when a cache's record layout changes (3: records carry the pose score)
 
 _PACKAGES = ("novum3d", "rendering")
 

@@ -144,3 +144,35 @@ def test_pose_error_parts_script_reads_caches_and_annotations(tmp_path, capsys):
     assert all(" -5.7 | 0.0 | 0.0 |" in line and "| 100.0 |" in line for line in table)
     assert parts_main([str(cache), "--data", str(root), "--split", "nope"]) == 2
     assert "unknown 'nope'" in capsys.readouterr().err
+
+
+# ---- benchmarks.pose_objective -------------------------------------------------------------------
+def test_pose_objective_tells_a_wrong_optimum_from_a_missed_one(tmp_path, capsys):
+    from benchmarks.pose_objective import main as objective_main
+    from benchmarks.pose_objective import objective_check
+
+    def row(image, est_error, est_score, ref_error, ref_score):
+        return {"id": image, "true-class": {"pose_error": est_error, "score": est_score},
+                "from-truth": {"pose_error": ref_error, "score": ref_score}}  # fmt: skip
+
+    rows = [
+        row("a/1", 2.0, 0.50, 0.1, 0.40),  # wrong pose scores higher: the objective prefers it
+        row("a/2", 2.0, 0.30, 0.1, 0.45),  # right pose scores higher: the search missed it
+        row("a/3", 1.0, 0.30, 0.1, 0.30),  # a tie counts as the objective's preference
+        row("a/4", 0.1, 0.60, 0.1, 0.60),  # both right: not a case
+        row("a/5", 2.0, 0.20, 1.5, 0.25),  # both wrong: not a case
+        {"id": "a/6", "true-class": {"pose_error": 2.0, "score": None}},  # no scores: left out
+    ]
+    c = objective_check(rows, "true-class", "from-truth")
+    assert c["images"] == 5 and c["cases"] == 3
+    assert c["estimate_right"] == 20.0 and c["reference_right"] == 80.0
+    assert c["objective_prefers_wrong"] == pytest.approx(200 / 3) and c["search_missed"] == pytest.approx(100 / 3)
+    assert c["median_score_gap"] == pytest.approx(0.0)
+    cache = tmp_path / "val.jsonl"
+    cache.write_text("\n".join([json.dumps({"key": {"format": 3}}), *(json.dumps(r) for r in rows)]) + "\n")
+    assert objective_main([str(cache)]) == 0
+    assert "| pooled | 5 | 20.0 | 80.0 | 3 | 66.7 | 33.3 | 0.0000 |" in capsys.readouterr().out
+    old = tmp_path / "old.jsonl"  # a format-2 cache has no scores
+    old.write_text(json.dumps({"key": {}}) + "\n" + json.dumps({"id": "a/1", "true-class": {"pose_error": 1.0}}) + "\n")
+    assert objective_main([str(old)]) == 2
+    assert "no record has scores" in capsys.readouterr().err

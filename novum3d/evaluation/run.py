@@ -79,7 +79,7 @@ def evaluate_split(
 
     Returns:
         One record per image: ``{"id", "label", <protocol>: {"predicted", "confidence", "pose_error",
-        "pose"}}``.
+        "pose_error_symmetric", "pose", "score"}}``.
     """
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
@@ -123,6 +123,7 @@ def evaluate_split(
                         "pose_error": float(errs[b]),
                         "pose_error_symmetric": float(sym[b]),
                         "pose": pose.to_dict(b),
+                        "score": float(pose.score[b]),  # the render-and-compare score the estimate reached
                     }
             cache.add(records)
     return [cache.records[f"{item.category}/{item.name}"] for item in dataset.items]
