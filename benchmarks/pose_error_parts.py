@@ -2,7 +2,7 @@
 
     python -m benchmarks.pose_error_parts OUT/cache/ood-pose.jsonl [OUT2/cache/ood-pose.jsonl ...] \\
         --data data/synthetic-robust --split ood-pose [--protocols templates-only,true-class,from-truth] \\
-        [--benchmarks BENCHMARKS.md]
+        [--benchmarks BENCHMARKS.md] [--plot elevations.png]
 
 Reads the per-image caches ``scripts/evaluate.py`` writes (``OUT/cache/<split>.jsonl``: each
 protocol's predicted pose and rotation error) and the split's annotations. Images are grouped by
@@ -10,6 +10,8 @@ their true elevation: below, inside or above the training split's elevation rang
 protocol and group it prints the images, Acc@pi/6, the mean signed elevation error (predicted minus
 true: negative means the estimate lies lower), the median absolute azimuth and theta errors, and
 the mean true and predicted elevations. Several caches (one per training seed) pool their images.
+``--plot`` draws predicted against true elevation, one colour per protocol, with the training
+range shaded: estimates pulled into that range lie in the band instead of on the diagonal.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from benchmarks.common import emit
 from novum3d.cli import command
 from novum3d.errors import DataError
+from novum3d.evaluation.report import new_figure, plot_style, save_figure
 from novum3d.evaluation.run import open_eval_splits
 
 BANDS = ("below", "inside", "above")
@@ -87,6 +90,42 @@ def error_parts(
     return out
 
 
+def elevation_pairs(
+    rows: list[dict[str, Any]], truth: dict[str, dict[str, float]], protocol: str
+) -> tuple[list[float], list[float]]:
+    """(true, predicted) elevations in degrees of the rows with a ``protocol`` pose and a known truth."""
+    pairs = [(truth[r["id"]]["elevation"], r[protocol]["pose"]["elevation"]) for r in rows
+             if r["id"] in truth and (r.get(protocol) or {}).get("pose") is not None]  # fmt: skip
+    return [math.degrees(t) for t, _ in pairs], [math.degrees(p) for _, p in pairs]
+
+
+def elevation_plot(
+    rows: list[dict[str, Any]],
+    truth: dict[str, dict[str, float]],
+    train_range: tuple[float, float],
+    protocols: list[str],
+    path: str | Path,
+    title: str,
+) -> Path:
+    """Predicted against true elevation per protocol (a 640x480 PNG), the training range shaded."""
+    low, high = (math.degrees(x) for x in train_range)
+    with plot_style():
+        fig, ax = new_figure((640, 480))
+        ax.axhspan(low, high, color="0.85", zorder=0, label="training elevations")
+        ax.plot([-90, 90], [-90, 90], color="0.4", linestyle="--", linewidth=1, label="predicted = true")
+        for protocol in protocols:
+            xs, ys = elevation_pairs(rows, truth, protocol)
+            ax.scatter(xs, ys, s=10, alpha=0.6, label=protocol)
+        ax.set_xlim(-45, 85)
+        ax.set_ylim(-45, 85)
+        ax.set_aspect("equal")
+        ax.set_title(title)
+        ax.set_xlabel("true elevation (degrees)")
+        ax.set_ylabel("predicted elevation (degrees)")
+        ax.legend(loc="upper left", markerscale=2)
+        return save_figure(fig, path)
+
+
 def markdown(parts: dict[str, dict[str, dict[str, float]]], train_range: tuple[float, float]) -> str:
     low, high = (math.degrees(x) for x in train_range)
     lines = [
@@ -114,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", required=True, help="the split the caches hold, e.g. ood-pose")
     parser.add_argument("--protocols", default="templates-only,true-class,from-truth")
     parser.add_argument("--benchmarks", default="", help="append the table to this file")
+    parser.add_argument("--plot", default="", help="write predicted against true elevation to this PNG")
     args = parser.parse_args(argv)
     splits = open_eval_splits(args.data, "synthetic", [])
     if args.split not in splits:
@@ -126,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     train_elevations = [it.annotation.elevation for it in splits["train"].items]
     train_range = (min(train_elevations), max(train_elevations))
     rows = [row for path in args.caches for row in read_cache(path)]
-    parts = {p: error_parts(rows, truth, train_range, p) for p in args.protocols.split(",")}
+    protocols = args.protocols.split(",")
+    parts = {p: error_parts(rows, truth, train_range, p) for p in protocols}
+    if args.plot:
+        elevation_plot(rows, truth, train_range, protocols, args.plot, f"elevation on {args.split}")
     command_line = "python -m benchmarks.pose_error_parts " + " ".join(sys.argv[1:] if argv is None else argv)
     text = (
         f"### Pose errors by angle, split {args.split}\n\nCommand: `{command_line}`\n\n{markdown(parts, train_range)}"

@@ -135,8 +135,12 @@ def test_pose_error_parts_script_reads_caches_and_annotations(tmp_path, capsys):
         lines.append(json.dumps({"id": f"{it.category}/{it.name}", "full": {"pose": pose, "pose_error": 0.1}}))
     cache.write_text("\n".join(lines) + "\n")
     out = tmp_path / "B.md"
+    plot = tmp_path / "elevation.png"
     assert parts_main([str(cache), "--data", str(root), "--split", "ood-pose", "--protocols", "full",
-                       "--benchmarks", str(out)]) == 0  # fmt: skip
+                       "--benchmarks", str(out), "--plot", str(plot)]) == 0  # fmt: skip
+    from PIL import Image
+
+    assert Image.open(plot).size == (640, 480)
     text = capsys.readouterr().out
     assert out.read_text().strip() == text.strip()
     table = [line for line in text.splitlines() if line.startswith("| full |")]
