@@ -1,7 +1,7 @@
 """When the pose search fails, does the objective prefer the wrong pose, or did the search miss a better one?
 
     python -m benchmarks.pose_objective OUT/cache/val-occluded.jsonl [more caches] \\
-        [--estimate true-class] [--reference from-truth] [--benchmarks BENCHMARKS.md]
+        [--estimate true-class] [--reference from-truth] [--symmetric] [--benchmarks BENCHMARKS.md]
 
 Reads caches of ``scripts/evaluate.py --diagnose`` (format 3 and later: each record holds the
 render-and-compare score its pose reached). For the images where the ``estimate`` protocol's pose
@@ -9,7 +9,9 @@ is wrong (error >= pi/6) and the ``reference`` protocol's is right (by default: 
 under the true class, against refinement started at the ground truth), it counts how often the
 wrong pose scores at least as high as the right one. Then no search, however wide, would pick
 the right pose: the objective itself prefers the wrong one. Where the right pose scores higher,
-the search missed it. Several caches (one per seed) pool their images.
+the search missed it. Right and wrong use the plain PASCAL3D+ error; ``--symmetric`` uses the
+symmetry-aware one instead, so that a symmetric class's twin pose (which scores alike) is not a
+failure. Several caches (one per seed) pool their images.
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ from novum3d.cli import command
 from novum3d.errors import DataError
 
 
-def objective_check(rows: list[dict[str, Any]], estimate: str, reference: str) -> dict[str, float]:
-    """Counts over ``rows`` (cache records) of where ``estimate`` fails and ``reference`` succeeds.
+def objective_check(
+    rows: list[dict[str, Any]], estimate: str, reference: str, error: str = "pose_error"
+) -> dict[str, float]:
+    """Counts over ``rows`` (cache records) of where ``estimate`` fails and ``reference`` succeeds,
+    by the records' ``error`` (``pose_error``, or ``pose_error_symmetric``).
 
     Returns:
         ``images`` (with both protocols and scores), ``estimate_right`` / ``reference_right`` (%),
@@ -45,13 +50,13 @@ def objective_check(rows: list[dict[str, Any]], estimate: str, reference: str) -
         raise DataError(f"no record has scores for both {estimate!r} and {reference!r}; evaluate with --diagnose "
                         "(caches of format 3 or later carry scores)")  # fmt: skip
     right = math.pi / 6
-    cases = [r for r in both if r[estimate]["pose_error"] >= right > r[reference]["pose_error"]]
+    cases = [r for r in both if r[estimate][error] >= right > r[reference][error]]
     gaps = [r[reference]["score"] - r[estimate]["score"] for r in cases]
     prefers_wrong = sum(g <= 0 for g in gaps)
     return {
         "images": len(both),
-        "estimate_right": 100 * statistics.fmean(r[estimate]["pose_error"] < right for r in both),
-        "reference_right": 100 * statistics.fmean(r[reference]["pose_error"] < right for r in both),
+        "estimate_right": 100 * statistics.fmean(r[estimate][error] < right for r in both),
+        "reference_right": 100 * statistics.fmean(r[reference][error] < right for r in both),
         "cases": len(cases),
         "objective_prefers_wrong": 100 * prefers_wrong / len(cases) if cases else math.nan,
         "search_missed": 100 * (len(cases) - prefers_wrong) / len(cases) if cases else math.nan,
@@ -65,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("caches", nargs="+", type=Path, help="OUT/cache/<split>.jsonl files of evaluate.py --diagnose")
     parser.add_argument("--estimate", default="true-class", help="the protocol whose failures are examined")
     parser.add_argument("--reference", default="from-truth", help="the protocol that gets those images right")
+    parser.add_argument("--symmetric", action="store_true", help="right and wrong by the symmetry-aware error")
     parser.add_argument("--benchmarks", default="", help="append the table to this file")
     args = parser.parse_args(argv)
+    error = "pose_error_symmetric" if args.symmetric else "pose_error"
     lines = [
         f"| cache | images | {args.estimate} right % | {args.reference} right % | cases | objective prefers "
         "the wrong pose % | search missed the right one % | median score gap |",
@@ -74,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for label, rows in [*((p.as_posix(), read_cache(p)) for p in args.caches), ("pooled", None)]:
         rows = rows if rows is not None else [r for p in args.caches for r in read_cache(p)]
-        c = objective_check(rows, args.estimate, args.reference)
+        try:
+            c = objective_check(rows, args.estimate, args.reference, error)
+        except DataError as exc:
+            raise DataError(str(exc), path=label) from None
         lines.append(
             f"| {label} | {c['images']} | {c['estimate_right']:.1f} | {c['reference_right']:.1f} | {c['cases']} "
             f"| {c['objective_prefers_wrong']:.1f} | {c['search_missed']:.1f} | {c['median_score_gap']:.4f} |"

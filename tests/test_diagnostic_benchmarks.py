@@ -179,4 +179,11 @@ def test_pose_objective_tells_a_wrong_optimum_from_a_missed_one(tmp_path, capsys
     old = tmp_path / "old.jsonl"  # a format-2 cache has no scores
     old.write_text(json.dumps({"key": {}}) + "\n" + json.dumps({"id": "a/1", "true-class": {"pose_error": 1.0}}) + "\n")
     assert objective_main([str(old)]) == 2
-    assert "no record has scores" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no record has scores" in err and str(old) in err  # names the cache
+    # --symmetric: a twin pose of a symmetric class is right, so it is not a case.
+    for r in rows[:5]:
+        for p in ("true-class", "from-truth"):
+            r[p]["pose_error_symmetric"] = r[p]["pose_error"]
+    rows[0]["true-class"]["pose_error_symmetric"] = 0.05
+    assert objective_check(rows[:5], "true-class", "from-truth", "pose_error_symmetric")["cases"] == 2

@@ -88,6 +88,35 @@ def test_masks_turn_with_the_image_and_boxes_bound_them():
     assert (loose[:, :2] <= out_boxes[:, :2] + 0.5).all() and (loose[:, 2:] >= out_boxes[:, 2:] - 0.5).all()
 
 
+def test_boxes_without_masks_turn_the_way_the_image_does():
+    # An off-centre box turned a quarter about the principal point: its corners must land where the
+    # image's content lands (a sign error would put it on the other side of the principal point).
+    images = torch.zeros(2, 3, H, W)
+    images[:, :, 4:12, 30:50] = 1.0  # a bar above and right of the principal point
+    boxes = torch.tensor([[30.0, 4, 50, 12]]).expand(2, 4)
+    principal = torch.tensor([[28.0, 24.0]]).expand(2, 2)
+    angles = torch.tensor([math.pi / 2, -math.pi / 2])
+    out, _, turned = rotate_about_principal(images, None, boxes, principal, angles)
+    for b in range(2):
+        ys, xs = torch.nonzero(out[b, 0] > 0.5, as_tuple=True)
+        content = [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1]
+        assert turned[b].tolist() == pytest.approx(content, abs=1.01), (b, turned[b], content)
+    # +90 deg: points turn by -90 deg (x right, y down), so the bar ends up left of the principal point.
+    assert turned[0, 2] <= 28.0 and turned[1, 0] >= 28.0
+
+
+def test_an_empty_mask_keeps_the_rotated_box():
+    masks = torch.zeros(2, H, W, dtype=torch.bool)
+    masks[1, 10:20, 10:20] = True
+    boxes = torch.tensor([[20.0, 16, 36, 32], [10, 10, 20, 20]])
+    principal = torch.tensor([[28.0, 24.0]]).expand(2, 2)
+    _, out_masks, out_boxes = rotate_about_principal(torch.zeros(2, 3, H, W), masks, boxes, principal,
+                                                     torch.tensor([0.4, 0.4]))  # fmt: skip
+    _, _, corners = rotate_about_principal(torch.zeros(2, 3, H, W), None, boxes, principal, torch.tensor([0.4, 0.4]))
+    assert not out_masks[0].any() and torch.equal(out_boxes[0], corners[0])  # no mask pixel: the corners' bounds
+    assert out_boxes[0, 2] > out_boxes[0, 0] and out_boxes[0, 3] > out_boxes[0, 1]
+
+
 def test_rotation_angles_are_seeded_uniform_and_bounded():
     a = rotation_angles(list(range(400)), 30.0)
     assert a.dtype == torch.float64 and a.shape == (400,)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .batch import box_cells
+from .batch import box_cells, host_to_device
 
 MAX_SIDES = 6  # polygons have 3 to MAX_SIDES sides
 MAX_ASPECT = 2.5  # shapes are up to this many times longer than wide
@@ -181,7 +181,10 @@ def rotate_about_principal(
     is the same scene with its PASCAL3D+ in-plane rotation ``theta`` increased by the angle
     (rendering.cameras: ``R = Rz(theta) ...``), which the caller adds to the pose; azimuth,
     elevation, distance and principal point stay. Where the rotated frame reaches past the
-    original image, the image is mirrored at its border (``grid_sample``'s reflection padding).
+    original image, the image is mirrored at its border (``grid_sample``'s reflection padding); the
+    mask is not, so object pixels mirrored into a corner count as background there (harmless for
+    objects well inside the frame, as the synthetic data's are; with crops the object fills, keep
+    the angle small).
 
     Args:
         images: [B, 3, H, W] uint8, or float in [0, 1], on any device.
@@ -202,8 +205,14 @@ def rotate_about_principal(
             f"{list(angles.shape)}, {list(boxes.shape)}"
         )
     device = images.device
-    c = principal.to(device, torch.float32)
-    cos, sin = torch.cos(angles).to(device, torch.float32), torch.sin(angles).to(device, torch.float32)
+
+    def on_device(t: Tensor) -> Tensor:  # host tensors through pinned memory: no wait for the GPU's queue
+        t = t.to(torch.float32)
+        return t.to(device) if t.device == device else host_to_device(t, device)
+
+    c = on_device(principal)
+    turn = on_device(torch.stack([torch.cos(angles), torch.sin(angles)], dim=1))  # [B, 2]
+    cos, sin = turn[:, 0], turn[:, 1]
     # Raising theta by a turns image points about c by -a (x right, y down); so the output pixel p
     # reads the input at c + R(a) (p - c).
     ys, xs = torch.meshgrid(
@@ -242,6 +251,6 @@ def rotate_about_principal(
         x1 = torch.where(cols, idx_x + 1, 0).amax(1).float()
         from_mask = torch.stack([x0, y0, x1, y1], dim=1)
         new_boxes = torch.where(found[:, None], from_mask, new_boxes)
-    limit = torch.tensor([W, H, W, H], device=device, dtype=torch.float32)
-    new_boxes = torch.minimum(new_boxes.clamp(min=0), limit).to(boxes.dtype)
-    return out, new_masks, new_boxes
+    x0, y0, x1, y1 = new_boxes.unbind(1)
+    new_boxes = torch.stack([x0.clamp(0, W), y0.clamp(0, H), x1.clamp(0, W), y1.clamp(0, H)], dim=1)
+    return out, new_masks, new_boxes.to(boxes.dtype)
