@@ -206,12 +206,8 @@ def rotate_about_principal(
         )
     device = images.device
 
-    def on_device(t: Tensor) -> Tensor:  # host tensors through pinned memory: no wait for the GPU's queue
-        t = t.to(torch.float32)
-        return t.to(device) if t.device == device else host_to_device(t, device)
-
-    c = on_device(principal)
-    turn = on_device(torch.stack([torch.cos(angles), torch.sin(angles)], dim=1))  # [B, 2]
+    c = host_to_device(principal.to(torch.float32), device)
+    turn = host_to_device(torch.stack([torch.cos(angles), torch.sin(angles)], dim=1).to(torch.float32), device)
     cos, sin = turn[:, 0], turn[:, 1]
     # Raising theta by a turns image points about c by -a (x right, y down); so the output pixel p
     # reads the input at c + R(a) (p - c).

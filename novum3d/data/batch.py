@@ -31,9 +31,9 @@ def batch_to_device(batch: dict[str, Any], device: torch.device, keys: tuple[str
 
 
 def host_to_device(t: Tensor, device: torch.device) -> Tensor:
-    """A small host tensor on ``device``; on CUDA from pinned memory, so the copy does not wait for the
-    GPU's queue as a copy from pageable memory does."""
-    if device.type == "cuda":
+    """A small tensor on ``device``; from the host to CUDA through pinned memory, so the copy does not
+    wait for the GPU's queue as a copy from pageable memory does (a tensor on a GPU already just moves)."""
+    if device.type == "cuda" and t.device.type == "cpu":
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
 
