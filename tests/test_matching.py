@@ -177,6 +177,22 @@ def run_cases(device: str) -> None:
 # --- CPU ------------------------------------------------------------------------------------
 
 
+def test_background_scores_max_and_mean():
+    g = torch.Generator().manual_seed(3)
+    maps = F.normalize(torch.randn(2, 8, 5, 6, generator=g), dim=1)
+    bank = F.normalize(torch.randn(10, 8, generator=g), dim=1)
+    per_vector = torch.einsum("bdhw,md->bmhw", maps, bank)
+    torch.testing.assert_close(matching.background_scores(maps, bank), per_vector.amax(1))
+    # The authors' pose background: one vector, the bank's normalised mean.
+    mean = F.normalize(bank.sum(0), dim=0)
+    torch.testing.assert_close(matching.background_scores(maps, bank, "mean"), torch.einsum("bdhw,d->bhw", maps, mean))
+    for reduce in matching.BACKGROUND_REDUCTIONS:
+        empty = matching.background_scores(maps, bank[:0], reduce)
+        assert empty.shape == (2, 5, 6) and bool((empty == -1).all())
+    with pytest.raises(ValueError, match="reduce"):
+        matching.background_scores(maps, bank, "median")
+
+
 def test_auto_picks_torch_on_cpu(monkeypatch):
     maps, C, valid, bank, pm, _ = case_inputs("basic")
 

@@ -1,9 +1,11 @@
 """Render-and-compare pose estimation, batched over images and hypotheses.
 
 For an image's feature map F and a class volume with features C, a pose is scored by rendering
-the volume (features R, alpha) and comparing per pixel the object score ``R_i . F_i`` with the
-background score ``max_b F_i . b``: ``score = mean_i max(R_i . F_i, max_b F_i . b)`` and the loss
-``1 - score`` (NOVUM's form).
+the volume (features R, alpha) and comparing per pixel the object score ``R_i . F_i`` with a
+background score ``c_i``: ``score = mean_i max(R_i . F_i, c_i)`` and the loss ``1 - score``
+(NOVUM's form). ``c_i`` is the bank's best vector ``max_b F_i . b`` (``PoseConfig.clutter="max"``)
+or, as in the authors' code, the bank's normalised mean vector ``F_i . normalise(mean_b b)``
+(``"mean"``).
 
 1. Initialisation: templates (azimuth x elevation x theta, at the initial distance times each
    distance factor) are rendered once per (class, focal, map size, distance, grid) with the
@@ -32,7 +34,7 @@ from torch import Tensor
 
 from rendering import GaussianVolume, Pose, check_raster_inputs, pose_to_viewmat, rasterize_features, value_checks
 
-from ..model.matching import background_scores, object_or_background
+from ..model.matching import BACKGROUND_REDUCTIONS, background_scores, object_or_background
 from ..model.priors import ClassPosePrior, PosePriors
 
 
@@ -108,6 +110,12 @@ class PoseConfig:
     prior_theta_step_deg: float = 10.0
     template_dtype: str = "auto"  # "auto" (bfloat16 on CUDA, float32 elsewhere), "float32", "bfloat16"
     backend: str = "auto"
+    # The background score a pixel's object score must beat (model.matching.background_scores):
+    # "max", the bank's best vector (the classifier's rule), or "mean", the bank's normalised mean
+    # vector, the authors' pose objective (GenIntel/NOVUM src/inference.py mean_clutter_bank, fed to
+    # src/lib/losses.py loss_fun). Under "max" a bank of thousands of vectors outscores most cells of
+    # an occluded object, so the objective goes flat in the pose (BENCHMARKS.md, fourth session).
+    clutter: str = "max"
 
     def validate(self) -> None:
         if self.azimuth_bins < 1 or not self.elevations_deg or not self.thetas_deg:
@@ -126,6 +134,8 @@ class PoseConfig:
             raise ValueError(f"prune_after >= 0 and keep >= 1 are required, got {self.prune_after}, {self.keep}")
         if not (self.prior_elevation_step_deg > 0 and self.prior_theta_step_deg > 0):
             raise ValueError("prior_elevation_step_deg and prior_theta_step_deg must be > 0")
+        if self.clutter not in BACKGROUND_REDUCTIONS:
+            raise ValueError(f"clutter: one of {BACKGROUND_REDUCTIONS}, got {self.clutter!r}")
         if self.template_dtype not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"template_dtype: 'auto', 'float32' or 'bfloat16', got {self.template_dtype!r}")
 
@@ -479,7 +489,7 @@ class PoseEstimator:
             raise ValueError(f"distance: must be > 0, got {d0}")
         grid = search_grid(cfg, d0, prior, prior_distance=distance is None)
         dev = feature_maps.device
-        bg = background_scores(feature_maps, bank)  # [B, h, w]
+        bg = background_scores(feature_maps, bank, cfg.clutter)  # [B, h, w]
         fmap = feature_maps.permute(0, 2, 3, 1)  # [B, h, w, D]
 
         if isinstance(init, Pose):

@@ -42,6 +42,7 @@ except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
 __all__ = [
+    "BACKGROUND_REDUCTIONS",
     "background_scores",
     "class_scores",
     "class_scores_torch",
@@ -68,12 +69,26 @@ def object_or_background(obj: Tensor, background: Tensor) -> Tensor:
     return torch.maximum(obj, background)
 
 
-def background_scores(feature_maps: Tensor, bank: Tensor) -> Tensor:
-    """[B, h, w] max over the bank of f_i . b for feature maps [B, D, h, w] (-1 everywhere when the bank
-    is empty: no background can beat an object score then)."""
+BACKGROUND_REDUCTIONS = ("max", "mean")
+
+
+def background_scores(feature_maps: Tensor, bank: Tensor, reduce: str = "max") -> Tensor:
+    """[B, h, w] background score of each pixel of feature maps [B, D, h, w] against a bank [M, D].
+
+    ``reduce="max"``: the best bank vector, ``max_m f_i . b_m`` (the classifier's rule).
+    ``reduce="mean"``: the bank's normalised mean vector, ``f_i . normalise(mean_m b_m)``, the
+    authors' render-and-compare background (GenIntel/NOVUM src/inference.py ``mean_clutter_bank``,
+    src/lib/losses.py ``loss_fun``). -1 everywhere when the bank is empty: no background can beat an
+    object score then.
+    """
+    if reduce not in BACKGROUND_REDUCTIONS:
+        raise ValueError(f"reduce: one of {BACKGROUND_REDUCTIONS}, got {reduce!r}")
     if bank.shape[0] == 0:
         return feature_maps.new_full((feature_maps.shape[0], *feature_maps.shape[-2:]), -1.0)
-    return torch.einsum("bdhw,md->bmhw", feature_maps, bank.to(feature_maps.dtype)).amax(1)
+    bank = bank.to(feature_maps.dtype)
+    if reduce == "mean":
+        return torch.einsum("bdhw,d->bhw", feature_maps, F.normalize(bank.mean(0), dim=0))
+    return torch.einsum("bdhw,md->bmhw", feature_maps, bank).amax(1)
 
 
 def class_scores(
