@@ -28,7 +28,9 @@ declare -A METHOD=(
     [volume-background]=""
     [rotation-and-occlusion-augmentation]="augment.rotation_degrees=30 augment.occlusion_probability=0.5"
 )
-SEEDS=(0 1)
+# RUNS: method:seed pairs (default: both methods, seeds 0 and 1); PROTOCOLS: evaluate.py --protocols.
+read -r -a RUNS <<<"${RUNS:-volume-background:0 volume-background:1 rotation-and-occlusion-augmentation:0 rotation-and-occlusion-augmentation:1}"
+PROTOCOLS=${PROTOCOLS:-full,from-truth}
 
 case "${1:-}" in
 data)
@@ -36,36 +38,34 @@ data)
         --counts train=500,val=20,test=50,corrupted=3 --seed 0 --version 2 --out "$DATA" --workers 16
     ;;
 train)
-    for m in "${!METHOD[@]}"; do
-        for s in "${SEEDS[@]}"; do
-            out="$WORK/$m-seed$s"
-            resume=""
-            [ -f "$out/last.pt" ] && resume="--resume"
-            mkdir -p "$out"
-            # shellcheck disable=SC2086
-            python3 scripts/train.py configs/synthetic-small.yaml "${COMMON[@]}" ${METHOD[$m]} \
-                "${EXTRA[@]}" data.root="$DATA" train.device="$DEVICE" train.seed="$s" train.out_dir="$out" $resume \
-                >"$out/train.log" 2>&1 &
-        done
+    for run in "${RUNS[@]}"; do
+        m=${run%:*} s=${run#*:}
+        out="$WORK/$m-seed$s"
+        resume=""
+        [ -f "$out/last.pt" ] && resume="--resume"
+        mkdir -p "$out"
+        # shellcheck disable=SC2086
+        python3 scripts/train.py configs/synthetic-small.yaml "${COMMON[@]}" ${METHOD[$m]} \
+            "${EXTRA[@]}" data.root="$DATA" train.device="$DEVICE" train.seed="$s" train.out_dir="$out" $resume \
+            >>"$out/train.log" 2>&1 &
     done
     wait
     tail -n 1 "$WORK"/*/train.log
     ;;
 evaluate)
     mkdir -p "$RESULTS/logs"
-    for m in "${!METHOD[@]}"; do
-        for s in "${SEEDS[@]}"; do
-            (
-                for c in max mean; do
-                    base=(--checkpoint "$WORK/$m-seed$s/last.pt" --data "$DATA" --compile off --pose clutter=$c
-                          --protocols full,from-truth --batch-size 64 --workers "$SHARE" --device "$DEVICE")
-                    python3 scripts/evaluate.py "${base[@]}" --splits val,clean,occluded-L3,ood-pose \
-                        --max-per-split "$MAX" --out "$RESULTS/$m-seed$s-$c"
-                    python3 scripts/evaluate.py "${base[@]}" --splits val --occlude 0.6,0.8 \
-                        --out "$RESULTS/$m-seed$s-$c-val-occluded"
-                done
-            ) >"$RESULTS/logs/$m-seed$s.log" 2>&1 &
-        done
+    for run in "${RUNS[@]}"; do
+        m=${run%:*} s=${run#*:}
+        (
+            for c in max mean; do
+                base=(--checkpoint "$WORK/$m-seed$s/last.pt" --data "$DATA" --compile off --pose clutter=$c
+                      --protocols "$PROTOCOLS" --batch-size 64 --workers "$SHARE" --device "$DEVICE")
+                python3 scripts/evaluate.py "${base[@]}" --splits val --occlude 0.6,0.8 \
+                    --out "$RESULTS/$m-seed$s-$c-val-occluded"
+                python3 scripts/evaluate.py "${base[@]}" --splits val,clean,occluded-L3,ood-pose \
+                    --max-per-split "$MAX" --out "$RESULTS/$m-seed$s-$c"
+            done
+        ) >"$RESULTS/logs/$m-seed$s.log" 2>&1 &
     done
     wait
     tail -n 3 "$RESULTS"/logs/*.log
