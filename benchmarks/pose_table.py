@@ -58,15 +58,16 @@ def mean_std(values: list[float], percent: bool) -> str:
     return f"{m:.1f}" if len(values) == 1 else f"{m:.1f} +- {statistics.pstdev(values) * scale:.1f}"
 
 
-def pose_table(folders: list[Path]) -> str:
+def pose_table(folders: list[Path], splits: list[str] | None = None) -> str:
+    """The Markdown table of ``folders`` (evaluate.py outputs), rows for ``splits`` only if given."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for folder in folders:
         groups[SEED.sub("", folder.name)].append(read_results(folder))
     header = ["run", "seeds", "split", "protocol", "images", *row_values({})]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, results in groups.items():
-        for protocol, splits in results[0]["by_protocol"].items():
-            for split in splits:
+        for protocol, names in results[0]["by_protocol"].items():
+            for split in (s for s in names if splits is None or s in splits):
                 summaries = [r["by_protocol"][protocol][split] for r in results if split in r["by_protocol"][protocol]]
                 cells = []
                 for key in row_values({}):
@@ -83,9 +84,10 @@ def pose_table(folders: list[Path]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="+", type=Path, help="evaluate.py --out folders")
+    parser.add_argument("--splits", default=None, help="comma list: only these splits' rows")
     parser.add_argument("--benchmarks", default="", help="append the table to this file")
     args = parser.parse_args(argv)
-    emit(pose_table(args.folders), args.benchmarks)
+    emit(pose_table(args.folders, args.splits.split(",") if args.splits else None), args.benchmarks)
     return 0
 
 

@@ -1,5 +1,5 @@
-"""benchmarks.occluder_votes (cell kinds, vote shares by hand, the script on tiny data) and
-benchmarks.eval_throughput."""
+"""benchmarks.occluder_votes (cell kinds, vote shares by hand, the script on tiny data),
+benchmarks.eval_throughput, pose_error_parts, pose_objective and pose_table."""
 
 from __future__ import annotations
 
@@ -187,3 +187,28 @@ def test_pose_objective_tells_a_wrong_optimum_from_a_missed_one(tmp_path, capsys
             r[p]["pose_error_symmetric"] = r[p]["pose_error"]
     rows[0]["true-class"]["pose_error_symmetric"] = 0.05
     assert objective_check(rows[:5], "true-class", "from-truth", "pose_error_symmetric")["cases"] == 2
+
+
+def test_pose_table_pools_seeds_and_averages_the_asymmetric_classes(tmp_path, capsys):
+    from benchmarks import pose_table
+
+    def write(name, acc6, car, bottle):
+        per_class = {"car": {"images": 2, "acc_pi_6": car}, "bus": {"images": 0},
+                     "bottle": {"images": 2, "acc_pi_6": bottle}}  # fmt: skip
+        clean = {"images": 4, "accuracy": 1.0, "acc_pi_6": acc6, "acc_pi_18": 0.25, "median_error_deg": 10.0,
+                 "per_class": per_class}  # fmt: skip
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps({"by_protocol": {"full": {"clean": clean, "val": clean}}}))
+        return folder
+
+    folders = [write("m-seed0-max", 0.5, 1.0, 0.0), write("m-seed1-max", 0.75, 0.5, 1.0)]
+    folders.append(write("m-seed0-mean", 1, 1, 1))
+    assert pose_table.main([*map(str, folders), "--splits", "clean"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| m-")]
+    # Seeds pooled by name; the asymmetric mean skips bottle (a solid of revolution) and classes without images.
+    assert rows == [
+        "| m-max | 2 | clean | full | 8 | 62.5 +- 12.5 | 25.0 +- 0.0 | 10.0 +- 0.0 | 75.0 +- 25.0 | 100.0 +- 0.0 |",
+        "| m-mean | 1 | clean | full | 4 | 100.0 | 25.0 | 10.0 | 100.0 | 100.0 |",
+    ]
+    assert pose_table.main([str(tmp_path / "missing")]) == 2

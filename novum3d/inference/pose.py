@@ -112,8 +112,8 @@ class PoseConfig:
     backend: str = "auto"
     # The background score a pixel's object score must beat (model.matching.background_scores):
     # "max", the bank's best vector (the classifier's rule), or "mean", the bank's normalised mean
-    # vector, the authors' pose objective (GenIntel/NOVUM src/inference.py mean_clutter_bank, fed to
-    # src/lib/losses.py loss_fun). Under "max" a bank of thousands of vectors outscores most cells of
+    # vector, the authors' pose objective (GenIntel/NOVUM src/inference.py L80 mean_clutter_bank, fed
+    # to src/lib/losses.py L32-37 loss_fun). Under "max" a bank of thousands of vectors outscores most cells of
     # an occluded object, so the objective goes flat in the pose (BENCHMARKS.md, fourth session).
     clutter: str = "max"
 

@@ -77,8 +77,8 @@ def background_scores(feature_maps: Tensor, bank: Tensor, reduce: str = "max") -
 
     ``reduce="max"``: the best bank vector, ``max_m f_i . b_m`` (the classifier's rule).
     ``reduce="mean"``: the bank's normalised mean vector, ``f_i . normalise(mean_m b_m)``, the
-    authors' render-and-compare background (GenIntel/NOVUM src/inference.py ``mean_clutter_bank``,
-    src/lib/losses.py ``loss_fun``). -1 everywhere when the bank is empty: no background can beat an
+    authors' render-and-compare background (GenIntel/NOVUM src/inference.py L80 ``mean_clutter_bank``,
+    src/lib/losses.py L32-37 ``loss_fun``). -1 everywhere when the bank is empty: no background can beat an
     object score then.
     """
     if reduce not in BACKGROUND_REDUCTIONS:
