@@ -13,6 +13,7 @@ half a bf16 ulp of the scores (atol 5e-3).
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -191,6 +192,21 @@ def test_background_scores_max_and_mean():
         assert empty.shape == (2, 5, 6) and bool((empty == -1).all())
     with pytest.raises(ValueError, match="reduce"):
         matching.background_scores(maps, bank, "median")
+
+
+def test_object_or_background_softens_the_max_at_a_temperature():
+    g = torch.Generator().manual_seed(4)
+    obj, bg = torch.rand(50, 3, generator=g) * 2 - 1, torch.rand(50, 1, generator=g) * 2 - 1
+    hard = matching.object_or_background(obj, bg)
+    torch.testing.assert_close(hard, torch.maximum(obj, bg))
+    soft = matching.object_or_background(obj, bg, temperature=0.07)
+    assert soft.shape == hard.shape
+    assert bool((soft >= hard).all()) and bool((soft <= hard + 0.07 * math.log(2) + 1e-6).all())
+    torch.testing.assert_close(matching.object_or_background(obj, bg, temperature=1e-4), hard, atol=1e-4, rtol=0)
+    # Object scores just under the background still count, with a gradient.
+    o = torch.tensor([0.70], requires_grad=True)
+    matching.object_or_background(o, torch.tensor([0.72]), temperature=0.07).sum().backward()
+    assert 0.3 < float(o.grad) < 0.5
 
 
 def test_auto_picks_torch_on_cpu(monkeypatch):

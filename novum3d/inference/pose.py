@@ -116,6 +116,10 @@ class PoseConfig:
     # to src/lib/losses.py L32-37 loss_fun). Under "max" a bank of thousands of vectors outscores most cells of
     # an occluded object, so the objective goes flat in the pose (BENCHMARKS.md, fourth session).
     clutter: str = "max"
+    # 0: the hard max(object, background) per pixel (NOVUM's, and the authors' loss_fun); t > 0: its
+    # soft form t log(exp(obj / t) + exp(bg / t)) (model.matching.object_or_background), so that object
+    # scores just under the background still count; the training temperature is 0.07.
+    temperature: float = 0.0
 
     def validate(self) -> None:
         if self.azimuth_bins < 1 or not self.elevations_deg or not self.thetas_deg:
@@ -134,6 +138,8 @@ class PoseConfig:
             raise ValueError(f"prune_after >= 0 and keep >= 1 are required, got {self.prune_after}, {self.keep}")
         if not (self.prior_elevation_step_deg > 0 and self.prior_theta_step_deg > 0):
             raise ValueError("prior_elevation_step_deg and prior_theta_step_deg must be > 0")
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature: must be >= 0 (0: the hard max), got {self.temperature}")
         if self.clutter not in BACKGROUND_REDUCTIONS:
             raise ValueError(f"clutter: one of {BACKGROUND_REDUCTIONS}, got {self.clutter!r}")
         if self.template_dtype not in ("auto", "float32", "bfloat16"):
@@ -262,19 +268,20 @@ def flip_index(grid: SearchGrid) -> Tensor | None:
     return torch.tensor([where[((i + half) % grid.azimuth_bins, round(e, 6), round(t, 6))] for i, e, t in keys])
 
 
-def compare(rendered: Tensor, features: Tensor, background: Tensor) -> Tensor:
-    """Render-and-compare scores: mean over pixels of max(object score R.F, background score).
+def compare(rendered: Tensor, features: Tensor, background: Tensor, temperature: float = 0.0) -> Tensor:
+    """Render-and-compare scores: mean over pixels of max(object score R.F, background score)
+    (softened at ``temperature`` > 0, :func:`~novum3d.model.matching.object_or_background`).
 
     Args:
         rendered: [..., h, w, D] composited features (zero where nothing is rendered).
         features: [..., h, w, D] unit image features (channels last; broadcast against ``rendered``).
-        background: [..., h, w] best background-bank similarity per pixel.
+        background: [..., h, w] background score per pixel.
 
     Returns:
         [...] scores.
     """
     obj = (rendered * features).sum(-1)
-    return object_or_background(obj, background).mean(dim=(-2, -1))
+    return object_or_background(obj, background, temperature).mean(dim=(-2, -1))
 
 
 def principal_offsets(Ks: Tensor, size: tuple[int, int]) -> Tensor:
@@ -382,8 +389,8 @@ class PoseEstimator:
         return self._templates[key]
 
     @staticmethod
-    def score_templates(renders: Tensor, features: Tensor, background: Tensor) -> Tensor:
-        """[B, F*T] scores of centred images against pixel-major templates.
+    def score_templates(renders: Tensor, features: Tensor, background: Tensor, temperature: float = 0.0) -> Tensor:
+        """[B, F*T] scores of centred images against pixel-major templates (:func:`compare`'s rule).
 
         Args:
             renders: [P, F*T, D] (P = h*w); features: [B, h, w, D]; background: [B, h, w].
@@ -397,7 +404,7 @@ class PoseEstimator:
         total = torch.zeros(TT, B, device=renders.device)
         for s in range(0, P, chunk):
             obj = torch.bmm(renders[s : s + chunk], f[s : s + chunk]).float()  # [p, F*T, B]
-            total += object_or_background(obj, bg[s : s + chunk]).sum(0)
+            total += object_or_background(obj, bg[s : s + chunk], temperature).sum(0)
         return (total / P).t()
 
     def _initial_hypotheses(
@@ -566,7 +573,7 @@ class PoseEstimator:
                 K0[0, 2], K0[1, 2] = w / 2, h / 2
                 key = (class_key, str(dev), int(focal[0]), int(focal[1]), h, w, grid)
                 poses, renders = self.templates(key, volume, volume_features, K0, (h, w), grid)
-                s = self.score_templates(renders, shifted_f[members], shifted_bg[members])
+                s = self.score_templates(renders, shifted_f[members], shifted_bg[members], self.cfg.temperature)
                 if scores is None:
                     scores = s.new_empty(B, s.shape[1])
                 scores[members] = s
@@ -593,4 +600,4 @@ class PoseEstimator:
         B, H, _ = params.shape
         rendered = self._render(volume, features, *self._cameras(params, Ks), size)
         rendered = rendered.view(B, H, *rendered.shape[1:])  # [B, H, h, w, D]
-        return compare(rendered, fmap[:, None], bg[:, None])
+        return compare(rendered, fmap[:, None], bg[:, None], self.cfg.temperature)

@@ -57,15 +57,19 @@ PACK_MULTIPLE = 128  # Kpad is a multiple of this; every autotuned BLOCK_K divid
 CLASSES_PER_PROGRAM = 16  # cap: a class tile (16 x 1152 x 128 bf16 = 4.7 MB) stays in L2 while programs share it
 
 
-def object_or_background(obj: Tensor, background: Tensor) -> Tensor:
+def object_or_background(obj: Tensor, background: Tensor, temperature: float = 0.0) -> Tensor:
     """NOVUM's per-pixel score: ``max(object score, background score)`` (broadcast).
 
     A pixel counts for the object (a class's best Gaussian, or the rendered volume) only as far as
     it matches it better than the background bank's best vector; elsewhere it adds the background
     score, the same for every class or pose. Classification (:func:`class_scores_torch`; the Triton
     kernel applies the same rule in registers) and render-and-compare (templates and refinement)
-    both score with it.
+    both score with it. ``temperature`` t > 0 (render-and-compare only) softens the max to
+    ``t log(exp(obj / t) + exp(background / t))``, the log-likelihood of the two-component vMF
+    mixture at that temperature: within about t of the background an object score still counts.
     """
+    if temperature > 0:
+        return temperature * torch.logaddexp(obj / temperature, background / temperature)
     return torch.maximum(obj, background)
 
 
