@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Issue 11: the pose objective's background score, the bank's best vector ("max", the classifier's
-# rule) against the authors' normalised mean clutter vector ("mean", GenIntel/NOVUM src/inference.py),
-# chosen on validation (clean, and through the augmentation's occluders), then measured on test splits.
+# Issue 11: the pose objective's per-pixel rule, max(object, the bank's best vector) ("max", the
+# classifier's rule and the default), the authors' normalised mean clutter vector ("mean", GenIntel/NOVUM
+# src/inference.py L80) and the max softened at the training temperature ("soft"), chosen on validation
+# (clean, and through the augmentation's occluders), then measured on test splits.
 #
 #   bash benchmarks/pose_clutter.sh data      # synthetic v2, data seed 0: the robustness benchmark's set
 #   bash benchmarks/pose_clutter.sh train     # 2 methods x 2 seeds at the robustness budget, sharing one GPU
-#   bash benchmarks/pose_clutter.sh evaluate  # each checkpoint x {max, mean}: val, val through occluders, tests
+#   bash benchmarks/pose_clutter.sh evaluate  # each checkpoint x {max, mean, soft}: val, val occluded, tests
+#   python -m benchmarks.pose_table outputs/clutter/*-seed*   # the table, seeds pooled
 #
 # DATA, WORK and RESULTS say where (defaults data/syn-v2, runs/clutter, outputs/clutter); SHARE is each of
 # the 4 concurrent processes' threads and loader workers (written for a 16-core GPU host: 2 + 2 each);
@@ -31,6 +33,9 @@ declare -A METHOD=(
 # RUNS: method:seed pairs (default: both methods, seeds 0 and 1); PROTOCOLS: evaluate.py --protocols.
 read -r -a RUNS <<<"${RUNS:-volume-background:0 volume-background:1 rotation-and-occlusion-augmentation:0 rotation-and-occlusion-augmentation:1}"
 PROTOCOLS=${PROTOCOLS:-full,from-truth}
+# The pose objectives compared: NOVUM's hard max against the bank's best vector (the default), the
+# authors' mean clutter vector, and the max softened at the training temperature.
+declare -A VARIANT=([max]=clutter=max [mean]=clutter=mean [soft]=temperature=0.07)
 
 case "${1:-}" in
 data)
@@ -57,8 +62,8 @@ evaluate)
     for run in "${RUNS[@]}"; do
         m=${run%:*} s=${run#*:}
         (
-            for c in max mean; do
-                base=(--checkpoint "$WORK/$m-seed$s/last.pt" --data "$DATA" --compile off --pose clutter=$c
+            for c in "${!VARIANT[@]}"; do
+                base=(--checkpoint "$WORK/$m-seed$s/last.pt" --data "$DATA" --compile off --pose "${VARIANT[$c]}"
                       --protocols "$PROTOCOLS" --batch-size 64 --workers "$SHARE" --device "$DEVICE")
                 python3 scripts/evaluate.py "${base[@]}" --splits val --occlude 0.6,0.8 \
                     --out "$RESULTS/$m-seed$s-$c-val-occluded"
