@@ -30,9 +30,12 @@ SEED = re.compile(r"-seed\d+")
 def read_results(folder: Path) -> dict:
     path = folder / "results.json"
     try:
-        return json.loads(path.read_text())
+        results = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise DataError(f"not a readable evaluate.py result ({exc})", path=path) from None
+    if not isinstance(results, dict) or not isinstance(results.get("by_protocol"), dict):
+        raise DataError("no 'by_protocol' results; is it scripts/evaluate.py's results.json?", path=path)
+    return results
 
 
 def asymmetric_acc(summary: dict) -> float | None:
@@ -68,10 +71,12 @@ def pose_table(folders: list[Path], splits: list[str] | None = None) -> str:
     for name, results in groups.items():
         for protocol, names in results[0]["by_protocol"].items():
             for split in (s for s in names if splits is None or s in splits):
-                summaries = [r["by_protocol"][protocol][split] for r in results if split in r["by_protocol"][protocol]]
+                summaries = [r["by_protocol"][protocol][split] for r in results
+                             if split in r["by_protocol"].get(protocol, {})]  # fmt: skip
+                rows = [row_values(s) for s in summaries]
                 cells = []
-                for key in row_values({}):
-                    vals = [v for v in (row_values(s)[key] for s in summaries) if v is not None]
+                for key in rows[0]:
+                    vals = [row[key] for row in rows if row[key] is not None]
                     cells.append(mean_std(vals, "%" in key) if vals else "-")
                 images = sum(s.get("images", 0) for s in summaries)
                 lines.append(

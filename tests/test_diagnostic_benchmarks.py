@@ -212,3 +212,6 @@ def test_pose_table_pools_seeds_and_averages_the_asymmetric_classes(tmp_path, ca
         "| m-mean | 1 | clean | full | 4 | 100.0 | 25.0 | 10.0 | 100.0 | 100.0 |",
     ]
     assert pose_table.main([str(tmp_path / "missing")]) == 2
+    (tmp_path / "missing").mkdir()
+    (tmp_path / "missing" / "results.json").write_text("[]")
+    assert pose_table.main([str(tmp_path / "missing")]) == 2
