@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -23,6 +22,7 @@ from benchmarks.common import emit
 from novum3d.cli import command
 from novum3d.errors import DataError
 from novum3d.evaluation.metrics import symmetry_of
+from novum3d.evaluation.robustness import seed_cell
 
 SEED = re.compile(r"-seed\d+")
 
@@ -55,12 +55,6 @@ def row_values(summary: dict) -> dict[str, float | None]:
     }
 
 
-def mean_std(values: list[float], percent: bool) -> str:
-    scale = 100.0 if percent else 1.0
-    m = statistics.fmean(values) * scale
-    return f"{m:.1f}" if len(values) == 1 else f"{m:.1f} +- {statistics.pstdev(values) * scale:.1f}"
-
-
 def pose_table(folders: list[Path], splits: list[str] | None = None) -> str:
     """The Markdown table of ``folders`` (evaluate.py outputs), rows for ``splits`` only if given."""
     groups: dict[str, list[dict]] = defaultdict(list)
@@ -76,8 +70,8 @@ def pose_table(folders: list[Path], splits: list[str] | None = None) -> str:
                 rows = [row_values(s) for s in summaries]
                 cells = []
                 for key in rows[0]:
-                    vals = [row[key] for row in rows if row[key] is not None]
-                    cells.append(mean_std(vals, "%" in key) if vals else "-")
+                    scale = 100.0 if "%" in key else 1.0
+                    cells.append(seed_cell([scale * row[key] for row in rows if row[key] is not None]))
                 images = sum(s.get("images", 0) for s in summaries)
                 lines.append(
                     f"| {name} | {len(summaries)} | {split} | {protocol} | {images} | " + " | ".join(cells) + " |"

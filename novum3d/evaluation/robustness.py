@@ -143,13 +143,7 @@ def markdown_rows(rows: dict[str, list[dict[str, float]]]) -> str:
     for name, seeds in rows.items():
         cells = []
         for c in columns:
-            vals = [100 * s[c] for s in seeds if c in s]
-            if not vals:
-                cells.append("-")
-            elif len(vals) == 1:
-                cells.append(_percent(vals[0]))
-            else:
-                cells.append(f"{_percent(np.mean(vals))} +- {_percent(np.std(vals))}")
+            cells.append(seed_cell([100 * s[c] for s in seeds if c in s]))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -169,6 +163,16 @@ def margin_rows(rows: dict[str, list[dict[str, float]]], novum: str, baseline: s
             margin = [{c: a[c] - b[c] for c in a if c in b} for a, b in zip(rows[name], rows[baseline], strict=True)]
             lines.append(markdown_rows({f"margin: {name} - {baseline}": margin}).splitlines()[-1])
     return "\n".join(lines)
+
+
+def seed_cell(values: list[float]) -> str:
+    """A table cell of one figure over seeds: ``-`` for none, the value for one, else ``mean +- std``
+    (population std), one decimal."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return _percent(values[0])
+    return f"{_percent(np.mean(values))} +- {_percent(np.std(values))}"
 
 
 def _percent(x: float) -> str:
