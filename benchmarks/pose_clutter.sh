@@ -11,7 +11,8 @@
 #
 # DATA, WORK and RESULTS say where (defaults data/syn-v2, runs/clutter, outputs/clutter); SHARE is each of
 # the 4 concurrent processes' threads and loader workers (written for a 16-core GPU host: 2 + 2 each);
-# DEVICE, MAX (images per test split) and EXTRA (more overrides) exist for a small CPU rehearsal.
+# DEVICE, MAX (images per test split) and EXTRA (more training overrides, e.g. model.stride=4) exist for a
+# small CPU rehearsal and for other models; VARIANTS picks objectives (default: max mean soft).
 set -u
 DATA=${DATA:-data/syn-v2}
 WORK=${WORK:-runs/clutter}
@@ -36,6 +37,7 @@ PROTOCOLS=${PROTOCOLS:-full,from-truth}
 # The pose objectives compared: NOVUM's hard max against the bank's best vector (the default), the
 # authors' mean clutter vector, and the max softened at the training temperature.
 declare -A VARIANT=([max]=clutter=max [mean]=clutter=mean [soft]=temperature=0.07)
+read -r -a VARIANTS <<<"${VARIANTS:-max mean soft}"
 
 case "${1:-}" in
 data)
@@ -62,7 +64,7 @@ evaluate)
     for run in "${RUNS[@]}"; do
         m=${run%:*} s=${run#*:}
         (
-            for c in "${!VARIANT[@]}"; do
+            for c in "${VARIANTS[@]}"; do
                 base=(--checkpoint "$WORK/$m-seed$s/last.pt" --data "$DATA" --compile off --pose "${VARIANT[$c]}"
                       --protocols "$PROTOCOLS" --batch-size 64 --workers "$SHARE" --device "$DEVICE")
                 python3 scripts/evaluate.py "${base[@]}" --splits val --occlude 0.6,0.8 \

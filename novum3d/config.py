@@ -133,6 +133,9 @@ class ModelConfig:
     # Upsampling layers: "fpn" (256-channel lateral fusion, light) or "unet" (the authors' DoubleConv/Up
     # stack at the trunk's widths, GenIntel/NOVUM src/models/KeypointRepresentationNet.py L44-55).
     decoder: Literal["fpn", "unet"] = "fpn"
+    # Feature-map stride: 8, the authors' (GenIntel/NOVUM config/defaults.yaml L59 down_sample_rate), or 4
+    # (fpn only; a departure for small images: 32x32 cells at 256x256, where the authors' 640x800 give 80x100).
+    stride: int = 8
     # torch.compile the backbone (novum3d.device.resolve_compile): "auto" = on CUDA, where full classification
     # went from 1,018 to 1,573 img/s (H100, 640x800, batch 64, bf16; BENCHMARKS.md), eager elsewhere (on a CPU
     # inductor needs a C++ toolchain and a long warm-up); "on" / "off" force it. Results are close, not
@@ -145,6 +148,10 @@ class ModelConfig:
             self.compile = "on" if self.compile else "off"
         if self.feature_dim < 1:
             raise ValueError(f"feature_dim: must be >= 1, got {self.feature_dim}")
+        if self.stride not in (8, 4):
+            raise ValueError(f"stride: expected 8 or 4, got {self.stride}")
+        if self.stride == 4 and self.decoder != "fpn":
+            raise ValueError("stride: 4 needs decoder 'fpn' (the U-Net decoder ends at stride 8)")
         if self.backbone_weights is not None and not Path(self.backbone_weights).is_file():
             raise ValueError(f"backbone_weights: no such file {self.backbone_weights!r} (weights are never downloaded)")
 

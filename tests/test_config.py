@@ -120,3 +120,13 @@ def test_one_device_rule_for_scripts_and_trainer():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match=r"train.device cuda: no CUDA device here; use train.device cpu or auto"):
             select_device("cuda", index=0, field="train.device")
+
+
+def test_model_stride_is_validated_on_load():
+    from novum3d.config import load_experiment
+
+    assert load_experiment("configs/cube.yaml", ["model.stride=4"]).model.stride == 4
+    with pytest.raises(ConfigError, match="stride: expected 8 or 4, got 16"):
+        load_experiment("configs/cube.yaml", ["model.stride=16"])
+    with pytest.raises(ConfigError, match="stride: 4 needs decoder 'fpn'"):
+        load_experiment("configs/cube.yaml", ["model.stride=4", "model.decoder=unet"])

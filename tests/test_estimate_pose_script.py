@@ -3,9 +3,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from PIL import Image
 
 from novum3d.data.synthetic import generate
+from novum3d.inference.checkpoint import load_model
 from novum3d.train.trainer import Trainer
 from tests.test_trainer import tiny_config
 
@@ -83,3 +85,19 @@ def test_the_script_keeps_the_backbone_eager_unless_asked(checkpoint, tmp_path, 
     assert main(common) == 0
     assert main([*common, "--compile", "auto"]) == 0
     assert asked == ["off", "auto"]
+
+
+def test_a_stride_4_model_trains_and_estimates_poses_from_its_checkpoint(checkpoint, tmp_path):
+    root, _ = checkpoint
+    cfg = tiny_config(root, tmp_path / "run", **{"model.stride": 4, "optim.epochs": 1, "train.max_steps_per_epoch": 1})
+    Trainer(cfg, quiet=True).fit()
+    model, loaded = load_model(tmp_path / "run" / "last.pt", compile="off")
+    assert loaded.model.stride == 4 and model.stride == 4
+    assert model(torch.rand(1, 3, 64, 64)).shape == (1, 16, 16, 16)
+    image = next((root / "test-clean" / "images" / "car").glob("*.JPEG"))
+    out = tmp_path / "out"
+    result = run(str(image), "--checkpoint", str(tmp_path / "run" / "last.pt"), "--out", str(out), "--steps", "3",
+                 "--compile", "off")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rec = json.loads((out / f"{image.stem}.json").read_text())
+    assert rec["class"] in ("car", "bus") and rec["distance"] > 0

@@ -142,3 +142,22 @@ def test_unet_decoder_has_the_authors_widths_and_trains(arch):
     torch.testing.assert_close(out.norm(dim=1), torch.ones(2, 8, 9))
     out[:, 0].sum().backward()
     assert net.decoder.up0[0][0].weight.grad.abs().sum() > 0 and net.stem[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_stride_4_fuses_the_stride_4_stage_and_keeps_stride_8_checkpoints(arch):
+    eight, four = FeatureBackbone(arch, 16), FeatureBackbone(arch, 16, stride=4)
+    assert eight.stride == 8 and four.stride == 4
+    # Stride 8 has no new modules, so checkpoints written before the option load unchanged.
+    assert not any(k.split(".")[1] in ("lateral1", "fuse1") for k in eight.state_dict())
+    assert four.decoder.lateral1.in_channels == (64 if arch == "resnet18" else 256)
+    assert eight(torch.randn(1, 3, 64, 72)).shape == (1, 16, 8, 9)
+    out = four(torch.randn(2, 3, 64, 72))
+    assert out.shape == (2, 16, 16, 18)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(2, 16, 18))
+    out[:, 0, :8].sum().backward()
+    assert four.decoder.lateral1.weight.grad.abs().sum() > 0 and four.decoder.lateral4.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="4 with the fpn decoder"):
+        FeatureBackbone(arch, 16, decoder="unet", stride=4)
+    with pytest.raises(ValueError, match="stride"):
+        FeatureBackbone(arch, 16, stride=16)

@@ -1,4 +1,4 @@
-"""ResNet trunk plus upsampling layers: unit-norm D-dim feature maps at stride 8."""
+"""ResNet trunk plus upsampling layers: unit-norm D-dim feature maps at stride 8 (or 4)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from torch import Tensor, nn
 from ..device import resolve_compile
 from ..errors import WeightsError
 
-STRIDE = 8
+STRIDE = 8  # the authors' (GenIntel/NOVUM config/defaults.yaml L59 down_sample_rate); 4: FPN only
+STRIDES = (8, 4)
 
 # torch.compile's mode for the backbone: "default", what benchmarks/inference.py measured (full classification
 # 1,018 -> 1,573 img/s on an H100, BENCHMARKS.md). Not "reduce-overhead" (CUDA graphs): a batch of 64 at
@@ -37,6 +38,10 @@ class FeatureBackbone(nn.Module):
       (bilinear x2 with aligned corners, concatenation with the skip, DoubleConv) to c2/2 channels
       at stride 8; for ResNet-50 2048 -> 1024, (1024+1024) -> 1024 -> 512, (512+512) -> 512 -> 256.
 
+    ``stride=4`` (FPN only; a departure, off by default) fuses the stride-4 stage too, for maps twice
+    as fine in each direction: the authors' stride 8 at 640x800 gives 80x100 cells, at our 256x256
+    only 32x32 (issue 11: clean Acc@pi/18 stopped at 49% even when refinement starts at the truth).
+
     Both end in a 1x1 projection to D (the authors' ``Linear(256, 128)``) and L2 normalisation.
     Weights are random unless ``weights`` names a local file holding a torchvision ResNet
     ``state_dict``; nothing is ever downloaded.
@@ -49,35 +54,44 @@ class FeatureBackbone(nn.Module):
         weights: str | Path | None = None,
         width: int = 256,
         decoder: str = "fpn",
+        stride: int = STRIDE,
     ):
         super().__init__()
         if arch not in ("resnet50", "resnet18"):
             raise ValueError(f"arch: expected 'resnet50' or 'resnet18', got {arch!r}")
         if decoder not in ("fpn", "unet"):
             raise ValueError(f"decoder: expected 'fpn' or 'unet', got {decoder!r}")
+        if stride not in STRIDES or (stride != STRIDE and decoder != "fpn"):
+            raise ValueError(f"stride: expected 8, or 4 with the fpn decoder; got {stride} with {decoder!r}")
         net = getattr(torchvision.models, arch)(weights=None)
         if weights is not None:
             load_trunk_weights(net, weights)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
         self.layer2, self.layer3, self.layer4 = net.layer2, net.layer3, net.layer4
-        c2, c3, c4 = (128, 256, 512) if arch == "resnet18" else (512, 1024, 2048)
-        self.decoder = FPNDecoder(c2, c3, c4, width) if decoder == "fpn" else UNetDecoder(c2, c3, c4)
+        c1, c2, c3, c4 = (64, 128, 256, 512) if arch == "resnet18" else (256, 512, 1024, 2048)
+        if decoder == "fpn":
+            self.decoder = FPNDecoder(c2, c3, c4, width, c1=c1 if stride == 4 else None)
+        else:
+            self.decoder = UNetDecoder(c2, c3, c4)
+        self.stride = stride
         self.head = nn.Conv2d(self.decoder.out_channels, feature_dim, kernel_size=1)
         self.feature_dim = feature_dim
         self._register_load_state_dict_pre_hook(_fpn_keys_before_decoders)
 
     def forward(self, images: Tensor) -> Tensor:
-        """Images [B, 3, H, W] (ImageNet-normalised) -> unit features [B, D, H/8, W/8]."""
-        x2 = self.layer2(self.stem(images))
+        """Images [B, 3, H, W] (ImageNet-normalised) -> unit features [B, D, H/s, W/s], s = ``stride``."""
+        x1 = self.stem(images)
+        x2 = self.layer2(x1)
         x3 = self.layer3(x2)
         x4 = self.layer4(x3)
-        return F.normalize(self.head(self.decoder(x2, x3, x4)).float(), dim=1)
+        return F.normalize(self.head(self.decoder(x2, x3, x4, x1)).float(), dim=1)
 
 
 class FPNDecoder(nn.Module):
-    """Lateral 1x1 convolutions to ``width``, upsample and fuse with 3x3 convolutions: stride 8 out."""
+    """Lateral 1x1 convolutions to ``width``, upsample and fuse with 3x3 convolutions: stride 8 out,
+    or stride 4 when ``c1`` (the stride-4 stage's channels) is given."""
 
-    def __init__(self, c2: int, c3: int, c4: int, width: int = 256):
+    def __init__(self, c2: int, c3: int, c4: int, width: int = 256, c1: int | None = None):
         super().__init__()
         self.lateral2, self.lateral3, self.lateral4 = (
             nn.Conv2d(c2, width, 1),
@@ -86,12 +100,18 @@ class FPNDecoder(nn.Module):
         )
         self.fuse3 = _conv_block(2 * width, width)
         self.fuse2 = _conv_block(2 * width, width)
+        if c1 is not None:  # stride 4; absent at stride 8, so older checkpoints keep their keys
+            self.lateral1, self.fuse1 = nn.Conv2d(c1, width, 1), _conv_block(2 * width, width)
         self.out_channels = width
 
-    def forward(self, x2: Tensor, x3: Tensor, x4: Tensor) -> Tensor:
+    def forward(self, x2: Tensor, x3: Tensor, x4: Tensor, x1: Tensor | None = None) -> Tensor:
+        """Trunk stages at strides 8, 16, 32 (and 4: ``x1``, used at stride 4) -> [B, width, h, w]."""
         x4 = self.lateral4(x4)
         y3 = self.fuse3(torch.cat([F.interpolate(x4, size=x3.shape[-2:], mode="bilinear"), self.lateral3(x3)], 1))
-        return self.fuse2(torch.cat([F.interpolate(y3, size=x2.shape[-2:], mode="bilinear"), self.lateral2(x2)], 1))
+        y2 = self.fuse2(torch.cat([F.interpolate(y3, size=x2.shape[-2:], mode="bilinear"), self.lateral2(x2)], 1))
+        if not hasattr(self, "fuse1"):
+            return y2
+        return self.fuse1(torch.cat([F.interpolate(y2, size=x1.shape[-2:], mode="bilinear"), self.lateral1(x1)], 1))
 
 
 class UNetDecoder(nn.Module):
@@ -104,7 +124,8 @@ class UNetDecoder(nn.Module):
         self.up2 = _double_conv(2 * c2, c2 // 2, mid=c2)
         self.out_channels = c2 // 2
 
-    def forward(self, x2: Tensor, x3: Tensor, x4: Tensor) -> Tensor:
+    def forward(self, x2: Tensor, x3: Tensor, x4: Tensor, x1: Tensor | None = None) -> Tensor:
+        """Trunk stages at strides 8, 16, 32 (``x1``, stride 4, unused) -> [B, c2/2, h, w] at stride 8."""
         y = self.up0(x4)
         y = self.up1(torch.cat([x3, F.interpolate(y, size=x3.shape[-2:], mode="bilinear", align_corners=True)], 1))
         return self.up2(torch.cat([x2, F.interpolate(y, size=x2.shape[-2:], mode="bilinear", align_corners=True)], 1))

@@ -9,7 +9,7 @@ from ..categories import load_categories
 from ..config import ExperimentConfig
 from ..errors import ConfigError
 from ..volumes import build_volume
-from .backbone import STRIDE, FeatureBackbone, normalize_images
+from .backbone import FeatureBackbone, normalize_images
 from .calibration import DEFAULT_TEMPERATURE
 from .matching import class_scores
 from .priors import PosePriors
@@ -30,11 +30,15 @@ class NOVUM(nn.Module):
                 field="data.classes",
             )
         self.backbone = FeatureBackbone(
-            cfg.model.backbone, cfg.model.feature_dim, cfg.model.backbone_weights, decoder=cfg.model.decoder
+            cfg.model.backbone,
+            cfg.model.feature_dim,
+            cfg.model.backbone_weights,
+            decoder=cfg.model.decoder,
+            stride=cfg.model.stride,
         )
         geometry = {c: build_volume(categories[c], cfg.volume) for c in classes}
         self.volumes = NeuralVolumes(geometry, cfg.model.feature_dim, cfg.bank.size, seed=cfg.train.seed)
-        self.stride = STRIDE
+        self.stride = self.backbone.stride
         # Softmax temperature of the class probabilities; training fits it on the validation split
         # (novum3d.model.calibration) and checkpoints carry it.
         self.class_temperature = DEFAULT_TEMPERATURE
@@ -46,7 +50,7 @@ class NOVUM(nn.Module):
         return self.volumes.classes
 
     def forward(self, images: Tensor) -> Tensor:
-        """Images [B, 3, H, W] in [0, 1] -> unit feature maps [B, D, H/8, W/8]."""
+        """Images [B, 3, H, W] in [0, 1] -> unit feature maps [B, D, H/s, W/s], s = ``self.stride``."""
         return self.backbone(normalize_images(images))
 
     @torch.no_grad()
