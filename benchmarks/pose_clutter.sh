@@ -13,7 +13,7 @@
 # the 4 concurrent processes' threads and loader workers (written for a 16-core GPU host: 2 + 2 each);
 # DEVICE, MAX (images per test split) and EXTRA (more training overrides, e.g. model.stride=4) exist for a
 # small CPU rehearsal and for other models; VARIANTS picks objectives (default: max mean soft); OCCLUDED=0
-# skips the validation split through occluders.
+# skips the validation split through occluders; SPLITS the others (default val,clean,occluded-L3,ood-pose).
 set -u
 DATA=${DATA:-data/syn-v2}
 WORK=${WORK:-runs/clutter}
@@ -68,7 +68,7 @@ evaluate)
             for c in "${VARIANTS[@]}"; do
                 base=(--checkpoint "$WORK/$m-seed$s/last.pt" --data "$DATA" --compile off --pose "${VARIANT[$c]}"
                       --protocols "$PROTOCOLS" --batch-size 64 --workers "$SHARE" --device "$DEVICE")
-                python3 scripts/evaluate.py "${base[@]}" --splits val,clean,occluded-L3,ood-pose \
+                python3 scripts/evaluate.py "${base[@]}" --splits "${SPLITS:-val,clean,occluded-L3,ood-pose}" \
                     --max-per-split "$MAX" --out "$RESULTS/$m-seed$s-$c"
                 [ "${OCCLUDED:-1}" = 0 ] || python3 scripts/evaluate.py "${base[@]}" --splits val --occlude 0.6,0.8 \
                     --out "$RESULTS/$m-seed$s-$c-val-occluded"
