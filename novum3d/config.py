@@ -133,7 +133,7 @@ class ModelConfig:
     # Upsampling layers: "fpn" (256-channel lateral fusion, light) or "unet" (the authors' DoubleConv/Up
     # stack at the trunk's widths, GenIntel/NOVUM src/models/KeypointRepresentationNet.py L44-55).
     decoder: Literal["fpn", "unet"] = "fpn"
-    # Feature-map stride: 8, the authors' (GenIntel/NOVUM config/defaults.yaml L59 down_sample_rate), or 4
+    # Feature-map stride: 8, the authors' (GenIntel/NOVUM config/defaults.yaml L58 down_sample_rate), or 4
     # (fpn only; a departure for small images: 32x32 cells at 256x256, where the authors' 640x800 give 80x100).
     stride: int = 8
     # torch.compile the backbone (novum3d.device.resolve_compile): "auto" = on CUDA, where full classification

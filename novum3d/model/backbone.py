@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from ..device import resolve_compile
 from ..errors import WeightsError
 
-STRIDE = 8  # the authors' (GenIntel/NOVUM config/defaults.yaml L59 down_sample_rate); 4: FPN only
+STRIDE = 8  # the authors' (GenIntel/NOVUM config/defaults.yaml L58 down_sample_rate); 4: FPN only
 STRIDES = (8, 4)
 
 # torch.compile's mode for the backbone: "default", what benchmarks/inference.py measured (full classification
