@@ -130,3 +130,24 @@ def test_model_stride_is_validated_on_load():
         load_experiment("configs/cube.yaml", ["model.stride=16"])
     with pytest.raises(ConfigError, match="stride: 4 needs decoder 'fpn'"):
         load_experiment("configs/cube.yaml", ["model.stride=4", "model.decoder=unet"])
+    # Runs from before the field existed (stride 8) keep their identity: resume and the suite's results match.
+    from novum3d.config import config_to_dict
+    from novum3d.train.trainer import training_identity
+
+    default = config_to_dict(load_experiment("configs/cube.yaml"))
+    old = {**default, "model": {k: v for k, v in default["model"].items() if k != "stride"}}
+    assert training_identity(default, "t", "v") == training_identity(old, "t", "v")
+    four = config_to_dict(load_experiment("configs/cube.yaml", ["model.stride=4"]))
+    assert training_identity(four, "t", "v")["config"]["model"]["stride"] == 4
+
+
+def test_the_faithful_suite_has_stride_4_features_branching_from_volume_background(tmp_path):
+    from novum3d.evaluation.robustness import load_suite, method_config
+
+    suite = load_suite("configs/robustness-faithful.yaml")
+    methods = {m.slug: m for m in suite.methods}
+    four = method_config(methods["stride-4-features"], suite, [], 0, tmp_path)
+    base = method_config(methods["volume-background"], suite, [], 0, tmp_path)
+    assert methods["stride-4-features"].pose and four.model.stride == 4 and base.model.stride == 8
+    four.model.stride = 8
+    assert four == base  # "+ volume background" with stride 4, nothing else

@@ -106,6 +106,8 @@ def training_identity(config: dict[str, Any], train_digest: str, val_digest: str
         augment.pop("rotation_degrees", None)
     if not augment.get("occlusion_probability") and "rotation_degrees" not in augment:
         kept.pop("augment", None)
+    if kept.get("model", {}).get("stride") == 8:  # the default stride, as before the field existed
+        kept["model"].pop("stride")
     return {"config": kept, "data": {"train": train_digest, "val": val_digest}}
 
 
