@@ -15,10 +15,11 @@ only on CUDA: the torch path's chunks would need B x 2048 x N x 1100 bf16 scores
 torch.cuda.max_memory_allocated over each row.
 
 Pose: PoseConfig's defaults (the authors' 12 x 4 x 3 grid as the floor, a denser block over the class's
-prior, distance search, 30 Adam steps; with and without the prior) on 80x100
-oracle feature maps (a 128-d volume rendered at known poses, noised, 40% of the object replaced
-by background), batched against one image at a time, with the accuracy of both so that speed is
-not bought with accuracy. Prints tables and appends them to BENCHMARKS.md.
+prior, distance search, 30 Adam steps; with and without the prior) on oracle feature maps (a 128-d
+volume rendered at known poses, noised, 40% of the object replaced by background) of a
+``--pose-size`` image at each of ``--pose-strides`` (default 640x800 at stride 8: 80x100 cells; the
+object fills the same share of any size), batched against one image at a time, with the accuracy of
+both so that speed is not bought with accuracy. Prints tables and appends them to BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -161,24 +162,27 @@ def classification_rows(device: torch.device, args) -> list[str]:
     return rows
 
 
-def oracle(device, n: int, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
+def oracle(device, n: int, seed: int = 0, size: tuple[int, int] = (640, 800), stride: int = 8):
+    """Oracle maps [n, 128, H/stride, W/stride] of an HxW ``size`` image; the viewport scales with the
+    width, so that the object covers the same share of the map at every size and stride."""
+    (H, W), g = size, torch.Generator().manual_seed(seed)
+    h, w = H // stride, W // stride
     vol = cuboid_volume((0.8, 1.8, 0.6), 1100).to(device)
     feats = F.normalize(torch.randn(len(vol), 128, generator=g), dim=-1).to(device)
     bank = F.normalize(torch.randn(2560, 128, generator=g), dim=-1).to(device)
-    K = pascal3d_intrinsics(1.0, 3000.0, (400.0, 320.0), downsample=8).to(device)
+    K = pascal3d_intrinsics(1.0, 3000.0 * W / 800, (W / 2, H / 2), downsample=stride).to(device)
     az = torch.rand(n, generator=g) * 2 * math.pi
     el = torch.deg2rad(torch.rand(n, generator=g) * 40 - 8)
     th = torch.deg2rad(torch.rand(n, generator=g) * 16 - 8)
     dist = 10.0 * (0.9 + 0.2 * torch.rand(n, generator=g))
     truth = Pose(az, el, th, dist)
     vm = truth.viewmat().to(device)
-    out = rasterize_features(vol.means, vol.quats, vol.scales, vol.opacities, feats, vm, K.expand(n, 3, 3), 100, 80,
+    out = rasterize_features(vol.means, vol.quats, vol.scales, vol.opacities, feats, vm, K.expand(n, 3, 3), w, h,
                              with_depth=False)  # fmt: skip
     maps = F.normalize(out.features + 0.1 * torch.randn(out.features.shape, generator=g).to(device), dim=-1)
-    bg = bank[torch.randint(len(bank), (n, 80, 100), generator=g).to(device)]
+    bg = bank[torch.randint(len(bank), (n, h, w), generator=g).to(device)]
     obj = out.alpha > 0.5
-    hide = obj & (torch.rand(n, 80, 100, generator=g).to(device) < 0.4)
+    hide = obj & (torch.rand(n, h, w, generator=g).to(device) < 0.4)
     maps = torch.where((~obj | hide)[..., None], bg, maps).permute(0, 3, 1, 2).contiguous()
     return vol, feats, bank, K, maps, truth
 
@@ -213,6 +217,16 @@ def pose_run(estimator, vol, feats, bank, K, maps, truth, batch, prior=None):
     return per_s, float((err < math.pi / 6).float().mean()), float(torch.rad2deg(err).median())
 
 
+def strides(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(v not in (8, 4) for v in values):
+        raise argparse.ArgumentTypeError(f"--pose-strides {text}: expected 8 and / or 4, e.g. 8,4")
+    return values
+
+
 def size(text: str) -> tuple[int, int]:
     h, w = (int(x) for x in text.lower().split("x"))
     if h % 8 or w % 8:
@@ -232,6 +246,8 @@ def main() -> int:
     parser.add_argument("--pose-images", type=int, default=64)
     parser.add_argument("--pose-batch", type=int, default=64)
     parser.add_argument("--pose", action="append", default=[], help="key=value: a PoseConfig field (repeatable)")
+    parser.add_argument("--pose-size", type=size, default=(640, 800), help="pose rows' image size HxW")
+    parser.add_argument("--pose-strides", type=strides, default=(8,), help="feature strides of the pose rows, e.g. 8,4")
     parser.add_argument("--out", default="BENCHMARKS.md", help="Markdown file to append to ('' for none)")
     args = parser.parse_args()
     device = select_device()
@@ -249,7 +265,6 @@ def main() -> int:
     if not args.pose_only:
         lines += classification_rows(device, args)
     if not args.classes_only:
-        vol, feats, bank, K, maps, truth = oracle(device, args.pose_images)
         fields = apply_overrides({"distance": 10.0}, args.pose, where="--pose")
         est, prior = PoseEstimator(from_mapping(PoseConfig, fields, where="--pose")), oracle_prior()
         head = ["", "| task | setting | img/s | Acc@pi/6 | median error deg |", "|---|---|---|---|---|"]
@@ -257,12 +272,15 @@ def main() -> int:
         lines += head
         runs = [("with the class's prior", prior, args.pose_batch), ("with the class's prior", prior, 1),
                 ("without a prior (the authors' grid alone)", None, args.pose_batch)]  # fmt: skip
-        for label, pr, batch in runs:
-            pose_run(est, vol, feats, bank, K, maps[:2], truth[:2], 2, pr)  # warm-up, templates
-            per_s, acc, median = pose_run(est, vol, feats, bank, K, maps, truth, batch, pr)
-            lines.append(f"| pose, {label}, 30 steps, 80x100, 1100 Gaussians | batch {batch} | {rate(per_s)} | "
-                         f"{100 * acc:.1f}% | {median:.2f} |")  # fmt: skip
-            print(lines[-1], flush=True)
+        for stride in args.pose_strides:
+            vol, feats, bank, K, maps, truth = oracle(device, args.pose_images, size=args.pose_size, stride=stride)
+            cells = "x".join(str(n) for n in maps.shape[-2:])
+            for label, pr, batch in runs:
+                pose_run(est, vol, feats, bank, K, maps[:2], truth[:2], 2, pr)  # warm-up, templates
+                per_s, acc, median = pose_run(est, vol, feats, bank, K, maps, truth, batch, pr)
+                lines.append(f"| pose, {label}, 30 steps, {cells} (stride {stride}), 1100 Gaussians | batch {batch} | "
+                             f"{rate(per_s)} | {100 * acc:.1f}% | {median:.2f} |")  # fmt: skip
+                print(lines[-1], flush=True)
     lines += [
         "",
         "TFLOP/s counts the useful products of the matching rows (pixels x (valid Gaussians + bank) x 2D).",
