@@ -40,7 +40,8 @@ class FeatureBackbone(nn.Module):
 
     ``stride=4`` (FPN only; a departure, off by default) fuses the stride-4 stage too, for maps twice
     as fine in each direction: the authors' stride 8 at 640x800 gives 80x100 cells, at our 256x256
-    only 32x32 (issue 11: clean Acc@pi/18 stopped at 49% even when refinement starts at the truth).
+    only 32x32. On synthetic v2 (H100, 2 seeds) stride 4 raised clean Acc@pi/18 from 41.8 to 50.5%
+    (from the truth 48.5 -> 56.8%) with Acc@pi/6 unchanged (BENCHMARKS.md, sixth session).
 
     Both end in a 1x1 projection to D (the authors' ``Linear(256, 128)``) and L2 normalisation.
     Weights are random unless ``weights`` names a local file holding a torchvision ResNet
