@@ -178,7 +178,7 @@ def run_cases(device: str) -> None:
 # --- CPU ------------------------------------------------------------------------------------
 
 
-def test_background_scores_max_and_mean():
+def test_background_scores_max_mean_and_none():
     g = torch.Generator().manual_seed(3)
     maps = F.normalize(torch.randn(2, 8, 5, 6, generator=g), dim=1)
     bank = F.normalize(torch.randn(10, 8, generator=g), dim=1)
@@ -187,6 +187,10 @@ def test_background_scores_max_and_mean():
     # The authors' pose background: one vector, the bank's normalised mean.
     mean = F.normalize(bank.sum(0), dim=0)
     torch.testing.assert_close(matching.background_scores(maps, bank, "mean"), torch.einsum("bdhw,d->bhw", maps, mean))
+    # Their default: no background; -1 leaves every object score (rendered . unit feature >= -1) as it is.
+    none = matching.background_scores(maps, bank, "none")
+    obj = torch.rand(2, 5, 6, generator=g) * 2 - 1
+    torch.testing.assert_close(matching.object_or_background(obj, none), obj)
     for reduce in matching.BACKGROUND_REDUCTIONS:
         empty = matching.background_scores(maps, bank[:0], reduce)
         assert empty.shape == (2, 5, 6) and bool((empty == -1).all())

@@ -352,12 +352,13 @@ def test_priors_round_trip_through_a_checkpoint(tmp_path):
         PosePriors.from_annotations(["a"], [(5, 0.0, 0.0, 0.0, 1.0)])
 
 
-def test_mean_clutter_and_a_soft_max_keep_a_gradient_where_the_bank_knows_the_object():
+def test_mean_clutter_no_clutter_and_a_soft_max_keep_a_gradient_where_the_bank_knows_the_object():
     """A bank that also holds noisy copies of the object's own features (a trained bank can: occluded
     object cells are offered to it) beats the rendered object on most cells. Under clutter="max" the
     objective is then flat in the pose and refinement started 20 deg off stays there; the authors'
-    "mean" background leaves the object's cells counting, and refinement converges; so does the max
-    softened at the training temperature, which credits object scores just under the bank's."""
+    "mean" background leaves the object's cells counting, and refinement converges; so do their default,
+    no background ("none"), and the max softened at the training temperature, which credits object
+    scores just under the bank's."""
     vol, feats, rbank = small_scene()
     g = torch.Generator().manual_seed(1)
     copies = feats[torch.randperm(len(feats), generator=g)[:60]]
@@ -368,12 +369,14 @@ def test_mean_clutter_and_a_soft_max_keep_a_gradient_where_the_bank_knows_the_ob
     maps = oracle_maps(vol, feats, rbank, az, el, th, dist, K, size=(h, w))
     init = torch.stack([az + math.radians(20), el, th, dist], 1)
     err = {}
-    for name, kw in {"max": {}, "mean": {"clutter": "mean"}, "soft": {"temperature": 0.07}}.items():
+    variants = {"max": {}, "mean": {"clutter": "mean"}, "none": {"clutter": "none"}, "soft": {"temperature": 0.07}}
+    for name, kw in variants.items():
         est = PoseEstimator(PoseConfig(distance_factors=[1.0], backend="torch", **kw))
         res = est.estimate(maps, vol, feats, bank, K.expand(B, 3, 3), init=init)
         err[name] = torch.rad2deg(errors(res, az, el, th))
     assert int(((err["max"] - 20).abs() < 0.5).sum()) >= 4, err["max"]  # never moved
     assert bool((err["mean"] < 3.0).all()), err["mean"]
+    assert bool((err["none"] < 3.0).all()), err["none"]
     assert bool(((err["soft"] - 20).abs() > 0.5).all()) and float(err["soft"].median()) < 5.0, err["soft"]
 
 

@@ -3,9 +3,9 @@
 For an image's feature map F and a class volume with features C, a pose is scored by rendering
 the volume (features R, alpha) and comparing per pixel the object score ``R_i . F_i`` with a
 background score ``c_i``: ``score = mean_i max(R_i . F_i, c_i)`` and the loss ``1 - score``
-(NOVUM's form). ``c_i`` is the bank's best vector ``max_b F_i . b`` (``PoseConfig.clutter="max"``)
-or, as in the authors' code, the bank's normalised mean vector ``F_i . normalise(mean_b b)``
-(``"mean"``).
+(NOVUM's form). ``c_i`` is the bank's best vector ``max_b F_i . b`` (``PoseConfig.clutter="max"``),
+the bank's normalised mean vector ``F_i . normalise(mean_b b)`` (``"mean"``, the authors' code with
+``use_clutter: true``) or -1, no background at all (``"none"``, their default: the mean object score).
 
 1. Initialisation: templates (azimuth x elevation x theta, at the initial distance times each
    distance factor) are rendered once per (class, focal, map size, distance, grid) with the
@@ -111,19 +111,20 @@ class PoseConfig:
     template_dtype: str = "auto"  # "auto" (bfloat16 on CUDA, float32 elsewhere), "float32", "bfloat16"
     backend: str = "auto"
     # The background score a pixel's object score must beat (model.matching.background_scores): "max",
-    # the bank's best vector (the classifier's rule), or "mean", the bank's normalised mean vector, the
-    # authors' pose objective (GenIntel/NOVUM src/inference.py L80 mean_clutter_bank, fed to
-    # src/lib/losses.py L32-37 loss_fun). Under "max" the bank can outscore every cell of an occluded
-    # object, and the score is flat in the pose: 40% of validation images through occluders never moved
-    # from the truth (CPU model, BENCHMARKS.md fifth session). "mean" moves them all, but away: 64.6%
-    # stay within pi/6 of the truth, and from the templates it gave 23.3% against 24.2% through
-    # occluders and 47.5% against 50.8% on clean validation (120 images each), so "max" stays.
+    # the bank's best vector (the classifier's rule); "mean", the bank's normalised mean vector (the
+    # authors' objective with inference.use_clutter: true, GenIntel/NOVUM src/inference.py L80
+    # mean_clutter_bank, src/lib/losses.py L32-37 loss_fun); "none", no background: the mean object
+    # score, the authors' default (use_clutter: false, config/defaults.yaml L79). Under "max" the bank
+    # can outscore every cell of an occluded object and the score is flat in the pose: 62.5% of L3
+    # images never moved from the truth (H100, BENCHMARKS.md sixth session). "mean" moves them all, but
+    # on validation it lost 0.8 and 4.0 points of Acc@pi/6 (two methods, two seeds each) and through
+    # occluders it was within the seeds' spread, so "max" stays.
     clutter: str = "max"
     # 0: the hard max(object, background) per pixel (NOVUM's, and the authors' loss_fun); t > 0: its
     # soft form t log(exp(obj / t) + exp(bg / t)) (model.matching.object_or_background), so that object
     # scores just under the background still count (the training temperature is 0.07). At 0.07 on the
-    # same CPU model: 25.0% through occluders and 54.2% clean, within 1 and 4 images of 120 of the hard
-    # max; not enough to change the default before a GPU-trained model is measured.
+    # H100 models: validation Acc@pi/6 -0.2 and -1.5 points, through occluders -0.6 and +1.2, all within
+    # the seeds' spread (BENCHMARKS.md sixth session), so 0 stays.
     temperature: float = 0.0
 
     def validate(self) -> None:

@@ -73,21 +73,25 @@ def object_or_background(obj: Tensor, background: Tensor, temperature: float = 0
     return torch.maximum(obj, background)
 
 
-BACKGROUND_REDUCTIONS = ("max", "mean")
+BACKGROUND_REDUCTIONS = ("max", "mean", "none")
 
 
 def background_scores(feature_maps: Tensor, bank: Tensor, reduce: str = "max") -> Tensor:
     """[B, h, w] background score of each pixel of feature maps [B, D, h, w] against a bank [M, D].
 
     ``reduce="max"``: the best bank vector, ``max_m f_i . b_m`` (the classifier's rule).
-    ``reduce="mean"``: the bank's normalised mean vector, ``f_i . normalise(mean_m b_m)``, the
-    authors' render-and-compare background (GenIntel/NOVUM src/inference.py L80 ``mean_clutter_bank``,
-    src/lib/losses.py L32-37 ``loss_fun``). -1 everywhere when the bank is empty: no background can beat an
-    object score then.
+    ``reduce="mean"``: the bank's normalised mean vector, ``f_i . normalise(mean_m b_m)``: the authors'
+    render-and-compare with ``inference.use_clutter: true`` (GenIntel/NOVUM src/inference.py L80
+    ``mean_clutter_bank``, src/lib/losses.py L32-37 ``loss_fun``).
+    ``reduce="none"``: no background, -1 everywhere (no unit-feature score is below it, so
+    ``max(object, -1)`` is the object score): their default, ``use_clutter: false``
+    (config/defaults.yaml L79; src/inference.py passes no clutter score), where ``loss_fun`` is
+    ``1 - mean(object score)``.
+    -1 everywhere also when the bank is empty: no background can beat an object score then.
     """
     if reduce not in BACKGROUND_REDUCTIONS:
         raise ValueError(f"reduce: one of {BACKGROUND_REDUCTIONS}, got {reduce!r}")
-    if bank.shape[0] == 0:
+    if bank.shape[0] == 0 or reduce == "none":
         return feature_maps.new_full((feature_maps.shape[0], *feature_maps.shape[-2:]), -1.0)
     bank = bank.to(feature_maps.dtype)
     if reduce == "mean":
