@@ -36,8 +36,9 @@ declare -A METHOD=(
 read -r -a RUNS <<<"${RUNS:-volume-background:0 volume-background:1 rotation-and-occlusion-augmentation:0 rotation-and-occlusion-augmentation:1}"
 PROTOCOLS=${PROTOCOLS:-full,from-truth}
 # The pose objectives compared: NOVUM's hard max against the bank's best vector (the default), the
-# authors' mean clutter vector, and the max softened at the training temperature.
-declare -A VARIANT=([max]=clutter=max [mean]=clutter=mean [soft]=temperature=0.07)
+# authors' mean clutter vector (their use_clutter: true), and the max softened at the training temperature;
+# "none" (VARIANTS=none), no background, is the authors' default objective, added after the sixth session's run.
+declare -A VARIANT=([max]=clutter=max [mean]=clutter=mean [soft]=temperature=0.07 [none]=clutter=none)
 read -r -a VARIANTS <<<"${VARIANTS:-max mean soft}"
 
 case "${1:-}" in
