@@ -18,7 +18,7 @@ Pose: PoseConfig's defaults (the authors' 12 x 4 x 3 grid as the floor, a denser
 prior, distance search, 30 Adam steps; with and without the prior) on oracle feature maps (a 128-d
 volume rendered at known poses, noised, 40% of the object replaced by background) of a
 ``--pose-size`` image at each of ``--pose-strides`` (default 640x800 at stride 8: 80x100 cells; the
-object fills the same share of any size), batched against one image at a time, with the accuracy of
+object fills the same share of the map's width at any size), batched against one image at a time, with the accuracy of
 both so that speed is not bought with accuracy. Prints tables and appends them to BENCHMARKS.md.
 """
 
@@ -164,7 +164,7 @@ def classification_rows(device: torch.device, args) -> list[str]:
 
 def oracle(device, n: int, seed: int = 0, size: tuple[int, int] = (640, 800), stride: int = 8):
     """Oracle maps [n, 128, H/stride, W/stride] of an HxW ``size`` image; the viewport scales with the
-    width, so that the object covers the same share of the map at every size and stride."""
+    width, so that the object covers the same share of the map's width at every size and stride."""
     (H, W), g = size, torch.Generator().manual_seed(seed)
     h, w = H // stride, W // stride
     vol = cuboid_volume((0.8, 1.8, 0.6), 1100).to(device)

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Issue 11: the pose objective's per-pixel rule, max(object, the bank's best vector) ("max", the
-# classifier's rule and the default), the authors' normalised mean clutter vector ("mean", GenIntel/NOVUM
-# src/inference.py L80) and the max softened at the training temperature ("soft"), chosen on validation
-# (clean, and through the augmentation's occluders), then measured on test splits.
+# classifier's rule and the default), the normalised mean clutter vector ("mean", the authors' code with
+# use_clutter: true, GenIntel/NOVUM src/inference.py L80), no background ("none", their default) and the
+# max softened at the training temperature ("soft"), chosen on validation (clean, and through the
+# augmentation's occluders), then measured on test splits.
 #
 #   bash benchmarks/pose_clutter.sh data      # synthetic v2, data seed 0: the robustness benchmark's set
 #   bash benchmarks/pose_clutter.sh train     # 2 methods x 2 seeds at the robustness budget, sharing one GPU
-#   bash benchmarks/pose_clutter.sh evaluate  # each checkpoint x {max, mean, soft}: val, val occluded, tests
+#   bash benchmarks/pose_clutter.sh evaluate  # each checkpoint x VARIANTS (max mean soft): val, tests, val occluded
 #   python -m benchmarks.pose_table outputs/clutter/*-seed*   # the table, seeds pooled
 #
 # DATA, WORK and RESULTS say where (defaults data/syn-v2, runs/clutter, outputs/clutter); SHARE is each of
@@ -40,6 +41,9 @@ PROTOCOLS=${PROTOCOLS:-full,from-truth}
 # "none" (VARIANTS=none), no background, is the authors' default objective, added after the sixth session's run.
 declare -A VARIANT=([max]=clutter=max [mean]=clutter=mean [soft]=temperature=0.07 [none]=clutter=none)
 read -r -a VARIANTS <<<"${VARIANTS:-max mean soft}"
+for c in "${VARIANTS[@]}"; do
+    [ -n "${VARIANT[$c]+set}" ] || { echo "VARIANTS: unknown objective '$c' (known: ${!VARIANT[*]})" >&2; exit 2; }
+done
 
 case "${1:-}" in
 data)

@@ -184,7 +184,7 @@ def test_background_scores_max_mean_and_none():
     bank = F.normalize(torch.randn(10, 8, generator=g), dim=1)
     per_vector = torch.einsum("bdhw,md->bmhw", maps, bank)
     torch.testing.assert_close(matching.background_scores(maps, bank), per_vector.amax(1))
-    # The authors' pose background: one vector, the bank's normalised mean.
+    # The authors' pose background with use_clutter: true: one vector, the bank's normalised mean.
     mean = F.normalize(bank.sum(0), dim=0)
     torch.testing.assert_close(matching.background_scores(maps, bank, "mean"), torch.einsum("bdhw,d->bhw", maps, mean))
     # Their default: no background; -1 leaves every object score (rendered . unit feature >= -1) as it is.

@@ -116,15 +116,16 @@ class PoseConfig:
     # mean_clutter_bank, src/lib/losses.py L32-37 loss_fun); "none", no background: the mean object
     # score, the authors' default (use_clutter: false, config/defaults.yaml L79). Under "max" the bank
     # can outscore every cell of an occluded object and the score is flat in the pose: 62.5% of L3
-    # images never moved from the truth (H100, BENCHMARKS.md sixth session). "mean" moves them all, but
-    # on validation it lost 0.8 and 4.0 points of Acc@pi/6 (two methods, two seeds each) and through
-    # occluders it was within the seeds' spread, so "max" stays.
+    # images never moved from the truth for the model trained without augmentation (H100, BENCHMARKS.md
+    # sixth session). "mean" moves all but 3 of 2,400, but on validation it lost 0.8 and 4.0 points of
+    # Acc@pi/6 (two methods, two seeds each) and through occluders it was within the seeds' spread;
+    # "none" lost 6.6 points on the CPU model's clean validation. So "max" stays.
     clutter: str = "max"
     # 0: the hard max(object, background) per pixel (NOVUM's, and the authors' loss_fun); t > 0: its
     # soft form t log(exp(obj / t) + exp(bg / t)) (model.matching.object_or_background), so that object
     # scores just under the background still count (the training temperature is 0.07). At 0.07 on the
-    # H100 models: validation Acc@pi/6 -0.2 and -1.5 points, through occluders -0.6 and +1.2, all within
-    # the seeds' spread (BENCHMARKS.md sixth session), so 0 stays.
+    # H100 models: validation Acc@pi/6 -0.2 and -1.5 points (the second lower on both seeds), through
+    # occluders -0.6 and +1.2, within the seeds' spread (BENCHMARKS.md sixth session), so 0 stays.
     temperature: float = 0.0
 
     def validate(self) -> None:
