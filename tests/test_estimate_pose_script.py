@@ -87,17 +87,41 @@ def test_the_script_keeps_the_backbone_eager_unless_asked(checkpoint, tmp_path, 
     assert asked == ["off", "auto"]
 
 
-def test_a_stride_4_model_trains_and_estimates_poses_from_its_checkpoint(checkpoint, tmp_path):
+def test_a_stride_4_model_trains_and_estimates_poses_from_its_checkpoint(checkpoint, tmp_path, monkeypatch):
+    import runpy
+
+    import novum3d.inference.pipeline as pipeline
+
     root, _ = checkpoint
     cfg = tiny_config(root, tmp_path / "run", **{"model.stride": 4, "optim.epochs": 1, "train.max_steps_per_epoch": 1})
     Trainer(cfg, quiet=True).fit()
     model, loaded = load_model(tmp_path / "run" / "last.pt", compile="off")
     assert loaded.model.stride == 4 and model.stride == 4
     assert model(torch.rand(1, 3, 64, 64)).shape == (1, 16, 16, 16)
+    # The script's map intrinsics follow the model's stride: the principal point is the map's centre.
+    real, seen = pipeline.predict, []
+
+    def spy(model, images, K_map, *args, **kwargs):
+        seen.append((tuple(model(images).shape[-2:]), K_map.clone()))
+        return real(model, images, K_map, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "predict", spy)
+    main = runpy.run_path("scripts/estimate_pose.py", run_name="novum3d_test")["main"]
     image = next((root / "test-clean" / "images" / "car").glob("*.JPEG"))
     out = tmp_path / "out"
-    result = run(str(image), "--checkpoint", str(tmp_path / "run" / "last.pt"), "--out", str(out), "--steps", "3",
-                 "--compile", "off")  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert main([str(image), "--checkpoint", str(tmp_path / "run" / "last.pt"), "--out", str(out), "--steps", "3"]) == 0
+    (h, w), K = seen[0]
+    assert (h, w) == (16, 16) and float(K[..., 0, 2]) == w / 2 and float(K[..., 1, 2]) == h / 2
     rec = json.loads((out / f"{image.stem}.json").read_text())
     assert rec["class"] in ("car", "bus") and rec["distance"] > 0
+
+
+def test_a_checkpoint_from_before_the_stride_option_loads_at_stride_8(checkpoint, tmp_path):
+    _, ckpt = checkpoint
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    del state["config"]["model"]["stride"]
+    assert not any(".lateral1." in k or ".fuse1." in k for k in state["model"])
+    torch.save(state, tmp_path / "old.pt")
+    model, cfg = load_model(tmp_path / "old.pt", compile="off")
+    assert cfg.model.stride == 8 and model.stride == 8
+    assert model(torch.rand(1, 3, 64, 64)).shape[-2:] == (8, 8)
