@@ -257,10 +257,9 @@ def main() -> int:
         f"### Inference speed, {name} ({datetime.date.today().isoformat()})",
         "",
         f"Command: `{command}`. torch {torch.__version__}.",
-        "",
-        "| stage | setting | img/s | ms/batch | TFLOP/s | peak GiB |",
-        "|---|---|---|---|---|---|",
     ]
+    if not args.pose_only:
+        lines += ["", "| stage | setting | img/s | ms/batch | TFLOP/s | peak GiB |", "|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     if not args.pose_only:
         lines += classification_rows(device, args)
@@ -281,10 +280,11 @@ def main() -> int:
                 lines.append(f"| pose, {label}, 30 steps, {cells} (stride {stride}), 1100 Gaussians | batch {batch} | "
                              f"{rate(per_s)} | {100 * acc:.1f}% | {median:.2f} |")  # fmt: skip
                 print(lines[-1], flush=True)
-    lines += [
-        "",
-        "TFLOP/s counts the useful products of the matching rows (pixels x (valid Gaussians + bank) x 2D).",
-    ]
+    if not args.pose_only:
+        lines += [
+            "",
+            "TFLOP/s counts the useful products of the matching rows (pixels x (valid Gaussians + bank) x 2D).",
+        ]
     emit("\n".join(lines), args.out)
     return 0
 

@@ -56,7 +56,8 @@ class PoseConfig:
 
     Defaults: with a prior H = 3, 3 * 10 + 1 * 20 = 50 RB + 1 R per image; without one H = 2,
     40 RB + 1 R. The previous defaults (3 hypotheses x 30 steps, no pruning) cost 90 RB + 3 R.
-    Template memory: 684 templates x 80 x 100 x 128 in bfloat16 = 1.4 GB per class on CUDA.
+    Template memory: 684 templates x 80 x 100 x 128 in bfloat16 = 1.4 GB per class on CUDA (4x at
+    ``model.stride=4`` for the same image size; at 256x256, 64 x 64 cells, about 0.7 GB).
 
     Measured on oracle feature maps (H100, gsplat, 80x100 maps, 1100 Gaussians, D=128, 192 images
     per scenario, principal points jittered +-5%, distance +-10%; features random per Gaussian
