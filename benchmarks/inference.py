@@ -18,8 +18,8 @@ Pose: PoseConfig's defaults (the authors' 12 x 4 x 3 grid as the floor, a denser
 prior, distance search, 30 Adam steps; with and without the prior) on oracle feature maps (a 128-d
 volume rendered at known poses, noised, 40% of the object replaced by background) of a
 ``--pose-size`` image at each of ``--pose-strides`` (default 640x800 at stride 8: 80x100 cells; the
-object fills the same share of the map's width at any size), batched against one image at a time, with the accuracy of
-both so that speed is not bought with accuracy. Prints tables and appends them to BENCHMARKS.md.
+object fills the same share of the map's width at any size), batched against one image at a time,
+with the accuracy of both so that speed is not bought with accuracy. Prints tables and appends them to BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from novum3d.config import ExperimentConfig, apply_overrides, from_mapping
 from novum3d.device import select_device
 from novum3d.evaluation.metrics import pose_errors
 from novum3d.inference.pose import PoseConfig, PoseEstimator, PoseResult
-from novum3d.model.backbone import compile_backbone, normalize_images
+from novum3d.model.backbone import STRIDES, compile_backbone, normalize_images
 from novum3d.model.matching import class_scores, triton_available
 from novum3d.model.novum import NOVUM
 from novum3d.model.priors import ClassPosePrior, PosePriors
@@ -222,8 +222,8 @@ def strides(text: str) -> tuple[int, ...]:
         values = tuple(int(x) for x in text.split(","))
     except ValueError:
         values = ()
-    if not values or any(v not in (8, 4) for v in values):
-        raise argparse.ArgumentTypeError(f"--pose-strides {text}: expected 8 and / or 4, e.g. 8,4")
+    if not values or any(v not in STRIDES for v in values):
+        raise argparse.ArgumentTypeError(f"--pose-strides {text}: expected some of {STRIDES}, comma-separated")
     return values
 
 
