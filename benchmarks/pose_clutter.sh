@@ -39,7 +39,10 @@ PROTOCOLS=${PROTOCOLS:-full,from-truth}
 # The pose objectives compared: NOVUM's hard max against the bank's best vector (the default), the
 # authors' mean clutter vector (their use_clutter: true), and the max softened at the training temperature;
 # "none" (VARIANTS=none), no background, is the authors' default objective, added after the sixth session's run.
-declare -A VARIANT=([max]=clutter=max [mean]=clutter=mean [soft]=temperature=0.07 [none]=clutter=none)
+# "bounded" (seventh session) keeps the default objective and holds the distance within the class prior's
+# 10th-90th percentiles widened by 5% (PoseConfig.prior_distance_margin).
+declare -A VARIANT=([max]=clutter=max [mean]=clutter=mean [soft]=temperature=0.07 [none]=clutter=none
+                    [bounded]=prior_distance_margin=1.05)
 read -r -a VARIANTS <<<"${VARIANTS:-max mean soft}"
 for c in "${VARIANTS[@]}"; do
     [ -n "${VARIANT[$c]+set}" ] || { echo "VARIANTS: unknown objective '$c' (known: ${!VARIANT[*]})" >&2; exit 2; }

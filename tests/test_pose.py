@@ -1,3 +1,4 @@
+import dataclasses
 import functools
 import math
 
@@ -10,6 +11,7 @@ from novum3d.inference.pose import (
     PoseEstimator,
     SearchGrid,
     canonical_pose,
+    distance_bounds,
     flip_index,
     principal_offsets,
     search_grid,
@@ -311,6 +313,38 @@ def test_search_grid_keeps_the_floor_and_follows_priors():
     torch.testing.assert_close(diff, torch.full_like(diff, math.pi))
     torch.testing.assert_close(poses[flips, 1:], poses[:, 1:])
     assert flip_index(SearchGrid.single(3, [0.0], [0.0])) is None
+
+
+def test_prior_distance_margin_keeps_templates_and_refinement_in_the_prior():
+    """margin m: template distances and every refined distance lie in [low / m, high * m]; an object
+    rendered nearer than that ends at the bound; margin 0 or a distance the caller gives leaves it free."""
+    prior = clean_prior()  # distance 4.5..5.5 (+-10%)
+    lo, hi = prior.distance_low / 1.05, prior.distance_high * 1.05
+    cfg = PoseConfig(prior_distance_margin=1.05, elevations_deg=[0.0, 30.0], thetas_deg=[0.0], backend="torch")
+    assert distance_bounds(cfg, prior) == (lo, hi)
+    assert distance_bounds(cfg, prior, prior_distance=False) is None and distance_bounds(cfg, None) is None
+    assert distance_bounds(PoseConfig(), prior) is None
+    grid = search_grid(cfg, prior.distance_median, prior)
+    free = search_grid(PoseConfig(elevations_deg=[0.0, 30.0], thetas_deg=[0.0]), prior.distance_median, prior)
+    assert min(free.distances) < lo and max(free.distances) > hi  # the factors 0.8 and 1.25 reach beyond
+    assert all(lo - 1e-6 <= d <= hi + 1e-6 for d in grid.distances), grid.distances
+    with pytest.raises(ValueError, match="prior_distance_margin"):
+        PoseConfig(prior_distance_margin=0.5).validate()
+
+    vol, feats, bank = small_scene()
+    K = small_K()
+    az, el, th = torch.tensor([0.5, 2.0]), torch.deg2rad(torch.tensor([10.0, 20.0])), torch.tensor([0.0, 0.05])
+    dist = torch.tensor([3.8, 5.0])  # the first nearer than the prior allows
+    maps = oracle_maps(vol, feats, bank, az, el, th, dist, K, seed=3, size=(h, w))
+    bounded = PoseEstimator(cfg).estimate(maps, vol, feats, bank, K.expand(2, 3, 3), class_key="car", prior=prior)
+    assert ((bounded.distance >= lo * (1 - 1e-5)) & (bounded.distance <= hi * (1 + 1e-5))).all(), bounded.distance
+    assert abs(bounded.distance[0].item() - lo) < 1e-3 * lo  # held at the bound
+    assert abs(bounded.distance[1].item() - 5.0) < 0.5
+    free_est = PoseEstimator(dataclasses.replace(cfg, prior_distance_margin=0.0))
+    unbounded = free_est.estimate(maps, vol, feats, bank, K.expand(2, 3, 3), class_key="car", prior=prior)
+    assert unbounded.distance[0].item() < lo * 0.97, unbounded.distance  # free, it moves towards 3.8
+    given = PoseEstimator(cfg).estimate(maps, vol, feats, bank, K.expand(2, 3, 3), "car", prior=prior, distance=4.0)
+    assert given.distance[0].item() < lo * 0.97, given.distance  # a given distance is never bounded
 
 
 def test_canonical_pose_keeps_the_rotation():

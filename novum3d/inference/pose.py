@@ -128,6 +128,10 @@ class PoseConfig:
     # H100 models: validation Acc@pi/6 -0.2 and -1.5 points (the second lower on both seeds), through
     # occluders -0.6 and +1.2, within the seeds' spread (BENCHMARKS.md sixth session), so 0 stays.
     temperature: float = 0.0
+    # 0: the distance is free, as in the authors' refinement. m >= 1: with a class prior (and no
+    # distance given), the templates' distances and every refinement step stay within the prior's
+    # [distance_low / m, distance_high * m] (a projection, see distance_bounds).
+    prior_distance_margin: float = 0.0
 
     def validate(self) -> None:
         if self.azimuth_bins < 1 or not self.elevations_deg or not self.thetas_deg:
@@ -150,6 +154,10 @@ class PoseConfig:
             raise ValueError(f"temperature: must be >= 0 (0: the hard max), got {self.temperature}")
         if self.clutter not in BACKGROUND_REDUCTIONS:
             raise ValueError(f"clutter: one of {BACKGROUND_REDUCTIONS}, got {self.clutter!r}")
+        if not (self.prior_distance_margin == 0 or self.prior_distance_margin >= 1):
+            raise ValueError(
+                f"prior_distance_margin: 0 (free distance) or a factor >= 1, got {self.prior_distance_margin}"
+            )
         if self.template_dtype not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"template_dtype: 'auto', 'float32' or 'bfloat16', got {self.template_dtype!r}")
 
@@ -222,6 +230,18 @@ def _extend(values: list[float], low: float, high: float, default_step: float) -
     return v
 
 
+def distance_bounds(
+    cfg: PoseConfig, prior: ClassPosePrior | None, prior_distance: bool = True
+) -> tuple[float, float] | None:
+    """(low, high) distances the estimate keeps to under ``cfg.prior_distance_margin``, or None
+    where the distance is free: margin 0, no prior, or a distance the caller gave
+    (``prior_distance`` False)."""
+    m = cfg.prior_distance_margin
+    if not m or prior is None or not prior_distance:
+        return None
+    return prior.distance_low / m, prior.distance_high * m
+
+
 def search_grid(
     cfg: PoseConfig, distance: float, prior: ClassPosePrior | None = None, prior_distance: bool = True
 ) -> SearchGrid:
@@ -246,7 +266,11 @@ def search_grid(
         if prior_distance:
             lo, hi = math.log(prior.distance_low / distance), math.log(prior.distance_high / distance)
             logf = _extend(logf, lo, hi, math.log(1.25))
-    distances = tuple(sorted({round(distance * math.exp(f), 6) for f in logf}))
+    distances = [distance * math.exp(f) for f in logf]
+    bounds = distance_bounds(cfg, prior, prior_distance)
+    if bounds is not None:
+        distances = [min(max(d, bounds[0]), bounds[1]) for d in distances]
+    distances = tuple(sorted({round(d, 6) for d in distances}))
     return SearchGrid(cfg.azimuth_bins, tuple(blocks), distances)
 
 
@@ -503,6 +527,7 @@ class PoseEstimator:
         if not d0 > 0:
             raise ValueError(f"distance: must be > 0, got {d0}")
         grid = search_grid(cfg, d0, prior, prior_distance=distance is None)
+        bounds = distance_bounds(cfg, prior, prior_distance=distance is None)
         dev = feature_maps.device
         bg = background_scores(feature_maps, bank, cfg.clutter)  # [B, h, w]
         fmap = feature_maps.permute(0, 2, 3, 1)  # [B, h, w, D]
@@ -523,6 +548,9 @@ class PoseEstimator:
         # 2. Refinement of all hypotheses of all images at once.
         H = init.shape[1]
         params = torch.cat([init, dist.log()[..., None]], -1).to(fmap.dtype)  # [B, H, 4]
+        if bounds is not None:
+            log_lo, log_hi = math.log(bounds[0]), math.log(bounds[1])
+            params[..., 3].clamp_(log_lo, log_hi)
         m = torch.zeros_like(params)
         v = torch.zeros_like(params)
         b1, b2 = cfg.betas
@@ -549,6 +577,8 @@ class PoseEstimator:
                 v = b2 * v + (1 - b2) * grad * grad
                 t = step + 1
                 params = params - lr * (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + 1e-8)
+                if bounds is not None:  # projected: the step may not leave the prior's distances
+                    params[..., 3].clamp_(log_lo, log_hi)
         with torch.no_grad():
             final = self._score(volume, volume_features, params, Ks, fmap, bg, (h, w))
         self.rendered["forward"] += B * H
