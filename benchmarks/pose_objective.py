@@ -12,11 +12,16 @@ the right pose: the objective itself prefers the wrong one. Where the right pose
 the search missed it. Right and wrong use the plain PASCAL3D+ error; ``--symmetric`` uses the
 symmetry-aware one instead, so that a symmetric class's twin pose (which scores alike) is not a
 failure. Several caches (one per seed) pool their images.
+
+``--distances`` adds where the failures' distances lie: the wrong pose's distance over the right
+one's (quartiles), and how often each lies outside its class prior's 10th-90th percentiles (the
+priors the cache's key recorded), the figures behind ``PoseConfig.prior_distance_margin``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -64,6 +69,55 @@ def objective_check(
     }
 
 
+def cache_priors(path: Path) -> dict[str, Any]:
+    """The pose priors a cache's key recorded (``settings.priors``), or ``{}`` for none."""
+    with open(path) as fh:
+        key = json.loads(fh.readline() or "{}").get("key", {})
+    return (key.get("settings") or {}).get("priors") or {}
+
+
+def distance_check(
+    rows: list[dict[str, Any]], priors: dict[str, Any], estimate: str, reference: str
+) -> dict[str, float]:
+    """Distances of the cases of :func:`objective_check` (``estimate`` wrong, ``reference`` right).
+
+    Args:
+        rows: cache records with ``label`` and, per protocol, ``pose_error`` and ``pose.distance``.
+        priors: a cache key's priors (``classes`` and ``per_class`` with ``distance_low`` / ``_high``).
+
+    Returns:
+        ``cases``; ``ratio_q1`` / ``ratio_median`` / ``ratio_q3``: quartiles of the wrong pose's
+        distance over the right one's; ``wrong_outside`` / ``right_outside``: % of the cases whose wrong
+        (or right) distance lies outside the class prior's range (NaN when there are no cases).
+    """
+    classes, per_class = priors.get("classes"), priors.get("per_class")
+    if not classes or not per_class:
+        raise DataError("the cache's key has no pose priors (settings.priors); evaluate a checkpoint with priors")
+    right = math.pi / 6
+    ratios, outside = [], {"wrong": 0, "right": 0}
+    for r in rows:
+        est, ref = r.get(estimate) or {}, r.get(reference) or {}
+        if est.get("pose") is None or ref.get("pose") is None or not est["pose_error"] >= right > ref["pose_error"]:
+            continue
+        prior = per_class.get(classes[r["label"]])
+        if prior is None:
+            continue
+        d_est, d_ref = est["pose"]["distance"], ref["pose"]["distance"]
+        ratios.append(d_est / d_ref)
+        for name, d in (("wrong", d_est), ("right", d_ref)):
+            outside[name] += not prior["distance_low"] <= d <= prior["distance_high"]
+    n = len(ratios)
+    q = statistics.quantiles(ratios, n=4) if n > 1 else [math.nan] * 3
+    return {
+        "cases": n,
+        "ratio_q1": q[0],
+        "ratio_median": statistics.median(ratios) if ratios else math.nan,
+        "ratio_q3": q[2],
+        "wrong_outside": 100 * outside["wrong"] / n if n else math.nan,
+        "right_outside": 100 * outside["right"] / n if n else math.nan,
+    }
+
+
 @command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--estimate", default="true-class", help="the protocol whose failures are examined")
     parser.add_argument("--reference", default="from-truth", help="the protocol that gets those images right")
     parser.add_argument("--symmetric", action="store_true", help="right and wrong by the symmetry-aware error")
+    parser.add_argument("--distances", action="store_true", help="also the failures' distances against the priors")
     parser.add_argument("--benchmarks", default="", help="append the table to this file")
     args = parser.parse_args(argv)
     error = "pose_error_symmetric" if args.symmetric else "pose_error"
@@ -89,6 +144,20 @@ def main(argv: list[str] | None = None) -> int:
             f"| {label} | {c['images']} | {c['estimate_right']:.1f} | {c['reference_right']:.1f} | {c['cases']} "
             f"| {c['objective_prefers_wrong']:.1f} | {c['search_missed']:.1f} | {c['median_score_gap']:.4f} |"
         )
+    if args.distances:
+        rows = [r for p in args.caches for r in read_cache(p)]
+        try:
+            d = distance_check(rows, cache_priors(args.caches[0]), args.estimate, args.reference)
+        except DataError as exc:
+            raise DataError(str(exc), path=args.caches[0]) from None
+        lines += [
+            "",
+            "| pooled cases | wrong / right distance: quartile 1 | median | quartile 3 | wrong distance outside "
+            "the class prior % | right distance outside it % |",
+            "|---|---|---|---|---|---|",
+            f"| {d['cases']} | {d['ratio_q1']:.2f} | {d['ratio_median']:.2f} | {d['ratio_q3']:.2f} "
+            f"| {d['wrong_outside']:.1f} | {d['right_outside']:.1f} |",
+        ]
     command_line = "python -m benchmarks.pose_objective " + " ".join(sys.argv[1:] if argv is None else argv)
     emit(
         f"### Pose objective against search\n\nCommand: `{command_line}`\n\n" + "\n".join(lines),

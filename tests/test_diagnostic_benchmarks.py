@@ -189,6 +189,42 @@ def test_pose_objective_tells_a_wrong_optimum_from_a_missed_one(tmp_path, capsys
     assert objective_check(rows[:5], "true-class", "from-truth", "pose_error_symmetric")["cases"] == 2
 
 
+def test_pose_objective_distances_against_the_priors(tmp_path, capsys):
+    from benchmarks.pose_objective import distance_check
+    from benchmarks.pose_objective import main as objective_main
+
+    def row(image, label, est_error, est_d, ref_error, ref_d):
+        return {"id": image, "label": label,
+                "true-class": {"pose_error": est_error, "score": 0.5, "pose": {"distance": est_d}},
+                "from-truth": {"pose_error": ref_error, "score": 0.4, "pose": {"distance": ref_d}}}  # fmt: skip
+
+    car, bus = {"distance_low": 9.0, "distance_high": 11.0}, {"distance_low": 18.0, "distance_high": 22.0}
+    priors = {"classes": ["car", "bus"], "per_class": {"car": car, "bus": bus}}
+    rows = [
+        row("a/1", 0, 2.0, 8.0, 0.1, 10.0),  # nearer, outside the car's prior; the right one inside
+        row("a/2", 0, 2.0, 10.0, 0.1, 10.0),  # same distance, both inside
+        row("a/3", 1, 2.0, 16.0, 0.1, 17.0),  # bus: both nearer than its prior
+        row("a/4", 1, 2.0, 30.0, 0.1, 20.0),  # farther, outside
+        row("a/5", 0, 0.1, 5.0, 0.1, 10.0),  # both right: not a case
+    ]
+    d = distance_check(rows, priors, "true-class", "from-truth")
+    assert d["cases"] == 4
+    assert d["wrong_outside"] == 75.0 and d["right_outside"] == 25.0
+    assert d["ratio_median"] == pytest.approx((16 / 17 + 1.0) / 2)
+    assert d["ratio_q1"] <= d["ratio_median"] <= d["ratio_q3"]
+    cache = tmp_path / "L3.jsonl"
+    key = {"key": {"format": 3, "settings": {"priors": priors}}}
+    cache.write_text("\n".join([json.dumps(key), *(json.dumps(r) for r in rows)]) + "\n")
+    assert objective_main([str(cache), "--distances"]) == 0
+    out = capsys.readouterr().out
+    assert "| 4 | 0.84 | 0.97 | 1.38 | " in out and "| 75.0 | 25.0 |" in out, out
+    bare = tmp_path / "bare.jsonl"  # a cache without priors says so, naming the file
+    bare.write_text("\n".join([json.dumps({"key": {"format": 3}}), *(json.dumps(r) for r in rows)]) + "\n")
+    assert objective_main([str(bare), "--distances"]) == 2
+    err = capsys.readouterr().err
+    assert "no pose priors" in err and str(bare) in err
+
+
 def test_pose_table_pools_seeds_and_averages_the_asymmetric_classes(tmp_path, capsys):
     from benchmarks import pose_table
 
