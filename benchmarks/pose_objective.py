@@ -34,6 +34,11 @@ from novum3d.cli import command
 from novum3d.errors import DataError
 
 
+def is_case(row: dict[str, Any], estimate: str, reference: str, error: str = "pose_error") -> bool:
+    """Whether ``row``'s ``estimate`` pose is wrong (error >= pi/6) and its ``reference`` pose right."""
+    return row[estimate][error] >= math.pi / 6 > row[reference][error]
+
+
 def objective_check(
     rows: list[dict[str, Any]], estimate: str, reference: str, error: str = "pose_error"
 ) -> dict[str, float]:
@@ -55,7 +60,7 @@ def objective_check(
         raise DataError(f"no record has scores for both {estimate!r} and {reference!r}; evaluate with --diagnose "
                         "(caches of format 3 or later carry scores)")  # fmt: skip
     right = math.pi / 6
-    cases = [r for r in both if r[estimate][error] >= right > r[reference][error]]
+    cases = [r for r in both if is_case(r, estimate, reference, error)]
     gaps = [r[reference]["score"] - r[estimate]["score"] for r in cases]
     prefers_wrong = sum(g <= 0 for g in gaps)
     return {
@@ -77,9 +82,10 @@ def cache_priors(path: Path) -> dict[str, Any]:
 
 
 def distance_check(
-    rows: list[dict[str, Any]], priors: dict[str, Any], estimate: str, reference: str
+    rows: list[dict[str, Any]], priors: dict[str, Any], estimate: str, reference: str, error: str = "pose_error"
 ) -> dict[str, float]:
-    """Distances of the cases of :func:`objective_check` (``estimate`` wrong, ``reference`` right).
+    """Distances of the cases of :func:`objective_check` (``estimate`` wrong, ``reference`` right, by
+    ``error``).
 
     Args:
         rows: cache records with ``label`` and, per protocol, ``pose_error`` and ``pose.distance``.
@@ -93,11 +99,10 @@ def distance_check(
     classes, per_class = priors.get("classes"), priors.get("per_class")
     if not classes or not per_class:
         raise DataError("the cache's key has no pose priors (settings.priors); evaluate a checkpoint with priors")
-    right = math.pi / 6
     ratios, outside = [], {"wrong": 0, "right": 0}
     for r in rows:
         est, ref = r.get(estimate) or {}, r.get(reference) or {}
-        if est.get("pose") is None or ref.get("pose") is None or not est["pose_error"] >= right > ref["pose_error"]:
+        if est.get("pose") is None or ref.get("pose") is None or not is_case(r, estimate, reference, error):
             continue
         prior = per_class.get(classes[r["label"]])
         if prior is None:
@@ -134,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         "the wrong pose % | search missed the right one % | median score gap |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for label, rows in [*((p.as_posix(), read_cache(p)) for p in args.caches), ("pooled", None)]:
-        rows = rows if rows is not None else [r for p in args.caches for r in read_cache(p)]
+    per_cache = {p.as_posix(): read_cache(p) for p in args.caches}
+    pooled = [r for rows in per_cache.values() for r in rows]
+    for label, rows in [*per_cache.items(), ("pooled", pooled)]:
         try:
             c = objective_check(rows, args.estimate, args.reference, error)
         except DataError as exc:
@@ -145,9 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             f"| {c['objective_prefers_wrong']:.1f} | {c['search_missed']:.1f} | {c['median_score_gap']:.4f} |"
         )
     if args.distances:
-        rows = [r for p in args.caches for r in read_cache(p)]
         try:
-            d = distance_check(rows, cache_priors(args.caches[0]), args.estimate, args.reference)
+            d = distance_check(pooled, cache_priors(args.caches[0]), args.estimate, args.reference, error)
         except DataError as exc:
             raise DataError(str(exc), path=args.caches[0]) from None
         lines += [

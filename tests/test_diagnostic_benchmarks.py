@@ -212,6 +212,12 @@ def test_pose_objective_distances_against_the_priors(tmp_path, capsys):
     assert d["wrong_outside"] == 75.0 and d["right_outside"] == 25.0
     assert d["ratio_median"] == pytest.approx((16 / 17 + 1.0) / 2)
     assert d["ratio_q1"] <= d["ratio_median"] <= d["ratio_q3"]
+    # By the symmetry-aware error (--symmetric), a twin pose right by symmetry is not a case.
+    for r in rows:
+        for p in ("true-class", "from-truth"):
+            r[p]["pose_error_symmetric"] = r[p]["pose_error"]
+    rows[0]["true-class"]["pose_error_symmetric"] = 0.05
+    assert distance_check(rows, priors, "true-class", "from-truth", "pose_error_symmetric")["cases"] == 3
     cache = tmp_path / "L3.jsonl"
     key = {"key": {"format": 3, "settings": {"priors": priors}}}
     cache.write_text("\n".join([json.dumps(key), *(json.dumps(r) for r in rows)]) + "\n")
