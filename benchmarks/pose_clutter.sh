@@ -14,7 +14,7 @@
 # the 4 concurrent processes' threads and loader workers (written for a 16-core GPU host: 2 + 2 each);
 # DEVICE, MAX (images per test split) and EXTRA (more training overrides, e.g. model.stride=4) exist for a
 # small CPU rehearsal and for other models; VARIANTS picks objectives (default: max mean soft; also none,
-# bounded); OCCLUDED=0 skips the validation split through occluders; SPLITS the others (default
+# bounded, inliers); OCCLUDED=0 skips the validation split through occluders; SPLITS the others (default
 # val,clean,occluded-L3,ood-pose).
 set -u
 DATA=${DATA:-data/syn-v2}
@@ -42,8 +42,10 @@ PROTOCOLS=${PROTOCOLS:-full,from-truth}
 # "none" (VARIANTS=none), no background, is the authors' default objective, added after the sixth session's run.
 # "bounded" (seventh session) keeps the default objective and holds the distance within the class prior's
 # 10th-90th percentiles widened by 5% (PoseConfig.prior_distance_margin).
+# "inliers" (eighth session) keeps the default objective for refinement and ranks the hypotheses by
+# correspondence inliers (PoseConfig.ranking). A variant may set several fields, space-separated.
 declare -A VARIANT=([max]=clutter=max [mean]=clutter=mean [soft]=temperature=0.07 [none]=clutter=none
-                    [bounded]=prior_distance_margin=1.05)
+                    [bounded]=prior_distance_margin=1.05 [inliers]=ranking=inliers)
 read -r -a VARIANTS <<<"${VARIANTS:-max mean soft}"
 for c in "${VARIANTS[@]}"; do
     [ -n "${VARIANT[$c]+set}" ] || { echo "VARIANTS: unknown objective '$c' (known: ${!VARIANT[*]})" >&2; exit 2; }
@@ -75,8 +77,9 @@ evaluate)
         m=${run%:*} s=${run#*:}
         (
             for c in "${VARIANTS[@]}"; do
-                base=(--checkpoint "$WORK/$m-seed$s/last.pt" --data "$DATA" --compile off --pose "${VARIANT[$c]}"
+                base=(--checkpoint "$WORK/$m-seed$s/last.pt" --data "$DATA" --compile off
                       --protocols "$PROTOCOLS" --batch-size 64 --workers "$SHARE" --device "$DEVICE")
+                for kv in ${VARIANT[$c]}; do base+=(--pose "$kv"); done
                 python3 scripts/evaluate.py "${base[@]}" --splits "${SPLITS:-val,clean,occluded-L3,ood-pose}" \
                     --max-per-split "$MAX" --out "$RESULTS/$m-seed$s-$c"
                 [ "${OCCLUDED:-1}" = 0 ] || python3 scripts/evaluate.py "${base[@]}" --splits val --occlude 0.6,0.8 \

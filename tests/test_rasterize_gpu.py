@@ -65,7 +65,8 @@ def test_depth_channel_does_not_change_features_on_gsplat():
     torch.testing.assert_close(a.features, b.features, atol=1e-6, rtol=1e-5)
 
 
-def test_pose_estimator_agrees_between_gsplat_and_torch():
+@pytest.mark.parametrize("ranking", ["compare", "inliers"])
+def test_pose_estimator_agrees_between_gsplat_and_torch(ranking):
     import math
 
     import torch.nn.functional as F
@@ -84,7 +85,7 @@ def test_pose_estimator_agrees_between_gsplat_and_torch():
     maps = maps.cuda()
     out = {}
     for backend in ("gsplat", "torch"):
-        est = PoseEstimator(PoseConfig(steps=30, backend=backend))
+        est = PoseEstimator(PoseConfig(steps=30, backend=backend, ranking=ranking))
         out[backend] = est.estimate(maps, vol, feats, bank, K.expand(2, 3, 3), class_key="car")
     for key in ("azimuth", "elevation", "theta"):
         diff = (

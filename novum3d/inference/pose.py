@@ -37,6 +37,8 @@ from rendering import GaussianVolume, Pose, check_raster_inputs, pose_to_viewmat
 from ..model.matching import BACKGROUND_REDUCTIONS, background_scores, object_or_background
 from ..model.priors import ClassPosePrior, PosePriors
 
+RANKINGS = ("compare", "inliers")
+
 
 @dataclass
 class PoseConfig:
@@ -135,6 +137,14 @@ class PoseConfig:
     # m = 1.05 validation moved by 0.2-0.5 points, clean and through occluders, at both strides (H100,
     # BENCHMARKS.md seventh session): the search finds other wrong poses that score as high. So 0.
     prior_distance_margin: float = 0.0
+    # What ranks the hypotheses (the templates, the pruning, the final choice); refinement always
+    # climbs the render-and-compare score. "compare": that score (NOVUM's). "inliers": the cells whose
+    # best-matching Gaussian of the class beats the background and lies within ``inlier_radius``
+    # Gaussian spacings of the surface point the pose renders there (ties broken by the score), a
+    # correspondence count as in RANSAC: a cell that matches another part adds nothing, where under
+    # "compare" it adds its similarity. A departure from the authors (eighth session, BENCHMARKS.md).
+    ranking: str = "compare"
+    inlier_radius: float = 3.0  # spacings; training keeps Gaussians within 2 from being negatives
 
     def validate(self) -> None:
         if self.azimuth_bins < 1 or not self.elevations_deg or not self.thetas_deg:
@@ -161,6 +171,10 @@ class PoseConfig:
             raise ValueError(
                 f"prior_distance_margin: 0 (free distance) or a factor >= 1, got {self.prior_distance_margin}"
             )
+        if self.ranking not in RANKINGS:
+            raise ValueError(f"ranking: one of {RANKINGS}, got {self.ranking!r}")
+        if not self.inlier_radius > 0:
+            raise ValueError(f"inlier_radius: must be > 0 (Gaussian spacings), got {self.inlier_radius}")
         if self.template_dtype not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"template_dtype: 'auto', 'float32' or 'bfloat16', got {self.template_dtype!r}")
 
@@ -319,6 +333,51 @@ def compare(rendered: Tensor, features: Tensor, background: Tensor, temperature:
     return object_or_background(obj, background, temperature).mean(dim=(-2, -1))
 
 
+def best_matches(
+    features: Tensor, volume_features: Tensor, means: Tensor, background: Tensor, budget: int = 1 << 24
+) -> tuple[Tensor, Tensor]:
+    """Each pixel's best-matching Gaussian of one class: where it sits, and whether it beats the background.
+
+    Args:
+        features: [B, h, w, D] unit image features (channels last).
+        volume_features: [N, D] the class's Gaussian features; means: [N, 3] their centres (object frame).
+        background: [B, h, w] background score per pixel.
+        budget: similarities computed at once (pixels x N), bounding memory.
+
+    Returns:
+        ([B, h, w, 3] float32 centre of each pixel's best Gaussian, [B, h, w] bool: its score beats
+        the background).
+    """
+    B, h, w, D = features.shape
+    flat = features.reshape(B * h * w, D)
+    vf = volume_features.to(flat.dtype)
+    step = max(1, budget // max(vf.shape[0], 1))
+    parts = [(flat[s : s + step] @ vf.t()).max(-1) for s in range(0, flat.shape[0], step)]
+    best = torch.cat([p.values for p in parts]).view(B, h, w).float()
+    idx = torch.cat([p.indices for p in parts])
+    return means[idx].float().view(B, h, w, 3), best > background.float()
+
+
+def count_inliers(rendered: Tensor, points: Tensor, matched: Tensor, radius: float) -> Tensor:
+    """Share of pixels where a pose's rendered surface point lies within ``radius`` of the pixel's
+    best-matching Gaussian (:func:`best_matches`), counted only where that match beats the background
+    and the object covers the pixel (alpha > 0.5). The reference for the template path's product form.
+
+    Args:
+        rendered: [..., h, w, 4] composited (x, y, z, 1) of the Gaussian centres: channels 0-2 are
+            alpha-weighted centres, channel 3 the alpha.
+        points: [..., h, w, 3]; matched: [..., h, w] bool (both broadcast against ``rendered``).
+        radius: in object units.
+
+    Returns:
+        [...] shares in [0, 1].
+    """
+    alpha = rendered[..., 3]
+    surface = rendered[..., :3] / alpha.clamp_min(1e-6)[..., None]
+    near = (surface - points).square().sum(-1) < radius**2
+    return (near & matched & (alpha > 0.5)).float().mean(dim=(-2, -1))
+
+
 def principal_offsets(Ks: Tensor, size: tuple[int, int]) -> Tensor:
     """[B, 2] integer cell offsets (dx, dy) of each principal point from the map centre (w/2, h/2)."""
     h, w = size
@@ -401,9 +460,10 @@ class PoseEstimator:
             return torch.bfloat16 if device.type == "cuda" else torch.float32
         return getattr(torch, name)
 
-    def templates(self, key, volume: GaussianVolume, features: Tensor, K: Tensor, size, grid: SearchGrid):
+    def templates(self, key, volume: GaussianVolume, features: Tensor, K: Tensor, size, grid: SearchGrid, dtype=None):
         """Pre-rendered grid, cached per ``key``: ([T, 3] poses, [h*w, F*T, D] renders, pixel-major,
-        distance-major: column ``f * T + t`` is orientation t at ``grid.distances[f]``)."""
+        distance-major: column ``f * T + t`` is orientation t at ``grid.distances[f]``), in ``dtype``
+        (default :attr:`PoseConfig.template_dtype`'s)."""
         if key in self._templates:
             self._templates.move_to_end(key)
             return self._templates[key]
@@ -415,7 +475,7 @@ class PoseEstimator:
                 dist = torch.full((T,), d, device=features.device)
                 viewmats = pose_to_viewmat(poses[:, 0], poses[:, 1], poses[:, 2], dist)
                 r = self._render(volume, features, viewmats, K.expand(T, 3, 3), size)
-                renders.append(r.reshape(T, h * w, -1).to(self._template_dtype(features.device)))
+                renders.append(r.reshape(T, h * w, -1).to(dtype or self._template_dtype(features.device)))
         self.rendered["template"] += T * len(grid.distances)
         stacked = torch.cat(renders, 0).transpose(0, 1).contiguous()  # [h*w, F*T, D]
         self._templates[key] = (poses, stacked)
@@ -440,6 +500,31 @@ class PoseEstimator:
         for s in range(0, P, chunk):
             obj = torch.bmm(renders[s : s + chunk], f[s : s + chunk]).float()  # [p, F*T, B]
             total += object_or_background(obj, bg[s : s + chunk], temperature).sum(0)
+        return (total / P).t()
+
+    @staticmethod
+    def score_template_inliers(renders: Tensor, points: Tensor, matched: Tensor, radius: float) -> Tensor:
+        """[B, F*T] :func:`count_inliers` of centred images against pixel-major point templates, as
+        one product per chunk of pixels (``|q - x|^2 = |q|^2 - 2 q.x + |x|^2``).
+
+        Args:
+            renders: [P, F*T, 4] composited (x, y, z, 1) (P = h*w); points: [B, h, w, 3];
+            matched: [B, h, w] bool; radius: object units.
+        """
+        B = points.shape[0]
+        P, TT, _ = renders.shape
+        x = points.reshape(B, P, 3).permute(1, 2, 0).float()  # [P, 3, B]
+        x2 = x.square().sum(1, keepdim=True)  # [P, 1, B]
+        ok = matched.reshape(B, P).t()[:, None, :]  # [P, 1, B]
+        budget = (1 << 26) if renders.is_cuda else (1 << 22)
+        chunk = max(1, budget // max(TT * B, 1))
+        total = torch.zeros(TT, B, device=renders.device)
+        for s in range(0, P, chunk):
+            r = renders[s : s + chunk].float()
+            alpha = r[..., 3]
+            q = r[..., :3] / alpha.clamp_min(1e-6)[..., None]  # [p, F*T, 3]
+            d2 = q.square().sum(-1, keepdim=True) - 2 * torch.bmm(q, x[s : s + chunk]) + x2[s : s + chunk]
+            total += ((d2 < radius**2) & ok[s : s + chunk] & (alpha > 0.5)[..., None]).sum(0)
         return (total / P).t()
 
     def _initial_hypotheses(
@@ -544,8 +629,15 @@ class PoseEstimator:
                 )
             init, dist = init[:, None, :3].to(fmap.dtype), init[:, None, 3].to(fmap.dtype)
             flipped = torch.zeros(B, 1, dtype=torch.bool, device=dev)
+            match = None
         else:
-            hypotheses = self._template_hypotheses(feature_maps, volume, volume_features, Ks, fmap, bg, class_key, grid)
+            match = None
+            if cfg.ranking == "inliers":  # one hypothesis from a given init: nothing to rank
+                points, matched = best_matches(fmap, volume_features, volume.means, bg)
+                match = (points, matched, cfg.inlier_radius * volume.spacing)
+            hypotheses = self._template_hypotheses(
+                feature_maps, volume, volume_features, Ks, fmap, bg, class_key, grid, match
+            )
             init, dist, flipped = hypotheses
 
         # 2. Refinement of all hypotheses of all images at once.
@@ -566,7 +658,8 @@ class PoseEstimator:
         with value_checks(False):
             for step in range(n_steps):
                 if 0 < cfg.prune_after == step and cfg.keep < H and score is not None:
-                    keep = score.topk(cfg.keep, dim=1).indices  # [B, keep]
+                    rank = self._rank(volume, params, Ks, score, match, (h, w))
+                    keep = rank.topk(cfg.keep, dim=1).indices  # [B, keep]
                     params, m, v = (t.gather(1, keep[..., None].expand(-1, -1, 4)) for t in (params, m, v))
                     flipped = flipped.gather(1, keep)
                     H = cfg.keep
@@ -585,7 +678,7 @@ class PoseEstimator:
         with torch.no_grad():
             final = self._score(volume, volume_features, params, Ks, fmap, bg, (h, w))
         self.rendered["forward"] += B * H
-        best = final.argmax(1)
+        best = self._rank(volume, params, Ks, final, match, (h, w)).argmax(1)
         rows = torch.arange(B, device=dev)
         chosen = params[rows, best]
         az, el, th = canonical_pose(chosen[:, 0], chosen[:, 1], chosen[:, 2])
@@ -598,15 +691,20 @@ class PoseEstimator:
             flipped=flipped[rows, best],
         )
 
-    def _template_hypotheses(self, feature_maps, volume, volume_features, Ks, fmap, bg, class_key, grid):
+    def _template_hypotheses(self, feature_maps, volume, volume_features, Ks, fmap, bg, class_key, grid, match=None):
         """Templates, one set per focal length in the batch, principal point at the map centre: the
-        kept hypotheses ([B, H, 3] angles, [B, H] distances, [B, H] flipped)."""
+        kept hypotheses ([B, H, 3] angles, [B, H] distances, [B, H] flipped). ``match``: (points
+        [B, h, w, 3], matched [B, h, w], radius) from :func:`best_matches` ranks by inliers."""
         B, _, h, w = feature_maps.shape
         dev = feature_maps.device
         scores = poses = None
         focals = torch.round(Ks[:, :2, :2].diagonal(dim1=-2, dim2=-1) * 1000).long()  # [B, 2]
         groups = torch.unique(focals, dim=0)
-        shifted_f, shifted_bg = shift_to_centre(fmap, bg, principal_offsets(Ks, (h, w)))
+        offsets = principal_offsets(Ks, (h, w))
+        shifted_f, shifted_bg = shift_to_centre(fmap, bg, offsets)
+        if match is not None:
+            points, matched = shift_to_centre(match[0], match[1].float(), offsets, pad_background=0.0)
+            matched = matched > 0.5
         with torch.no_grad():
             for focal in groups:
                 members = torch.nonzero((focals == focal).all(1))[:, 0]
@@ -615,11 +713,36 @@ class PoseEstimator:
                 key = (class_key, str(dev), int(focal[0]), int(focal[1]), h, w, grid)
                 poses, renders = self.templates(key, volume, volume_features, K0, (h, w), grid)
                 s = self.score_templates(renders, shifted_f[members], shifted_bg[members], self.cfg.temperature)
+                if match is not None:
+                    _, point_renders = self.templates(
+                        (*key, "points"), volume, self._point_features(volume), K0, (h, w), grid, torch.float32
+                    )
+                    inliers = self.score_template_inliers(point_renders, points[members], matched[members], match[2])
+                    s = inliers + s / (4 * h * w)  # the score only breaks ties: it spans < one inlier (1 / hw)
                 if scores is None:
                     scores = s.new_empty(B, s.shape[1])
                 scores[members] = s
         reserved = prior_mask(grid) if len(grid.blocks) > 1 else None
         return self._initial_hypotheses(scores, poses, flip_index(grid), grid.distances, reserved)
+
+    @staticmethod
+    def _point_features(volume: GaussianVolume) -> Tensor:
+        """[N, 4] (x, y, z, 1): rendered, the alpha-weighted surface point and the alpha."""
+        means = volume.means.float()
+        return torch.cat([means, torch.ones_like(means[:, :1])], 1)
+
+    def _rank(self, volume, params: Tensor, Ks: Tensor, score: Tensor, match, size) -> Tensor:
+        """[B, H] what ranks [B, H, 4] hypotheses: their ``score`` [B, H], or with ``match`` (see
+        :meth:`_template_hypotheses`) their inlier share, the score breaking ties."""
+        if match is None:
+            return score
+        points, matched, radius = match
+        B, H, _ = params.shape
+        with torch.no_grad():
+            rendered = self._render(volume, self._point_features(volume), *self._cameras(params.detach(), Ks), size)
+        self.rendered["forward"] += B * H
+        inliers = count_inliers(rendered.view(B, H, *rendered.shape[1:]), points[:, None], matched[:, None], radius)
+        return inliers + score / (4 * size[0] * size[1])
 
     @staticmethod
     def _cameras(params: Tensor, Ks: Tensor) -> tuple[Tensor, Tensor]:
