@@ -14,7 +14,7 @@
 # the 4 concurrent processes' threads and loader workers (written for a 16-core GPU host: 2 + 2 each);
 # DEVICE, MAX (images per test split) and EXTRA (more training overrides, e.g. model.stride=4) exist for a
 # small CPU rehearsal and for other models; VARIANTS picks objectives (default: max mean soft; also none,
-# bounded, inliers); OCCLUDED=0 skips the validation split through occluders; SPLITS the others (default
+# bounded, inliers, steps60, noprune); OCCLUDED=0 skips the validation split through occluders; SPLITS the others (default
 # val,clean,occluded-L3,ood-pose).
 set -u
 DATA=${DATA:-data/syn-v2}
@@ -43,9 +43,11 @@ PROTOCOLS=${PROTOCOLS:-full,from-truth}
 # "bounded" (seventh session) keeps the default objective and holds the distance within the class prior's
 # 10th-90th percentiles widened by 5% (PoseConfig.prior_distance_margin).
 # "inliers" (eighth session) keeps the default objective for refinement and ranks the hypotheses by
-# correspondence inliers (PoseConfig.ranking). A variant may set several fields, space-separated.
+# correspondence inliers (PoseConfig.ranking); "steps60" refines 60 steps instead of 30 and "noprune" refines
+# every hypothesis to the end (prune_after=0). A variant may set several fields, space-separated.
 declare -A VARIANT=([max]=clutter=max [mean]=clutter=mean [soft]=temperature=0.07 [none]=clutter=none
-                    [bounded]=prior_distance_margin=1.05 [inliers]=ranking=inliers)
+                    [bounded]=prior_distance_margin=1.05 [inliers]=ranking=inliers [steps60]=steps=60
+                    [noprune]=prune_after=0)
 read -r -a VARIANTS <<<"${VARIANTS:-max mean soft}"
 for c in "${VARIANTS[@]}"; do
     [ -n "${VARIANT[$c]+set}" ] || { echo "VARIANTS: unknown objective '$c' (known: ${!VARIANT[*]})" >&2; exit 2; }

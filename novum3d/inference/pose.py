@@ -17,7 +17,9 @@ the bank's normalised mean vector ``F_i . normalise(mean_b b)`` (``"mean"``, the
 3. Refinement: Adam (cosine-decayed) on (azimuth, elevation, theta, log distance) of every
    hypothesis of every image at once, one :func:`rendering.rasterize_features` call per step,
    with each image's own intrinsics; after ``prune_after`` steps only the ``keep`` best
-   hypotheses of each image go on. The best final score wins. The inputs are checked once before
+   hypotheses of each image go on. The best final score wins (``PoseConfig.ranking="inliers"``:
+   the pruning and the final choice, like the templates, go by correspondence inliers,
+   :func:`count_inliers`, the score breaking ties). The inputs are checked once before
    the steps, which render under ``rendering.value_checks(False)``: a value check reads its answer
    on the host, and 11 per step kept the GPU waiting.
 """
@@ -96,14 +98,17 @@ class PoseConfig:
     # twins' scores tie (about 31% near-pi errors with or without flips); it costs 2x hypotheses.
     # Worth re-measuring on trained features, whose front/back confusions oracles may not mimic.
     flip_hypotheses: bool = False
-    steps: int = 30  # 40 steps: +0.5 to +2.6 points for 20% more time
+    # 40 steps: +0.5 to +2.6 points on oracles for 20% more time; on the H100 models 60 steps moved
+    # validation by at most 0.8 points at either stride (BENCHMARKS.md, eighth session).
+    steps: int = 30
     lr: float = 0.05  # 0.1 diverged on narrow-basin features (26.6% against 85.4%)
     lr_final: float = 0.0025  # cosine decay from lr to lr_final; a constant lr gave higher median errors
     # Adam betas of the authors' code; against (0.9, 0.999): +2 to +4 points and median errors
     # 2.7 -> 0.5 deg (clean random), 10.9 -> 4.0 deg (OOD random).
     betas: tuple[float, float] = (0.4, 0.6)
     # After this many steps only the `keep` best hypotheses per image go on (0: never). Pruning at
-    # 10 of 30 lost 1 to 2.6 points against none and ran 1.85x faster; at 5, 1 to 4.6 points.
+    # 10 of 30 lost 1 to 2.6 points against none on oracles and ran 1.85x faster; at 5, 1 to 4.6
+    # points. On the H100 models no pruning moved validation by at most 0.6 points (eighth session).
     prune_after: int = 10
     keep: int = 1
     # With a class prior: one more template block over the prior's elevation x theta range, at
@@ -142,7 +147,9 @@ class PoseConfig:
     # best-matching Gaussian of the class beats the background and lies within ``inlier_radius``
     # Gaussian spacings of the surface point the pose renders there (ties broken by the score), a
     # correspondence count as in RANSAC: a cell that matches another part adds nothing, where under
-    # "compare" it adds its similarity. A departure from the authors (eighth session, BENCHMARKS.md).
+    # "compare" it adds its similarity. A departure from the authors. On the H100 models (2 strides x
+    # 2 seeds) validation moved by at most 1.2 points, clean and through occluders, and L3 not at all
+    # (BENCHMARKS.md, eighth session): the cells' best matches mislead as the score does. So "compare".
     ranking: str = "compare"
     inlier_radius: float = 3.0  # spacings; training keeps Gaussians within 2 from being negatives
 
