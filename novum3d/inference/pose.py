@@ -467,7 +467,16 @@ class PoseEstimator:
             return torch.bfloat16 if device.type == "cuda" else torch.float32
         return getattr(torch, name)
 
-    def templates(self, key, volume: GaussianVolume, features: Tensor, K: Tensor, size, grid: SearchGrid, dtype=None):
+    def templates(
+        self,
+        key,
+        volume: GaussianVolume,
+        features: Tensor,
+        K: Tensor,
+        size,
+        grid: SearchGrid,
+        dtype: torch.dtype | None = None,
+    ):
         """Pre-rendered grid, cached per ``key``: ([T, 3] poses, [h*w, F*T, D] renders, pixel-major,
         distance-major: column ``f * T + t`` is orientation t at ``grid.distances[f]``), in ``dtype``
         (default :attr:`PoseConfig.template_dtype`'s)."""
@@ -636,10 +645,10 @@ class PoseEstimator:
                 )
             init, dist = init[:, None, :3].to(fmap.dtype), init[:, None, 3].to(fmap.dtype)
             flipped = torch.zeros(B, 1, dtype=torch.bool, device=dev)
-            match = None
+            match = None  # one hypothesis per image: nothing to rank
         else:
             match = None
-            if cfg.ranking == "inliers":  # one hypothesis from a given init: nothing to rank
+            if cfg.ranking == "inliers":
                 points, matched = best_matches(fmap, volume_features, volume.means, bg)
                 match = (points, matched, cfg.inlier_radius * volume.spacing)
             hypotheses = self._template_hypotheses(
