@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from novum3d.cli import command
+from novum3d.config import apply_overrides, from_mapping
 from novum3d.device import select_device
 from novum3d.errors import DataError, Novum3DError
 from novum3d.inference.checkpoint import load_model
@@ -62,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         "--distance", type=float, default=None, help="initial distance (default: the class's training median)"
     )
     parser.add_argument("--steps", type=int, default=30, help="refinement steps")
+    parser.add_argument(
+        "--pose", action="append", default=[], help="key=value: a PoseConfig field (repeatable), e.g. ranking=inliers"
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument(
         "--compile",
@@ -73,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         "which pays only over many images of one size)",
     )
     args = parser.parse_args(argv)
+    # Checked before the model loads: a bad field is a one-line error naming --pose.
+    pose_cfg = from_mapping(PoseConfig, apply_overrides({"steps": args.steps}, args.pose, where="--pose"), "--pose")
     device = select_device(args.device)
     with stage(f"loading {args.checkpoint}"):
         model, _ = load_model(args.checkpoint, device, compile=args.compile)
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             f"--class {args.category!r} is not one of the model's classes {model.classes}", field="--class"
         )
     labels = None if args.category is None else torch.tensor([model.classes.index(args.category)])
-    estimator = PoseEstimator(PoseConfig(steps=args.steps))  # each class starts from its pose prior (from training)
+    estimator = PoseEstimator(pose_cfg)  # each class starts from its pose prior (from training)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failures = 0

@@ -65,6 +65,19 @@ def test_bad_checkpoint_and_class_are_clear_errors(checkpoint, tmp_path):
     assert result.returncode == 2 and "not one of the model's classes" in result.stderr
 
 
+def test_pose_settings_pass_through_and_bad_ones_are_clear_errors(checkpoint, tmp_path):
+    root, ckpt = checkpoint
+    image = next((root / "test-clean" / "images" / "car").glob("*.JPEG"))
+    common = [str(image), "--checkpoint", str(ckpt), "--out", str(tmp_path), "--steps", "2", "--compile", "off"]
+    result = run(*common, "--pose", "ranking=inliers", "--pose", "top_k=1")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / f"{image.stem}.json").read_text())["distance"] > 0
+    result = run(*common, "--pose", "ranking=votes")
+    assert result.returncode == 2 and "ranking" in result.stderr and "votes" in result.stderr, result.stderr
+    result = run(*common, "--pose", "nonsense=1")
+    assert result.returncode == 2 and "--pose: unknown key(s) ['nonsense']" in result.stderr, result.stderr
+
+
 def test_the_script_keeps_the_backbone_eager_unless_asked(checkpoint, tmp_path, monkeypatch):
     # Compiling pays only over many images of one size; this script runs images one at a time.
     import runpy
