@@ -2,6 +2,7 @@
 
     python -m benchmarks.inference [--batch 64] [--size 640x800] [--classes 1000] [--compile]
                                   [--pose-images 64] [--pose-batch 64] [--classes-only]
+                                  [--pose-only] [--pose key=value] [--pose-variant key=value[,key=value]]
 
 Classification breakdown (ResNet-50 + heads with random weights: speed does not depend on them),
 bf16 autocast and channels_last on CUDA, each stage timed with torch.utils.benchmark's
@@ -19,7 +20,9 @@ prior, distance search, 30 Adam steps; with and without the prior) on oracle fea
 volume rendered at known poses, noised, 40% of the object replaced by background) of a
 ``--pose-size`` image at each of ``--pose-strides`` (default 640x800 at stride 8: 80x100 cells; the
 object fills the same share of the map's width at any size), batched against one image at a time,
-with the accuracy of both so that speed is not bought with accuracy. Prints tables and appends them to BENCHMARKS.md.
+with the accuracy of both so that speed is not bought with accuracy. ``--pose key=value`` changes the
+estimator's fields; each ``--pose-variant key=value[,key=value]`` adds its rows in the same run, so
+that settings compare as ratios of one run's times. Prints tables and appends them to BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import itertools
 import math
 import shlex
 import sys
@@ -234,7 +238,7 @@ def size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=64, help="classification batch")
     parser.add_argument("--size", type=size, default=(640, 800), help="classification image size HxW")
@@ -246,13 +250,20 @@ def main() -> int:
     parser.add_argument("--pose-images", type=int, default=64)
     parser.add_argument("--pose-batch", type=int, default=64)
     parser.add_argument("--pose", action="append", default=[], help="key=value: a PoseConfig field (repeatable)")
+    parser.add_argument(
+        "--pose-variant",
+        action="append",
+        default=[],
+        help="key=value[,key=value]: more pose rows with these fields on top of --pose, in the same run, so that "
+        "their times compare as ratios (repeatable), e.g. ranking=inliers",
+    )
     parser.add_argument("--pose-size", type=size, default=(640, 800), help="pose rows' image size HxW")
     parser.add_argument("--pose-strides", type=strides, default=(8,), help="feature strides of the pose rows, e.g. 8,4")
     parser.add_argument("--out", default="BENCHMARKS.md", help="Markdown file to append to ('' for none)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = select_device()
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    command = shlex.join(["python", "-m", "benchmarks.inference", *sys.argv[1:]])
+    command = shlex.join(["python", "-m", "benchmarks.inference", *(sys.argv[1:] if argv is None else argv)])
     lines = [
         f"### Inference speed, {name} ({datetime.date.today().isoformat()})",
         "",
@@ -265,7 +276,11 @@ def main() -> int:
         lines += classification_rows(device, args)
     if not args.classes_only:
         fields = apply_overrides({"distance": 10.0}, args.pose, where="--pose")
-        est, prior = PoseEstimator(from_mapping(PoseConfig, fields, where="--pose")), oracle_prior()
+        settings = [("", PoseEstimator(from_mapping(PoseConfig, fields, where="--pose")))]
+        for variant in args.pose_variant:
+            extra = apply_overrides(dict(fields), variant.split(","), where="--pose-variant")
+            settings.append((f" ({variant})", PoseEstimator(from_mapping(PoseConfig, extra, where="--pose-variant"))))
+        prior = oracle_prior()
         head = ["", "| task | setting | img/s | Acc@pi/6 | median error deg |", "|---|---|---|---|---|"]
         print("\n".join(head), flush=True)
         lines += head
@@ -274,11 +289,12 @@ def main() -> int:
         for stride in args.pose_strides:
             vol, feats, bank, K, maps, truth = oracle(device, args.pose_images, size=args.pose_size, stride=stride)
             cells = "x".join(str(n) for n in maps.shape[-2:])
-            for label, pr, batch in runs:
+            for (label, pr, batch), (variant, est) in itertools.product(runs, settings):
                 pose_run(est, vol, feats, bank, K, maps[:2], truth[:2], 2, pr)  # warm-up, templates
                 per_s, acc, median = pose_run(est, vol, feats, bank, K, maps, truth, batch, pr)
-                lines.append(f"| pose, {label}, 30 steps, {cells} (stride {stride}), 1100 Gaussians | batch {batch} | "
-                             f"{rate(per_s)} | {100 * acc:.1f}% | {median:.2f} |")  # fmt: skip
+                steps = est.cfg.steps
+                lines.append(f"| pose{variant}, {label}, {steps} steps, {cells} (stride {stride}), 1100 Gaussians | "
+                             f"batch {batch} | {rate(per_s)} | {100 * acc:.1f}% | {median:.2f} |")  # fmt: skip
                 print(lines[-1], flush=True)
     if not args.pose_only:
         lines += [

@@ -257,3 +257,27 @@ def test_pose_table_pools_seeds_and_averages_the_asymmetric_classes(tmp_path, ca
     (tmp_path / "missing").mkdir()
     (tmp_path / "missing" / "results.json").write_text("[]")
     assert pose_table.main([str(tmp_path / "missing")]) == 2
+
+
+def test_inference_benchmark_runs_pose_variants_in_the_same_run(tmp_path):
+    """``--pose-variant`` adds each setting's rows to the same table (speed as ratios of one run)."""
+    from benchmarks.inference import main as inference_main
+
+    out = tmp_path / "bench.md"
+    small = [
+        "steps=2",
+        "azimuth_bins=4",
+        "elevations_deg=[0.0]",
+        "thetas_deg=[0.0]",
+        "distance_factors=[1.0]",
+        "prior_grid=false",
+    ]  # a few templates: the torch renderer is slow on a CPU
+    args = ["--pose-only", "--pose-size", "96x96", "--pose-images", "2", "--pose-batch", "2",
+            *(a for kv in small for a in ("--pose", kv)), "--pose-variant", "ranking=inliers,top_k=1",
+            "--out", str(out)]  # fmt: skip
+    assert inference_main(args) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| pose")]
+    assert len(rows) == 6, rows  # 3 settings (prior at batch 2 and 1, no prior) x 2 estimators
+    assert sum("(ranking=inliers,top_k=1)" in r for r in rows) == 3
+    assert all("2 steps" in r and "12x12 (stride 8)" in r for r in rows), rows
+    assert "--pose-variant ranking=inliers,top_k=1" in out.read_text()
