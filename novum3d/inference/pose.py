@@ -150,7 +150,8 @@ class PoseConfig:
     # "compare" it adds its similarity. A departure from the authors. On the H100 models (2 strides x
     # 2 seeds) validation moved by at most 1.2 points, clean and through occluders, and L3 not at all
     # (BENCHMARKS.md, eighth session): the cells' best matches mislead as the score does. So "compare".
-    # On narrow-basin oracle maps at 32x32 it found 100% within pi/6 against 78.1% (64 images, CPU).
+    # On narrow-basin oracle maps it found 99.6% within pi/6 against 73.8% (32x32) and 91.0% (64x64),
+    # at 0.96-0.98x the throughput (H100, benchmarks.inference --pose-variant ranking=inliers).
     ranking: str = "compare"
     inlier_radius: float = 3.0  # spacings; training keeps Gaussians within 2 from being negatives
 
