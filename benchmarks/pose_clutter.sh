@@ -13,9 +13,9 @@
 # DATA, WORK and RESULTS say where (defaults data/syn-v2, runs/clutter, outputs/clutter); SHARE is each of
 # the 4 concurrent processes' threads and loader workers (written for a 16-core GPU host: 2 + 2 each);
 # DEVICE, MAX (images per test split) and EXTRA (more training overrides, e.g. model.stride=4) exist for a
-# small CPU rehearsal and for other models; VARIANTS picks objectives (default: max mean soft; also none,
-# bounded, inliers, steps60, noprune); OCCLUDED=0 skips the validation split through occluders; SPLITS the others (default
-# val,clean,occluded-L3,ood-pose).
+# small CPU rehearsal and for other models; VARIANTS picks objectives or estimator settings (default: max
+# mean soft; also none, bounded, inliers, steps60, noprune); OCCLUDED=0 skips the validation split through
+# occluders; SPLITS the others (default val,clean,occluded-L3,ood-pose).
 set -u
 DATA=${DATA:-data/syn-v2}
 WORK=${WORK:-runs/clutter}

@@ -387,6 +387,13 @@ def count_inliers(rendered: Tensor, points: Tensor, matched: Tensor, radius: flo
     return (near & matched & (alpha > 0.5)).float().mean(dim=(-2, -1))
 
 
+def inliers_then_score(inliers: Tensor, score: Tensor, cells: int) -> Tensor:
+    """One ranking value: the inlier share first, the score only breaking ties. A share moves in
+    steps of 1 / cells; the score (within [-1, 1], or 1 + t log 2 at temperature t) is scaled so that
+    any two scores differ by less than one step."""
+    return inliers + score / (4 * cells)
+
+
 def principal_offsets(Ks: Tensor, size: tuple[int, int]) -> Tensor:
     """[B, 2] integer cell offsets (dx, dy) of each principal point from the map centre (w/2, h/2)."""
     h, w = size
@@ -640,16 +647,15 @@ class PoseEstimator:
 
         if isinstance(init, Pose):
             init = init.as_tensor().to(dev)
+        match = None  # (points, matched, radius) when hypotheses are ranked by inliers
         if init is not None:
             if init.shape != (B, 4):
                 raise ValueError(
                     f"init: expected [{B}, 4] (azimuth, elevation, theta, distance), got {tuple(init.shape)}"
                 )
             init, dist = init[:, None, :3].to(fmap.dtype), init[:, None, 3].to(fmap.dtype)
-            flipped = torch.zeros(B, 1, dtype=torch.bool, device=dev)
-            match = None  # one hypothesis per image: nothing to rank
+            flipped = torch.zeros(B, 1, dtype=torch.bool, device=dev)  # one hypothesis: nothing to rank
         else:
-            match = None
             if cfg.ranking == "inliers":
                 points, matched = best_matches(fmap, volume_features, volume.means, bg)
                 match = (points, matched, cfg.inlier_radius * volume.spacing)
@@ -736,7 +742,7 @@ class PoseEstimator:
                         (*key, "points"), volume, self._point_features(volume), K0, (h, w), grid, torch.float32
                     )
                     inliers = self.score_template_inliers(point_renders, points[members], matched[members], match[2])
-                    s = inliers + s / (4 * h * w)  # the score only breaks ties: it spans < one inlier (1 / hw)
+                    s = inliers_then_score(inliers, s, h * w)
                 if scores is None:
                     scores = s.new_empty(B, s.shape[1])
                 scores[members] = s
@@ -760,7 +766,7 @@ class PoseEstimator:
             rendered = self._render(volume, self._point_features(volume), *self._cameras(params.detach(), Ks), size)
         self.rendered["forward"] += B * H
         inliers = count_inliers(rendered.view(B, H, *rendered.shape[1:]), points[:, None], matched[:, None], radius)
-        return inliers + score / (4 * size[0] * size[1])
+        return inliers_then_score(inliers, score, size[0] * size[1])
 
     @staticmethod
     def _cameras(params: Tensor, Ks: Tensor) -> tuple[Tensor, Tensor]:
