@@ -32,6 +32,7 @@ COMMON=(data.image_size=[256,256] optim.epochs=8 optim.batch_size=32 optim.lr=3.
         bank.per_image=5 bank.size=2560 model.compile=off data.num_workers=$SHARE train.cpu_threads=$SHARE)
 declare -A METHOD=(
     [volume-background]=""
+    [occlusion-augmentation]="augment.occlusion_probability=0.5"
     [rotation-and-occlusion-augmentation]="augment.rotation_degrees=30 augment.occlusion_probability=0.5"
 )
 # RUNS: method:seed pairs (default: both methods, seeds 0 and 1); PROTOCOLS: evaluate.py --protocols.
@@ -49,6 +50,9 @@ declare -A VARIANT=([max]=clutter=max [mean]=clutter=mean [soft]=temperature=0.0
                     [bounded]=prior_distance_margin=1.05 [inliers]=ranking=inliers [steps60]=steps=60
                     [noprune]=prune_after=0)
 read -r -a VARIANTS <<<"${VARIANTS:-max mean soft}"
+for run in "${RUNS[@]}"; do
+    [ -n "${METHOD[${run%:*}]+set}" ] || { echo "RUNS: unknown method '${run%:*}' (known: ${!METHOD[*]})" >&2; exit 2; }
+done
 for c in "${VARIANTS[@]}"; do
     [ -n "${VARIANT[$c]+set}" ] || { echo "VARIANTS: unknown objective '$c' (known: ${!VARIANT[*]})" >&2; exit 2; }
 done
