@@ -1,12 +1,12 @@
 """When the pose search fails, does the objective prefer the wrong pose, or did the search miss a better one?
 
     python -m benchmarks.pose_objective OUT/cache/val-occluded.jsonl [more caches] \\
-        [--estimate true-class] [--reference from-truth] [--symmetric] [--benchmarks BENCHMARKS.md]
+        [--estimate true-class] [--reference from-truth] [--symmetric] [--threshold 30] [--benchmarks BENCHMARKS.md]
 
 Reads caches of ``scripts/evaluate.py --diagnose`` (format 3 and later: each record holds the
 render-and-compare score its pose reached). For the images where the ``estimate`` protocol's pose
-is wrong (error >= pi/6) and the ``reference`` protocol's is right (by default: the full search
-under the true class, against refinement started at the ground truth), it counts how often the
+is wrong (error >= pi/6, or ``--threshold`` degrees) and the ``reference`` protocol's is right (by
+default: the full search under the true class, against refinement started at the ground truth), it counts how often the
 wrong pose scores at least as high as the right one. Then no search, however wide, would pick
 the right pose: the objective itself prefers the wrong one. Where the right pose scores higher,
 the search missed it. Right and wrong use the plain PASCAL3D+ error; ``--symmetric`` uses the
@@ -33,17 +33,22 @@ from benchmarks.pose_error_parts import read_cache
 from novum3d.cli import command
 from novum3d.errors import DataError
 
+RIGHT = math.pi / 6  # Acc@pi/6's threshold, the default; --threshold 10 asks the same of Acc@pi/18
 
-def is_case(row: dict[str, Any], estimate: str, reference: str, error: str = "pose_error") -> bool:
-    """Whether ``row``'s ``estimate`` pose is wrong (error >= pi/6) and its ``reference`` pose right."""
-    return row[estimate][error] >= math.pi / 6 > row[reference][error]
+
+def is_case(
+    row: dict[str, Any], estimate: str, reference: str, error: str = "pose_error", threshold: float = RIGHT
+) -> bool:
+    """Whether ``row``'s ``estimate`` pose is wrong (error >= ``threshold``, radians) and its ``reference``
+    pose right."""
+    return row[estimate][error] >= threshold > row[reference][error]
 
 
 def objective_check(
-    rows: list[dict[str, Any]], estimate: str, reference: str, error: str = "pose_error"
+    rows: list[dict[str, Any]], estimate: str, reference: str, error: str = "pose_error", threshold: float = RIGHT
 ) -> dict[str, float]:
     """Counts over ``rows`` (cache records) of where ``estimate`` fails and ``reference`` succeeds,
-    by the records' ``error`` (``pose_error``, or ``pose_error_symmetric``).
+    by the records' ``error`` (``pose_error``, or ``pose_error_symmetric``) against ``threshold`` (radians).
 
     Returns:
         ``images`` (with both protocols and scores), ``estimate_right`` / ``reference_right`` (%),
@@ -59,8 +64,8 @@ def objective_check(
     if not both:
         raise DataError(f"no record has scores for both {estimate!r} and {reference!r}; evaluate with --diagnose "
                         "(caches of format 3 or later carry scores)")  # fmt: skip
-    right = math.pi / 6
-    cases = [r for r in both if is_case(r, estimate, reference, error)]
+    right = threshold
+    cases = [r for r in both if is_case(r, estimate, reference, error, threshold)]
     gaps = [r[reference]["score"] - r[estimate]["score"] for r in cases]
     prefers_wrong = sum(g <= 0 for g in gaps)
     return {
@@ -82,10 +87,15 @@ def cache_priors(path: Path) -> dict[str, Any]:
 
 
 def distance_check(
-    rows: list[dict[str, Any]], priors: dict[str, Any], estimate: str, reference: str, error: str = "pose_error"
+    rows: list[dict[str, Any]],
+    priors: dict[str, Any],
+    estimate: str,
+    reference: str,
+    error: str = "pose_error",
+    threshold: float = RIGHT,
 ) -> dict[str, float]:
     """Distances of the cases of :func:`objective_check` (``estimate`` wrong, ``reference`` right, by
-    ``error``).
+    ``error`` against ``threshold``).
 
     Args:
         rows: cache records with ``label`` and, per protocol, ``pose_error`` and ``pose.distance``.
@@ -102,7 +112,7 @@ def distance_check(
     ratios, outside = [], {"wrong": 0, "right": 0}
     for r in rows:
         est, ref = r.get(estimate) or {}, r.get(reference) or {}
-        if est.get("pose") is None or ref.get("pose") is None or not is_case(r, estimate, reference, error):
+        if est.get("pose") is None or ref.get("pose") is None or not is_case(r, estimate, reference, error, threshold):
             continue
         prior = per_class.get(classes[r["label"]])
         if prior is None:
@@ -131,8 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", default="from-truth", help="the protocol that gets those images right")
     parser.add_argument("--symmetric", action="store_true", help="right and wrong by the symmetry-aware error")
     parser.add_argument("--distances", action="store_true", help="also the failures' distances against the priors")
+    parser.add_argument(
+        "--threshold", type=float, default=30.0, help="degrees below which an error is right (10: Acc@pi/18)"
+    )
     parser.add_argument("--benchmarks", default="", help="append the table to this file")
     args = parser.parse_args(argv)
+    if not 0 < args.threshold <= 180:
+        parser.error(f"--threshold: degrees in (0, 180], got {args.threshold}")
+    threshold = math.radians(args.threshold)
     error = "pose_error_symmetric" if args.symmetric else "pose_error"
     lines = [
         f"| cache | images | {args.estimate} right % | {args.reference} right % | cases | objective prefers "
@@ -143,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     pooled = [r for rows in per_cache.values() for r in rows]
     for label, rows in [*per_cache.items(), ("pooled", pooled)]:
         try:
-            c = objective_check(rows, args.estimate, args.reference, error)
+            c = objective_check(rows, args.estimate, args.reference, error, threshold)
         except DataError as exc:
             raise DataError(str(exc), path=label) from None
         lines.append(
@@ -152,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.distances:
         try:
-            d = distance_check(pooled, cache_priors(args.caches[0]), args.estimate, args.reference, error)
+            d = distance_check(pooled, cache_priors(args.caches[0]), args.estimate, args.reference, error, threshold)
         except DataError as exc:
             raise DataError(str(exc), path=args.caches[0]) from None
         lines += [

@@ -187,6 +187,18 @@ def test_pose_objective_tells_a_wrong_optimum_from_a_missed_one(tmp_path, capsys
             r[p]["pose_error_symmetric"] = r[p]["pose_error"]
     rows[0]["true-class"]["pose_error_symmetric"] = 0.05
     assert objective_check(rows[:5], "true-class", "from-truth", "pose_error_symmetric")["cases"] == 2
+    # --threshold 10 (Acc@pi/18): a 0.3 rad (17 deg) search error against a 0.1 rad one from the truth
+    # is a case there and not at pi/6; a threshold outside (0, 180] degrees is a usage error.
+    near = [row("b/1", 0.3, 0.50, 0.1, 0.40), row("b/2", 0.3, 0.30, 0.1, 0.45)]
+    assert objective_check(near, "true-class", "from-truth")["cases"] == 0
+    c = objective_check(near, "true-class", "from-truth", threshold=math.radians(10))
+    assert c["cases"] == 2 and c["objective_prefers_wrong"] == 50.0 and c["reference_right"] == 100.0
+    cache.write_text("\n".join([json.dumps({"key": {"format": 3}}), *(json.dumps(r) for r in near)]) + "\n")
+    assert objective_main([str(cache), "--threshold", "10"]) == 0
+    assert "| pooled | 2 | 0.0 | 100.0 | 2 | 50.0 | 50.0 | 0.0250 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        objective_main([str(cache), "--threshold", "0"])
+    assert "--threshold" in capsys.readouterr().err
 
 
 def test_pose_objective_distances_against_the_priors(tmp_path, capsys):
