@@ -15,7 +15,9 @@ failure. Several caches (one per seed) pool their images.
 
 ``--distances`` adds where the failures' distances lie: the wrong pose's distance over the right
 one's (quartiles), and how often each lies outside its class prior's 10th-90th percentiles (the
-priors the cache's key recorded), the figures behind ``PoseConfig.prior_distance_margin``.
+priors the cache's key recorded), the figures behind ``PoseConfig.prior_distance_margin``; and how
+often the wrong and the right pose's elevation or theta lies outside the prior's range widened by
+``--angle-margin`` degrees (default 0).
 """
 
 from __future__ import annotations
@@ -93,23 +95,30 @@ def distance_check(
     reference: str,
     error: str = "pose_error",
     threshold: float = RIGHT,
+    angle_margin: float = 0.0,
 ) -> dict[str, float]:
-    """Distances of the cases of :func:`objective_check` (``estimate`` wrong, ``reference`` right, by
-    ``error`` against ``threshold``).
+    """Distances and angles of the cases of :func:`objective_check` (``estimate`` wrong, ``reference``
+    right, by ``error`` against ``threshold``).
 
     Args:
-        rows: cache records with ``label`` and, per protocol, ``pose_error`` and ``pose.distance``.
-        priors: a cache key's priors (``classes`` and ``per_class`` with ``distance_low`` / ``_high``).
+        rows: cache records with ``label`` and, per protocol, ``pose_error`` and ``pose`` (``distance``,
+            ``elevation``, ``theta``; radians).
+        priors: a cache key's priors (``classes`` and ``per_class`` with ``distance_low`` / ``_high``,
+            ``elevation_low`` / ``_high`` and ``theta_low`` / ``_high``).
+        angle_margin: radians by which the prior's elevation and theta ranges are widened.
 
     Returns:
         ``cases``; ``ratio_q1`` / ``ratio_median`` / ``ratio_q3``: quartiles of the wrong pose's
         distance over the right one's; ``wrong_outside`` / ``right_outside``: % of the cases whose wrong
-        (or right) distance lies outside the class prior's range (NaN when there are no cases).
+        (or right) distance lies outside the class prior's range; ``wrong_angles_outside`` /
+        ``right_angles_outside``: the same for elevation or theta outside the widened ranges (NaN when
+        there are no cases, or the priors have no angle ranges).
     """
     classes, per_class = priors.get("classes"), priors.get("per_class")
     if not classes or not per_class:
         raise DataError("the cache's key has no pose priors (settings.priors); evaluate a checkpoint with priors")
-    ratios, outside = [], {"wrong": 0, "right": 0}
+    ratios, outside, angles = [], {"wrong": 0, "right": 0}, {"wrong": 0, "right": 0}
+    has_angles = True
     for r in rows:
         est, ref = r.get(estimate) or {}, r.get(reference) or {}
         if est.get("pose") is None or ref.get("pose") is None or not is_case(r, estimate, reference, error, threshold):
@@ -119,8 +128,15 @@ def distance_check(
             continue
         d_est, d_ref = est["pose"]["distance"], ref["pose"]["distance"]
         ratios.append(d_est / d_ref)
-        for name, d in (("wrong", d_est), ("right", d_ref)):
-            outside[name] += not prior["distance_low"] <= d <= prior["distance_high"]
+        for name, pose in (("wrong", est["pose"]), ("right", ref["pose"])):
+            outside[name] += not prior["distance_low"] <= pose["distance"] <= prior["distance_high"]
+            if "elevation_low" not in prior or "theta_low" not in prior:
+                has_angles = False
+                continue
+            angles[name] += not (
+                prior["elevation_low"] - angle_margin <= pose["elevation"] <= prior["elevation_high"] + angle_margin
+                and prior["theta_low"] - angle_margin <= pose["theta"] <= prior["theta_high"] + angle_margin
+            )
     n = len(ratios)
     q = statistics.quantiles(ratios, n=4) if n > 1 else [math.nan] * 3
     return {
@@ -130,6 +146,8 @@ def distance_check(
         "ratio_q3": q[2],
         "wrong_outside": 100 * outside["wrong"] / n if n else math.nan,
         "right_outside": 100 * outside["right"] / n if n else math.nan,
+        "wrong_angles_outside": 100 * angles["wrong"] / n if n and has_angles else math.nan,
+        "right_angles_outside": 100 * angles["right"] / n if n and has_angles else math.nan,
     }
 
 
@@ -144,10 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threshold", type=float, default=30.0, help="degrees below which an error is right (10: Acc@pi/18)"
     )
+    parser.add_argument(
+        "--angle-margin", type=float, default=0.0, help="degrees: --distances widens the prior's angle ranges by it"
+    )
     parser.add_argument("--benchmarks", default="", help="append the table to this file")
     args = parser.parse_args(argv)
     if not 0 < args.threshold <= 180:
         parser.error(f"--threshold: degrees in (0, 180], got {args.threshold}")
+    if not 0 <= args.angle_margin <= 180:
+        parser.error(f"--angle-margin: degrees in [0, 180], got {args.angle_margin}")
     threshold = math.radians(args.threshold)
     error = "pose_error_symmetric" if args.symmetric else "pose_error"
     lines = [
@@ -168,16 +191,21 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.distances:
         try:
-            d = distance_check(pooled, cache_priors(args.caches[0]), args.estimate, args.reference, error, threshold)
+            d = distance_check(
+                pooled, cache_priors(args.caches[0]), args.estimate, args.reference, error, threshold,
+                math.radians(args.angle_margin),
+            )  # fmt: skip
         except DataError as exc:
             raise DataError(str(exc), path=args.caches[0]) from None
         lines += [
             "",
             "| pooled cases | wrong / right distance: quartile 1 | median | quartile 3 | wrong distance outside "
-            "the class prior % | right distance outside it % |",
-            "|---|---|---|---|---|---|",
+            "the class prior % | right distance outside it % | wrong elevation or theta outside the prior "
+            f"(+{args.angle_margin:g} deg) % | right elevation or theta outside it % |",
+            "|---|---|---|---|---|---|---|---|",
             f"| {d['cases']} | {d['ratio_q1']:.2f} | {d['ratio_median']:.2f} | {d['ratio_q3']:.2f} "
-            f"| {d['wrong_outside']:.1f} | {d['right_outside']:.1f} |",
+            f"| {d['wrong_outside']:.1f} | {d['right_outside']:.1f} | {d['wrong_angles_outside']:.1f} "
+            f"| {d['right_angles_outside']:.1f} |",
         ]
     command_line = "python -m benchmarks.pose_objective " + " ".join(sys.argv[1:] if argv is None else argv)
     emit(

@@ -235,7 +235,24 @@ def test_pose_objective_distances_against_the_priors(tmp_path, capsys):
     cache.write_text("\n".join([json.dumps(key), *(json.dumps(r) for r in rows)]) + "\n")
     assert objective_main([str(cache), "--distances"]) == 0
     out = capsys.readouterr().out
-    assert "| 4 | 0.84 | 0.97 | 1.38 | " in out and "| 75.0 | 25.0 |" in out, out
+    assert "| 4 | 0.84 | 0.97 | 1.38 | " in out and "| 75.0 | 25.0 | nan | nan |" in out, out  # no angle ranges
+    # Elevation and theta against the prior's ranges, widened by --angle-margin.
+    for prior in (car, bus):
+        prior.update(elevation_low=0.0, elevation_high=0.5, theta_low=-0.1, theta_high=0.1)
+    for r in rows:
+        for p in ("true-class", "from-truth"):
+            r[p]["pose"].update(elevation=0.2, theta=0.0)
+    rows[0]["true-class"]["pose"]["elevation"] = 0.7  # 11.5 deg above the range
+    rows[1]["true-class"]["pose"]["theta"] = 0.15  # 2.9 deg beyond it
+    rows[2]["from-truth"]["pose"]["theta"] = -0.12  # the right pose 1.1 deg beyond it
+    d = distance_check(rows, priors, "true-class", "from-truth")
+    assert d["wrong_angles_outside"] == 50.0 and d["right_angles_outside"] == 25.0
+    d = distance_check(rows, priors, "true-class", "from-truth", angle_margin=math.radians(5))
+    assert d["wrong_angles_outside"] == 25.0 and d["right_angles_outside"] == 0.0
+    cache.write_text("\n".join([json.dumps(key), *(json.dumps(r) for r in rows)]) + "\n")
+    assert objective_main([str(cache), "--distances", "--angle-margin", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "(+5 deg)" in out and "| 75.0 | 25.0 | 25.0 | 0.0 |" in out, out
     bare = tmp_path / "bare.jsonl"  # a cache without priors says so, naming the file
     bare.write_text("\n".join([json.dumps({"key": {"format": 3}}), *(json.dumps(r) for r in rows)]) + "\n")
     assert objective_main([str(bare), "--distances"]) == 2
