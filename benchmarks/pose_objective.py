@@ -6,8 +6,8 @@
 Reads caches of ``scripts/evaluate.py --diagnose`` (format 3 and later: each record holds the
 render-and-compare score its pose reached). For the images where the ``estimate`` protocol's pose
 is wrong (error >= pi/6, or ``--threshold`` degrees) and the ``reference`` protocol's is right (by
-default: the full search under the true class, against refinement started at the ground truth), it counts how often the
-wrong pose scores at least as high as the right one. Then no search, however wide, would pick
+default: the full search under the true class, against refinement started at the ground truth), it
+counts how often the wrong pose scores at least as high as the right one. Then no search, however wide, would pick
 the right pose: the objective itself prefers the wrong one. Where the right pose scores higher,
 the search missed it. Right and wrong use the plain PASCAL3D+ error; ``--symmetric`` uses the
 symmetry-aware one instead, so that a symmetric class's twin pose (which scores alike) is not a
@@ -66,14 +66,13 @@ def objective_check(
     if not both:
         raise DataError(f"no record has scores for both {estimate!r} and {reference!r}; evaluate with --diagnose "
                         "(caches of format 3 or later carry scores)")  # fmt: skip
-    right = threshold
     cases = [r for r in both if is_case(r, estimate, reference, error, threshold)]
     gaps = [r[reference]["score"] - r[estimate]["score"] for r in cases]
     prefers_wrong = sum(g <= 0 for g in gaps)
     return {
         "images": len(both),
-        "estimate_right": 100 * statistics.fmean(r[estimate][error] < right for r in both),
-        "reference_right": 100 * statistics.fmean(r[reference][error] < right for r in both),
+        "estimate_right": 100 * statistics.fmean(r[estimate][error] < threshold for r in both),
+        "reference_right": 100 * statistics.fmean(r[reference][error] < threshold for r in both),
         "cases": len(cases),
         "objective_prefers_wrong": 100 * prefers_wrong / len(cases) if cases else math.nan,
         "search_missed": 100 * (len(cases) - prefers_wrong) / len(cases) if cases else math.nan,
