@@ -394,6 +394,13 @@ def inliers_then_score(inliers: Tensor, score: Tensor, cells: int) -> Tensor:
     return inliers + score / (4 * cells)
 
 
+def template_chunk(renders: Tensor, images: int) -> int:
+    """Pixels of pixel-major templates [P, F*T, C] scored at once against ``images`` images: about 2^26
+    (CUDA) or 2^22 (CPU) products of a template column and an image per chunk, bounding memory."""
+    budget = (1 << 26) if renders.is_cuda else (1 << 22)
+    return max(1, budget // max(renders.shape[1] * images, 1))
+
+
 def principal_offsets(Ks: Tensor, size: tuple[int, int]) -> Tensor:
     """[B, 2] integer cell offsets (dx, dy) of each principal point from the map centre (w/2, h/2)."""
     h, w = size
@@ -519,8 +526,7 @@ class PoseEstimator:
         P, TT, D = renders.shape
         f = features.reshape(B, P, D).permute(1, 2, 0).to(renders.dtype)  # [P, D, B]
         bg = background.reshape(B, P).t()[:, None, :].float()  # [P, 1, B]
-        budget = (1 << 26) if renders.is_cuda else (1 << 22)
-        chunk = max(1, budget // max(TT * B, 1))
+        chunk = template_chunk(renders, B)
         total = torch.zeros(TT, B, device=renders.device)
         for s in range(0, P, chunk):
             obj = torch.bmm(renders[s : s + chunk], f[s : s + chunk]).float()  # [p, F*T, B]
@@ -541,8 +547,7 @@ class PoseEstimator:
         x = points.reshape(B, P, 3).permute(1, 2, 0).float()  # [P, 3, B]
         x2 = x.square().sum(1, keepdim=True)  # [P, 1, B]
         ok = matched.reshape(B, P).t()[:, None, :]  # [P, 1, B]
-        budget = (1 << 26) if renders.is_cuda else (1 << 22)
-        chunk = max(1, budget // max(TT * B, 1))
+        chunk = template_chunk(renders, B)
         total = torch.zeros(TT, B, device=renders.device)
         for s in range(0, P, chunk):
             r = renders[s : s + chunk].float()
