@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,6 +16,10 @@ import yaml
 from .errors import ConfigError
 
 T = TypeVar("T")
+
+# YAML 1.1 (PyYAML) reads a float only with a dot: `1e-3` and `3e4` stay strings. A config or an
+# override written so means the number, so a float field takes strings of this form as well.
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _check_value(value: Any, hint: Any, where: str) -> Any:
@@ -52,6 +57,8 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return from_mapping(hint, value, where)
     if hint is float:
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
         return float(value)

@@ -2,6 +2,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
+import yaml
 
 from novum3d.categories import load_categories
 from novum3d.config import ConfigError, VolumeConfig, from_mapping, load_config
@@ -81,6 +82,13 @@ def test_nested_dataclasses_and_tuples():
         from_mapping(Outer, {"names": [3]})
     with pytest.raises(ConfigError, match=r"config\.lr: expected a number"):
         from_mapping(Outer, {"lr": "fast"})
+    # YAML 1.1 leaves `1e-3` (no dot) a string; a float field reads it as the number it means.
+    assert yaml.safe_load("lr: 1e-3")["lr"] == "1e-3"
+    assert from_mapping(Outer, {"lr": "1e-3"}).lr == 1e-3
+    assert from_mapping(Outer, {"lr": " -2E4 "}).lr == -2e4
+    for bad in ("1e", "e-3", "nan", "inf", "1e-3x"):
+        with pytest.raises(ConfigError, match=r"config\.lr: expected a number"):
+            from_mapping(Outer, {"lr": bad})
 
 
 def test_render_volumes_script_writes_a_png(tmp_path):
@@ -151,3 +159,10 @@ def test_the_faithful_suite_has_stride_4_features_branching_from_volume_backgrou
     assert methods["stride-4-features"].pose and four.model.stride == 4 and base.model.stride == 8
     four.model.stride = 8
     assert four == base  # "+ volume background" with stride 4, nothing else
+
+
+def test_override_of_a_float_in_e_notation_without_a_dot():
+    from novum3d.config import load_experiment
+
+    cfg = load_experiment("configs/synthetic-small.yaml", ["optim.lr=1e-3", "loss.temperature=7e-2"])
+    assert cfg.optim.lr == 1e-3 and cfg.loss.temperature == 0.07
