@@ -166,12 +166,13 @@ def classification_rows(device: torch.device, args) -> list[str]:
     return rows
 
 
-def oracle(device, n: int, seed: int = 0, size: tuple[int, int] = (640, 800), stride: int = 8):
-    """Oracle maps [n, 128, H/stride, W/stride] of an HxW ``size`` image; the viewport scales with the
-    width, so that the object covers the same share of the map's width at every size and stride."""
+def oracle(device, n: int, seed: int = 0, size: tuple[int, int] = (640, 800), stride: int = 8, gaussians: int = 1100):
+    """Oracle maps [n, 128, H/stride, W/stride] of an HxW ``size`` image of a ``gaussians``-Gaussian cuboid;
+    the viewport scales with the width, so that the object covers the same share of the map's width at
+    every size and stride."""
     (H, W), g = size, torch.Generator().manual_seed(seed)
     h, w = H // stride, W // stride
-    vol = cuboid_volume((0.8, 1.8, 0.6), 1100).to(device)
+    vol = cuboid_volume((0.8, 1.8, 0.6), gaussians).to(device)
     feats = F.normalize(torch.randn(len(vol), 128, generator=g), dim=-1).to(device)
     bank = F.normalize(torch.randn(2560, 128, generator=g), dim=-1).to(device)
     K = pascal3d_intrinsics(1.0, 3000.0 * W / 800, (W / 2, H / 2), downsample=stride).to(device)
@@ -231,6 +232,16 @@ def strides(text: str) -> tuple[int, ...]:
     return values
 
 
+def counts(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"--pose-gaussians {text}: expected positive integers, comma-separated")
+    return values
+
+
 def size(text: str) -> tuple[int, int]:
     h, w = (int(x) for x in text.lower().split("x"))
     if h % 8 or w % 8:
@@ -259,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--pose-size", type=size, default=(640, 800), help="pose rows' image size HxW")
     parser.add_argument("--pose-strides", type=strides, default=(8,), help="feature strides of the pose rows, e.g. 8,4")
+    parser.add_argument(
+        "--pose-gaussians", type=counts, default=(1100,), help="Gaussians of the pose rows' cuboid, e.g. 1100,2000"
+    )
     parser.add_argument("--out", default="BENCHMARKS.md", help="Markdown file to append to ('' for none)")
     args = parser.parse_args(argv)
     device = select_device()
@@ -286,15 +300,18 @@ def main(argv: list[str] | None = None) -> int:
         lines += head
         runs = [("with the class's prior", prior, args.pose_batch), ("with the class's prior", prior, 1),
                 ("without a prior (the authors' grid alone)", None, args.pose_batch)]  # fmt: skip
-        for stride in args.pose_strides:
-            vol, feats, bank, K, maps, truth = oracle(device, args.pose_images, size=args.pose_size, stride=stride)
+        for stride, gaussians in itertools.product(args.pose_strides, args.pose_gaussians):
+            vol, feats, bank, K, maps, truth = oracle(
+                device, args.pose_images, size=args.pose_size, stride=stride, gaussians=gaussians
+            )
             cells = "x".join(str(n) for n in maps.shape[-2:])
             for (label, pr, batch), (variant, est) in itertools.product(runs, settings):
                 pose_run(est, vol, feats, bank, K, maps[:2], truth[:2], 2, pr)  # warm-up, templates
                 per_s, acc, median = pose_run(est, vol, feats, bank, K, maps, truth, batch, pr)
                 steps = est.cfg.steps
-                lines.append(f"| pose{variant}, {label}, {steps} steps, {cells} (stride {stride}), 1100 Gaussians | "
-                             f"batch {batch} | {rate(per_s)} | {100 * acc:.1f}% | {median:.2f} |")  # fmt: skip
+                lines.append(f"| pose{variant}, {label}, {steps} steps, {cells} (stride {stride}), "
+                             f"{len(vol)} Gaussians | batch {batch} | {rate(per_s)} | {100 * acc:.1f}% | "
+                             f"{median:.2f} |")  # fmt: skip
                 print(lines[-1], flush=True)
     if not args.pose_only:
         lines += [

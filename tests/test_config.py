@@ -161,6 +161,22 @@ def test_the_faithful_suite_has_stride_4_features_branching_from_volume_backgrou
     assert four == base  # "+ volume background" with stride 4, nothing else
 
 
+def test_the_faithful_suite_has_the_dense_stride_4_volume_and_its_baseline_at_the_same_rate(tmp_path):
+    from novum3d.evaluation.robustness import load_suite, method_config
+
+    suite = load_suite("configs/robustness-faithful.yaml")
+    methods = {m.slug: m for m in suite.methods}
+    dense = method_config(methods["stride-4-dense-volume-lr-1e-3"], suite, [], 0, tmp_path)
+    base = method_config(methods["volume-background"], suite, [], 0, tmp_path)
+    assert methods["stride-4-dense-volume-lr-1e-3"].pose
+    assert (dense.model.stride, dense.volume.num_gaussians, dense.optim.lr) == (4, 2000, 1e-3)
+    assert (base.model.stride, base.volume.num_gaussians, base.optim.lr) == (8, 500, 3e-4)
+    dense.model.stride, dense.volume.num_gaussians, dense.optim.lr = 8, 500, 3e-4
+    assert dense == base  # "+ volume background" with the three changes, nothing else
+    resnet = {s: method_config(methods[s], suite, [], 0, tmp_path) for s in ("resnet-50", "resnet-50-lr-1e-3")}
+    assert (resnet["resnet-50"].optim.lr, resnet["resnet-50-lr-1e-3"].optim.lr) == (3e-4, 1e-3)
+
+
 def test_override_of_a_float_in_e_notation_without_a_dot():
     from novum3d.config import load_experiment
 

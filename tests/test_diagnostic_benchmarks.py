@@ -310,3 +310,21 @@ def test_inference_benchmark_runs_pose_variants_in_the_same_run(tmp_path):
     assert sum("(ranking=inliers,top_k=1)" in r for r in rows) == 3
     assert all("2 steps" in r and "12x12 (stride 8)" in r for r in rows), rows
     assert "--pose-variant ranking=inliers,top_k=1" in out.read_text()
+
+
+def test_inference_benchmark_pose_rows_for_each_gaussian_count(tmp_path):
+    """``--pose-gaussians`` times volumes of each size in the same run; a bad count is a usage error."""
+    from benchmarks.inference import main as inference_main
+
+    out = tmp_path / "bench.md"
+    small = ["steps=1", "azimuth_bins=4", "elevations_deg=[0.0]", "thetas_deg=[0.0]", "distance_factors=[1.0]",
+             "prior_grid=false"]  # fmt: skip
+    args = ["--pose-only", "--pose-size", "96x96", "--pose-images", "2", "--pose-batch", "2", "--pose-gaussians",
+            "200,400", *(a for kv in small for a in ("--pose", kv)), "--out", str(out)]  # fmt: skip
+    assert inference_main(args) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| pose")]
+    counts = [int(r.split(" Gaussians")[0].rsplit(" ", 1)[-1]) for r in rows]
+    assert len(rows) == 6 and len(set(counts)) == 2 and counts[:3] == [counts[0]] * 3, rows
+    assert 150 < counts[0] < 250 and 350 < counts[3] < 450, counts  # the cuboid's lattice rounds the count
+    with pytest.raises(SystemExit):
+        inference_main(["--pose-gaussians", "0", "--out", ""])
