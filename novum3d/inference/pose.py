@@ -445,6 +445,14 @@ def canonical_pose(azimuth: Tensor, elevation: Tensor, theta: Tensor) -> tuple[T
     return torch.remainder(a, 2 * math.pi), e, math.pi - torch.remainder(math.pi - t, 2 * math.pi)
 
 
+def tensor_identity(t: Tensor) -> tuple:
+    """Which memory ``t`` reads, its layout and its in-place version: part of a template cache key, so
+    that another volume or features under the same class key, or features changed in place, are
+    rendered anew (a benchmark looping over volume sizes once reused a smaller volume's templates),
+    while a fresh view of the same features (``features[c, :k]``) still hits. No device sync."""
+    return t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype, t._version
+
+
 class PoseEstimator:
     """Estimate PASCAL3D+ poses of images of known (or predicted) classes.
 
@@ -739,7 +747,8 @@ class PoseEstimator:
                 members = torch.nonzero((focals == focal).all(1))[:, 0]
                 K0 = Ks[members[0]].detach().clone()
                 K0[0, 2], K0[1, 2] = w / 2, h / 2
-                key = (class_key, str(dev), int(focal[0]), int(focal[1]), h, w, grid)
+                key = (class_key, tensor_identity(volume.means), tensor_identity(volume_features), str(dev),
+                       int(focal[0]), int(focal[1]), h, w, grid)  # fmt: skip
                 poses, renders = self.templates(key, volume, volume_features, K0, (h, w), grid)
                 s = self.score_templates(renders, shifted_f[members], shifted_bg[members], self.cfg.temperature)
                 if match is not None:
