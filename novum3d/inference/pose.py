@@ -449,7 +449,8 @@ def tensor_identity(t: Tensor) -> tuple:
     """Which memory ``t`` reads, its layout and its in-place version: part of a template cache key, so
     that another volume or features under the same class key, or features changed in place, are
     rendered anew (a benchmark looping over volume sizes once reused a smaller volume's templates),
-    while a fresh view of the same features (``features[c, :k]``) still hits. No device sync."""
+    while a fresh view of the same features (``features[c, :k]``) still hits. No device sync. It names
+    memory, not contents: a new tensor of the same shape allocated where a freed one lay would hit."""
     return t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype, t._version
 
 
