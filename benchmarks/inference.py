@@ -40,10 +40,10 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import emit, rate, sync, time_call, time_once
-from novum3d.config import ExperimentConfig, apply_overrides, from_mapping
+from novum3d.config import ExperimentConfig
 from novum3d.device import select_device
 from novum3d.evaluation.metrics import pose_errors
-from novum3d.inference.pose import PoseConfig, PoseEstimator, PoseResult
+from novum3d.inference.pose import PoseEstimator, PoseResult, pose_config
 from novum3d.model.backbone import STRIDES, compile_backbone, normalize_images
 from novum3d.model.matching import class_scores, triton_available
 from novum3d.model.novum import NOVUM
@@ -289,11 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.pose_only:
         lines += classification_rows(device, args)
     if not args.classes_only:
-        fields = apply_overrides({"distance": 10.0}, args.pose, where="--pose")
-        settings = [("", PoseEstimator(from_mapping(PoseConfig, fields, where="--pose")))]
+        base = {"distance": 10.0}
+        settings = [("", PoseEstimator(pose_config(base, args.pose)))]
         for variant in args.pose_variant:
-            extra = apply_overrides(dict(fields), variant.split(","), where="--pose-variant")
-            settings.append((f" ({variant})", PoseEstimator(from_mapping(PoseConfig, extra, where="--pose-variant"))))
+            cfg = pose_config(base, [*args.pose, *variant.split(",")], where="--pose-variant")
+            settings.append((f" ({variant})", PoseEstimator(cfg)))
         prior = oracle_prior()
         head = ["", "| task | setting | img/s | Acc@pi/6 | median error deg |", "|---|---|---|---|---|"]
         print("\n".join(head), flush=True)

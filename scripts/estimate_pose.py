@@ -22,12 +22,11 @@ from pathlib import Path
 import torch
 
 from novum3d.cli import command
-from novum3d.config import apply_overrides, from_mapping
 from novum3d.device import select_device
 from novum3d.errors import DataError, Novum3DError
 from novum3d.inference.checkpoint import load_model
 from novum3d.inference.pipeline import predict
-from novum3d.inference.pose import PoseConfig, PoseEstimator
+from novum3d.inference.pose import PoseEstimator, pose_config
 from novum3d.inference.report import (
     centred_intrinsics,
     find_images,
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     # Checked before the model loads: a bad field is a one-line error naming --pose.
-    pose_cfg = from_mapping(PoseConfig, apply_overrides({"steps": args.steps}, args.pose, where="--pose"), "--pose")
+    pose_cfg = pose_config({"steps": args.steps}, args.pose)
     device = select_device(args.device)
     with stage(f"loading {args.checkpoint}"):
         model, _ = load_model(args.checkpoint, device, compile=args.compile)

@@ -31,7 +31,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from novum3d.cli import command
-from novum3d.config import apply_overrides, from_mapping
 from novum3d.device import select_device
 from novum3d.errors import ConfigError
 from novum3d.evaluation.cache import RecordCache, evaluation_key
@@ -48,7 +47,7 @@ from novum3d.evaluation.run import (
     selected_splits,
 )
 from novum3d.inference.checkpoint import load_model
-from novum3d.inference.pose import PoseConfig, PoseEstimator
+from novum3d.inference.pose import PoseEstimator, pose_config
 from novum3d.model.backbone import is_compiled
 
 
@@ -103,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = selected_splits(splits, args.splits)
     distance = initial_distance(splits, wanted[0])  # for classes without a prior
     ensure_pose_priors(model, splits)
-    pose_fields = apply_overrides({"steps": args.steps, "distance": distance}, args.pose, where="--pose")
-    estimator = PoseEstimator(from_mapping(PoseConfig, pose_fields, where="--pose"))
+    estimator = PoseEstimator(pose_config({"steps": args.steps, "distance": distance}, args.pose))
     protocols = chosen_protocols(args.protocols, args.diagnose)
     settings = {"pose": dataclasses.asdict(estimator.cfg), "image_size": list(cfg.data.image_size),
                 "protocols": list(protocols), "compiled": is_compiled(model.backbone),

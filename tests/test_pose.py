@@ -537,3 +537,16 @@ def test_template_cache_knows_the_volume_and_its_features():
     stacked.mul_(-1.0)  # features trained further, in place
     assert run(vol, stacked[0, :]) == 3 * once
     assert run(vol, stacked[0, :]) == 3 * once
+
+
+def test_pose_config_from_fields_and_overrides():
+    """How commands build a PoseConfig from --pose: overrides on top, the base untouched, errors naming the flag."""
+    from novum3d.config import ConfigError
+    from novum3d.inference.pose import pose_config
+
+    base = {"steps": 12}
+    cfg = pose_config(base, ["ranking=inliers", "steps=5"])
+    assert (cfg.steps, cfg.ranking) == (5, "inliers") and base == {"steps": 12}
+    assert pose_config(base, []).steps == 12
+    with pytest.raises(ConfigError, match="--pose-variant"):
+        pose_config(base, ["no_such_field=1"], where="--pose-variant")

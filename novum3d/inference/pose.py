@@ -36,6 +36,7 @@ from torch import Tensor
 
 from rendering import GaussianVolume, Pose, check_raster_inputs, pose_to_viewmat, rasterize_features, value_checks
 
+from ..config import apply_overrides, from_mapping
 from ..model.matching import BACKGROUND_REDUCTIONS, background_scores, object_or_background
 from ..model.priors import ClassPosePrior, PosePriors
 
@@ -443,6 +444,12 @@ def canonical_pose(azimuth: Tensor, elevation: Tensor, theta: Tensor) -> tuple[T
     t = torch.where(over, theta + math.pi, theta)
     e = torch.where(over, torch.sign(e) * math.pi - e, e)
     return torch.remainder(a, 2 * math.pi), e, math.pi - torch.remainder(math.pi - t, 2 * math.pi)
+
+
+def pose_config(fields: dict, overrides: list[str], where: str = "--pose") -> PoseConfig:
+    """A validated :class:`PoseConfig` of ``fields`` with ``key=value`` overrides on top (a command's
+    ``--pose``); errors name ``where``. ``fields`` itself is not changed."""
+    return from_mapping(PoseConfig, apply_overrides(dict(fields), overrides, where=where), where=where)
 
 
 def tensor_identity(t: Tensor) -> tuple:
