@@ -222,21 +222,23 @@ def pose_run(estimator, vol, feats, bank, K, maps, truth, batch, prior=None):
     return per_s, float((err < math.pi / 6).float().mean()), float(torch.rad2deg(err).median())
 
 
-def strides(text: str) -> tuple[int, ...]:
+def int_list(text: str) -> tuple[int, ...]:
+    """Comma-separated integers; () when ``text`` is not that."""
     try:
-        values = tuple(int(x) for x in text.split(","))
+        return tuple(int(x) for x in text.split(","))
     except ValueError:
-        values = ()
+        return ()
+
+
+def strides(text: str) -> tuple[int, ...]:
+    values = int_list(text)
     if not values or any(v not in STRIDES for v in values):
         raise argparse.ArgumentTypeError(f"--pose-strides {text}: expected some of {STRIDES}, comma-separated")
     return values
 
 
 def counts(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(x) for x in text.split(","))
-    except ValueError:
-        values = ()
+    values = int_list(text)
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"--pose-gaussians {text}: expected positive integers, comma-separated")
     return values
