@@ -90,7 +90,7 @@ def classification_rows(device: torch.device, args) -> list[str]:
     def trunk():
         with torch.no_grad(), autocast():
             x = prepared()
-            backbone.layer4(backbone.layer3(backbone.layer2(backbone.stem(x))))
+            backbone.trunk(x)
 
     def trunk_and_head():
         with torch.no_grad(), autocast():

@@ -143,6 +143,9 @@ class ModelConfig:
     # Feature-map stride: 8, the authors' (GenIntel/NOVUM config/defaults.yaml L58 down_sample_rate), or 4
     # (fpn only; a departure for small images: 32x32 cells at 256x256, where the authors' 640x800 give 80x100).
     stride: int = 8
+    # The deepest ResNet stage used (fpn only; a departure): 4 (layer4) is the authors'; 3 or 2 give cells that
+    # see less of the image (novum3d.model.backbone.FeatureBackbone says why).
+    trunk_depth: int = 4
     # torch.compile the backbone (novum3d.device.resolve_compile): "auto" = on CUDA, where full classification
     # went from 1,018 to 1,573 img/s (H100, 640x800, batch 64, bf16; BENCHMARKS.md), eager elsewhere (on a CPU
     # inductor needs a C++ toolchain and a long warm-up); "on" / "off" force it. Results are close, not
@@ -159,6 +162,10 @@ class ModelConfig:
             raise ValueError(f"stride: expected 8 or 4, got {self.stride}")
         if self.stride == 4 and self.decoder != "fpn":
             raise ValueError("stride: 4 needs decoder 'fpn' (the U-Net decoder ends at stride 8)")
+        if self.trunk_depth not in (4, 3, 2):
+            raise ValueError(f"trunk_depth: expected 4, 3 or 2, got {self.trunk_depth}")
+        if self.trunk_depth != 4 and self.decoder != "fpn":
+            raise ValueError("trunk_depth: 3 or 2 needs decoder 'fpn' (the U-Net decoder starts at layer4)")
         if self.backbone_weights is not None and not Path(self.backbone_weights).is_file():
             raise ValueError(f"backbone_weights: no such file {self.backbone_weights!r} (weights are never downloaded)")
 

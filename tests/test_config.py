@@ -149,6 +149,22 @@ def test_model_stride_is_validated_on_load():
     assert training_identity(four, "t", "v")["config"]["model"]["stride"] == 4
 
 
+def test_trunk_depth_is_validated_and_leaves_older_runs_identity_alone():
+    from novum3d.config import config_to_dict, load_experiment
+    from novum3d.train.trainer import training_identity
+
+    assert load_experiment("configs/cube.yaml", ["model.trunk_depth=3"]).model.trunk_depth == 3
+    with pytest.raises(ConfigError, match="trunk_depth"):
+        load_experiment("configs/cube.yaml", ["model.trunk_depth=5"])
+    with pytest.raises(ConfigError, match="trunk_depth"):
+        load_experiment("configs/cube.yaml", ["model.trunk_depth=2", "model.decoder=unet"])
+    default = config_to_dict(load_experiment("configs/cube.yaml"))
+    old = {**default, "model": {k: v for k, v in default["model"].items() if k != "trunk_depth"}}
+    assert training_identity(default, "t", "v") == training_identity(old, "t", "v")
+    three = config_to_dict(load_experiment("configs/cube.yaml", ["model.trunk_depth=3"]))
+    assert training_identity(three, "t", "v")["config"]["model"]["trunk_depth"] == 3
+
+
 def test_the_faithful_suite_has_stride_4_features_branching_from_volume_background(tmp_path):
     from novum3d.evaluation.robustness import load_suite, method_config
 

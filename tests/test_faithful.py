@@ -144,6 +144,41 @@ def test_unet_decoder_has_the_authors_widths_and_trains(arch):
     assert net.decoder.up0[0][0].weight.grad.abs().sum() > 0 and net.stem[0].weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("stride", [8, 4])
+def test_a_shallower_trunk_keeps_features_local_and_trains(stride):
+    torch.manual_seed(0)
+    full = FeatureBackbone("resnet18", 16, stride=stride).eval()
+    torch.manual_seed(0)
+    three = FeatureBackbone("resnet18", 16, stride=stride, trunk_depth=3).eval()
+    torch.manual_seed(0)
+    two = FeatureBackbone("resnet18", 16, stride=stride, trunk_depth=2).eval()
+    # The whole trunk is built before stages are dropped, so a seed gives the shared stages the same weights.
+    torch.testing.assert_close(two.layer2.state_dict(), full.layer2.state_dict())
+    assert not hasattr(three, "layer4") and not hasattr(two, "layer3")
+    assert not any(k.startswith(("decoder.lateral4", "decoder.fuse3")) for k in three.state_dict())
+    assert not any(k.startswith(("decoder.lateral3", "decoder.fuse2")) for k in two.state_dict())
+    image = torch.rand(1, 3, 256, 256)
+    moved = image.clone()
+    moved[..., :8, :8] = 1 - moved[..., :8, :8]  # change one corner
+    with torch.no_grad():
+        change = {d: (net(moved) - net(image)).abs().amax(1)[0] for d, net in ((4, full), (3, three), (2, two))}
+    h = 256 // stride
+    assert all(c.shape == (h, h) for c in change.values())
+    # A cell 160 px away from the corner along the diagonal sees the change only through layer4: the
+    # receptive fields of layer2 and layer3 stop short of it (layer4's change there is ~2e-5 at random init).
+    far = int(0.625 * h)
+    assert change[4][far, far] > 1e-6 and change[3][far, far] == 0 and change[2][far, far] == 0
+    assert all(c[0, 0] > 1e-3 for c in change.values())
+    out = two.train()(torch.rand(2, 3, 64, 72))
+    assert out.shape == (2, 16, 64 // stride, 72 // stride)
+    out[:, 0].sum().backward()
+    assert two.decoder.lateral2.weight.grad.abs().sum() > 0 and two.stem[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="trunk_depth"):
+        FeatureBackbone("resnet18", 16, decoder="unet", trunk_depth=3)
+    with pytest.raises(ValueError, match="trunk_depth"):
+        FeatureBackbone("resnet18", 16, trunk_depth=1)
+
+
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
 def test_stride_4_fuses_the_stride_4_stage_and_keeps_stride_8_checkpoints(arch):
     eight, four = FeatureBackbone(arch, 16), FeatureBackbone(arch, 16, stride=4)

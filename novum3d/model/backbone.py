@@ -14,6 +14,7 @@ from ..errors import WeightsError
 
 STRIDE = 8  # the authors' (GenIntel/NOVUM config/defaults.yaml L58 down_sample_rate); 4: FPN only
 STRIDES = (8, 4)
+TRUNK_DEPTHS = (4, 3, 2)  # the deepest ResNet stage used; 4 (layer4) is the authors'
 
 # torch.compile's mode for the backbone: "default", what benchmarks/inference.py measured (full classification
 # 1,018 -> 1,573 img/s on an H100, BENCHMARKS.md). Not "reduce-overhead" (CUDA graphs): a batch of 64 at
@@ -43,6 +44,12 @@ class FeatureBackbone(nn.Module):
     only 32x32. On synthetic v2 (H100, 2 seeds) stride 4 raised clean Acc@pi/18 from 41.8 to 50.5%
     (from the truth 48.5 -> 56.8%) with Acc@pi/6 unchanged (BENCHMARKS.md, sixth session).
 
+    ``trunk_depth`` (FPN only; a departure, 4 by default) is the deepest ResNet stage used: 3 drops
+    ``layer4``, 2 drops ``layer3`` as well. Each stage widens what a cell sees: at 256x256 the
+    theoretical receptive field of ``layer4`` exceeds the image, so every cell can encode the whole
+    scene, and at heavy occlusion the visible parts' features change with what hides the rest
+    (BENCHMARKS.md, "Why occlusion defeats NOVUM here"). A shallower trunk keeps features local.
+
     Both end in a 1x1 projection to D (the authors' ``Linear(256, 128)``) and L2 normalisation.
     Weights are random unless ``weights`` names a local file holding a torchvision ResNet
     ``state_dict``; nothing is ever downloaded.
@@ -56,6 +63,7 @@ class FeatureBackbone(nn.Module):
         width: int = 256,
         decoder: str = "fpn",
         stride: int = STRIDE,
+        trunk_depth: int = 4,
     ):
         super().__init__()
         if arch not in ("resnet50", "resnet18"):
@@ -64,14 +72,24 @@ class FeatureBackbone(nn.Module):
             raise ValueError(f"decoder: expected 'fpn' or 'unet', got {decoder!r}")
         if stride not in STRIDES or (stride != STRIDE and decoder != "fpn"):
             raise ValueError(f"stride: expected 8, or 4 with the fpn decoder; got {stride} with {decoder!r}")
+        if trunk_depth not in TRUNK_DEPTHS or (trunk_depth != 4 and decoder != "fpn"):
+            raise ValueError(
+                f"trunk_depth: expected 4, or 2 or 3 with the fpn decoder; got {trunk_depth} with {decoder!r}"
+            )
         net = getattr(torchvision.models, arch)(weights=None)
         if weights is not None:
             load_trunk_weights(net, weights)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
-        self.layer2, self.layer3, self.layer4 = net.layer2, net.layer3, net.layer4
+        # The whole trunk is built either way, so a seed gives depth 4 the same weights as before the option.
+        self.layer2 = net.layer2
+        if trunk_depth >= 3:
+            self.layer3 = net.layer3
+        if trunk_depth == 4:
+            self.layer4 = net.layer4
+        self.trunk_depth = trunk_depth
         c1, c2, c3, c4 = (64, 128, 256, 512) if arch == "resnet18" else (256, 512, 1024, 2048)
         if decoder == "fpn":
-            self.decoder = FPNDecoder(c2, c3, c4, width, c1=c1 if stride == 4 else None)
+            self.decoder = FPNDecoder(c2, c3, c4, width, c1=c1 if stride == 4 else None, depth=trunk_depth)
         else:
             self.decoder = UNetDecoder(c2, c3, c4)
         self.stride = stride
@@ -81,38 +99,55 @@ class FeatureBackbone(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         """Images [B, 3, H, W] (ImageNet-normalised) -> unit features [B, D, H/s, W/s], s = ``stride``."""
+        x1, x2, x3, x4 = self.trunk(images)
+        return F.normalize(self.head(self.decoder(x2, x3, x4, x1)).float(), dim=1)
+
+    def trunk(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """Images [B, 3, H, W] -> the trunk's stages at strides 4, 8, 16, 32; None past ``trunk_depth``."""
         x1 = self.stem(images)
         x2 = self.layer2(x1)
-        x3 = self.layer3(x2)
-        x4 = self.layer4(x3)
-        return F.normalize(self.head(self.decoder(x2, x3, x4, x1)).float(), dim=1)
+        x3 = self.layer3(x2) if self.trunk_depth >= 3 else None
+        x4 = self.layer4(x3) if self.trunk_depth == 4 else None
+        return x1, x2, x3, x4
 
 
 class FPNDecoder(nn.Module):
     """Lateral 1x1 convolutions to ``width``, upsample and fuse with 3x3 convolutions: stride 8 out,
-    or stride 4 when ``c1`` (the stride-4 stage's channels) is given."""
+    or stride 4 when ``c1`` (the stride-4 stage's channels) is given. ``depth`` (4, 3 or 2) is the
+    deepest trunk stage fused; the top one used enters through its lateral alone."""
 
-    def __init__(self, c2: int, c3: int, c4: int, width: int = 256, c1: int | None = None):
+    def __init__(self, c2: int, c3: int, c4: int, width: int = 256, c1: int | None = None, depth: int = 4):
         super().__init__()
-        self.lateral2, self.lateral3, self.lateral4 = (
-            nn.Conv2d(c2, width, 1),
-            nn.Conv2d(c3, width, 1),
-            nn.Conv2d(c4, width, 1),
-        )
-        self.fuse3 = _conv_block(2 * width, width)
-        self.fuse2 = _conv_block(2 * width, width)
+        if depth not in TRUNK_DEPTHS:
+            raise ValueError(f"depth: expected one of {TRUNK_DEPTHS}, got {depth}")
+        # Creation order as before ``depth`` existed, so a seed gives depth 4 the same initial weights.
+        self.lateral2 = nn.Conv2d(c2, width, 1)
+        if depth >= 3:
+            self.lateral3 = nn.Conv2d(c3, width, 1)
+        if depth == 4:
+            self.lateral4 = nn.Conv2d(c4, width, 1)
+            self.fuse3 = _conv_block(2 * width, width)
+        if depth >= 3:
+            self.fuse2 = _conv_block(2 * width, width)
         if c1 is not None:  # stride 4; absent at stride 8, so older checkpoints keep their keys
             self.lateral1, self.fuse1 = nn.Conv2d(c1, width, 1), _conv_block(2 * width, width)
+        self.depth = depth
         self.out_channels = width
 
-    def forward(self, x2: Tensor, x3: Tensor, x4: Tensor, x1: Tensor | None = None) -> Tensor:
-        """Trunk stages at strides 8, 16, 32 (and 4: ``x1``, used at stride 4) -> [B, width, h, w]."""
-        x4 = self.lateral4(x4)
-        y3 = self.fuse3(torch.cat([F.interpolate(x4, size=x3.shape[-2:], mode="bilinear"), self.lateral3(x3)], 1))
-        y2 = self.fuse2(torch.cat([F.interpolate(y3, size=x2.shape[-2:], mode="bilinear"), self.lateral2(x2)], 1))
-        if not hasattr(self, "fuse1"):
-            return y2
-        return self.fuse1(torch.cat([F.interpolate(y2, size=x1.shape[-2:], mode="bilinear"), self.lateral1(x1)], 1))
+    def forward(self, x2: Tensor, x3: Tensor | None, x4: Tensor | None, x1: Tensor | None = None) -> Tensor:
+        """Trunk stages at strides 8, 16, 32 (None past ``depth``) and 4 (``x1``, used at stride 4)
+        -> [B, width, h, w]."""
+        y = None
+        for level, x in ((4, x4), (3, x3), (2, x2), (1, x1)):
+            if not hasattr(self, f"lateral{level}"):
+                continue
+            lateral = getattr(self, f"lateral{level}")(x)
+            if y is None:  # the deepest stage used
+                y = lateral
+            else:
+                up = F.interpolate(y, size=x.shape[-2:], mode="bilinear")
+                y = getattr(self, f"fuse{level}")(torch.cat([up, lateral], 1))
+        return y
 
 
 class UNetDecoder(nn.Module):

@@ -35,6 +35,7 @@ class NOVUM(nn.Module):
             cfg.model.backbone_weights,
             decoder=cfg.model.decoder,
             stride=cfg.model.stride,
+            trunk_depth=cfg.model.trunk_depth,
         )
         geometry = {c: build_volume(categories[c], cfg.volume) for c in classes}
         self.volumes = NeuralVolumes(geometry, cfg.model.feature_dim, cfg.bank.size, seed=cfg.train.seed)

@@ -108,6 +108,8 @@ def training_identity(config: dict[str, Any], train_digest: str, val_digest: str
         kept.pop("augment", None)
     if kept.get("model", {}).get("stride") == 8:  # the default stride, as before the field existed
         kept["model"].pop("stride")
+    if kept.get("model", {}).get("trunk_depth") == 4:  # likewise the whole trunk
+        kept["model"].pop("trunk_depth")
     return {"config": kept, "data": {"train": train_digest, "val": val_digest}}
 
 
