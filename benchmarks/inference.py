@@ -11,6 +11,8 @@ backbone: fusion, 1x1 head, unit norm), the matching alone on random unit featur
 model's 12 x ~1100 Gaussians and 2560-vector bank (torch reference vs the fused Triton kernel),
 and full classification (backbone + matching + argmax; eager, and with ``--compile`` the backbone
 compiled by ``novum3d.model.backbone.compile_backbone``, as ``model.compile: auto`` does on CUDA).
+``--stride 4`` gives the classification rows stride-4 features (``model.stride``), and ``--trunk-depths
+4,3,2`` adds trunk + head rows for shallower trunks (``model.trunk_depth``), timed in the same run.
 ``--classes N`` adds N random classes x 1100 Gaussians (matching and full classification, Triton
 only on CUDA: the torch path's chunks would need B x 2048 x N x 1100 bf16 scores). Peak memory is
 torch.cuda.max_memory_allocated over each row.
@@ -44,7 +46,7 @@ from novum3d.config import ExperimentConfig
 from novum3d.device import select_device
 from novum3d.evaluation.metrics import pose_errors
 from novum3d.inference.pose import PoseEstimator, PoseResult, pose_config
-from novum3d.model.backbone import STRIDES, compile_backbone, normalize_images
+from novum3d.model.backbone import STRIDES, TRUNK_DEPTHS, FeatureBackbone, compile_backbone, normalize_images
 from novum3d.model.matching import class_scores, triton_available
 from novum3d.model.novum import NOVUM
 from novum3d.model.priors import ClassPosePrior, PosePriors
@@ -73,12 +75,14 @@ def classification_rows(device: torch.device, args) -> list[str]:
     H, W = args.size
     B = args.batch
     cuda = device.type == "cuda"
-    model = NOVUM(ExperimentConfig()).to(device).eval()
+    exp = ExperimentConfig()
+    exp.model.stride = args.stride
+    model = NOVUM(exp).to(device).eval()
     if cuda:
         model = model.to(memory_format=torch.channels_last)
     backbone, v = model.backbone, model.volumes
     images = torch.rand(B, 3, H, W, device=device)
-    maps = random_maps(B, H // 8, W // 8, v.features.shape[-1], device)
+    maps = random_maps(B, H // args.stride, W // args.stride, v.features.shape[-1], device)
     backends = ["torch", "triton"] if cuda and triton_available() else ["torch"]
 
     def autocast():
@@ -92,9 +96,12 @@ def classification_rows(device: torch.device, args) -> list[str]:
             x = prepared()
             backbone.trunk(x)
 
-    def trunk_and_head():
-        with torch.no_grad(), autocast():
-            backbone(prepared())
+    def trunk_and_head(net=backbone):
+        def run():
+            with torch.no_grad(), autocast():
+                net(prepared())
+
+        return run
 
     def full(net, features, valid, backend):
         def run():
@@ -120,10 +127,17 @@ def classification_rows(device: torch.device, args) -> list[str]:
         print(rows[-1], flush=True)
 
     Y, K = v.features.shape[:2]
-    setting = f"batch {B}, {H}x{W}"
+    setting = f"batch {B}, {H}x{W}" + (f", stride {args.stride}" if args.stride != 8 else "")
     cls = f"{Y} classes x <= {K} Gaussians, bank {v.bank.shape[0]}"
     add("trunk (ResNet-50 to stride 32)", setting, trunk)
-    add("trunk + head (feature backbone)", setting, trunk_and_head)
+    add("trunk + head (feature backbone)", setting, trunk_and_head())
+    for depth in (d for d in args.trunk_depths if d != 4):
+        shallow = FeatureBackbone("resnet50", exp.model.feature_dim, stride=args.stride, trunk_depth=depth)
+        shallow = shallow.to(device).eval()
+        if cuda:
+            shallow = shallow.to(memory_format=torch.channels_last)
+        add(f"trunk + head (feature backbone), trunk to layer{depth}", setting, trunk_and_head(shallow))
+        del shallow
     for backend in backends:
         add(
             f"matching alone, {backend}",
@@ -222,6 +236,14 @@ def pose_run(estimator, vol, feats, bank, K, maps, truth, batch, prior=None):
     return per_s, float((err < math.pi / 6).float().mean()), float(torch.rad2deg(err).median())
 
 
+def trunk_depths(text: str) -> tuple[int, ...]:
+    """``--trunk-depths``: some of TRUNK_DEPTHS, comma-separated."""
+    values = int_list(text)
+    if not values or any(v not in TRUNK_DEPTHS for v in values):
+        raise argparse.ArgumentTypeError(f"--trunk-depths {text}: expected some of {TRUNK_DEPTHS}, comma-separated")
+    return values
+
+
 def int_list(text: str) -> tuple[int, ...]:
     """Comma-separated integers; () when ``text`` is not that."""
     try:
@@ -255,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=64, help="classification batch")
     parser.add_argument("--size", type=size, default=(640, 800), help="classification image size HxW")
+    parser.add_argument("--stride", type=int, choices=STRIDES, default=8, help="classification rows' feature stride")
+    parser.add_argument(
+        "--trunk-depths", type=trunk_depths, default=(4,), help="add trunk + head rows for these depths, e.g. 4,3,2"
+    )
     parser.add_argument("--classes", type=int, default=0, help="add rows for this many random classes x 1100")
     parser.add_argument("--compile", action="store_true", help="add full classification with a compiled backbone")
     parser.add_argument("--min-time", type=float, default=1.0, help="blocked_autorange min_run_time per row, s")

@@ -328,3 +328,18 @@ def test_inference_benchmark_pose_rows_for_each_gaussian_count(tmp_path):
     assert 150 < counts[0] < 250 and 350 < counts[3] < 450, counts  # the cuboid's lattice rounds the count
     with pytest.raises(SystemExit):
         inference_main(["--pose-gaussians", "0", "--out", ""])
+
+
+def test_inference_benchmark_times_shallower_trunks_in_the_same_run(tmp_path):
+    """``--trunk-depths`` adds a backbone row per depth; ``--stride 4`` gives every row stride-4 maps."""
+    from benchmarks.inference import main as inference_main
+
+    out = tmp_path / "bench.md"
+    args = ["--classes-only", "--size", "64x64", "--batch", "2", "--stride", "4", "--trunk-depths", "4,2",
+            "--min-time", "0.01", "--out", str(out)]  # fmt: skip
+    assert inference_main(args) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| trunk + head")]
+    assert len(rows) == 2 and "trunk to layer2" in rows[1] and "stride 4" in rows[0], rows
+    assert "full classification" in out.read_text()
+    with pytest.raises(SystemExit):
+        inference_main(["--trunk-depths", "1", "--out", ""])
