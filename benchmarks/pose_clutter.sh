@@ -10,7 +10,8 @@
 #   bash benchmarks/pose_clutter.sh train     # RUNS (method:seed; default 2 methods x 2 seeds) at the robustness
 #                                             # budget, sharing one GPU; methods: volume-background,
 #                                             # occlusion-augmentation, rotation-and-occlusion-augmentation,
-#                                             # stride-4-dense (stride 4, 2000 Gaussians, lr 1e-3)
+#                                             # stride-4-dense (stride 4, 2000 Gaussians, lr 1e-3),
+#                                             # stride-4-dense-layer2 (the same, trunk to layer2)
 #   bash benchmarks/pose_clutter.sh evaluate  # each checkpoint x VARIANTS (max mean soft): val, tests, val occluded
 #   python -m benchmarks.pose_table outputs/clutter/*-seed*   # the table, seeds pooled
 #
@@ -40,6 +41,8 @@ declare -A METHOD=(
     [rotation-and-occlusion-augmentation]="augment.rotation_degrees=30 augment.occlusion_probability=0.5"
     # configs/robustness-faithful.yaml's "+ stride 4, dense volume, lr 1e-3" (tenth session)
     [stride-4-dense]="model.stride=4 volume.num_gaussians=2000 optim.lr=1.0e-3"
+    # the same with the trunk cut after layer2 (eleventh session; "..., trunk to layer2" in the suite)
+    [stride-4-dense-layer2]="model.stride=4 volume.num_gaussians=2000 optim.lr=1.0e-3 model.trunk_depth=2"
 )
 # RUNS: method:seed pairs (default: both methods, seeds 0 and 1); PROTOCOLS: evaluate.py --protocols.
 read -r -a RUNS <<<"${RUNS:-volume-background:0 volume-background:1 rotation-and-occlusion-augmentation:0 rotation-and-occlusion-augmentation:1}"

@@ -189,6 +189,10 @@ def test_the_faithful_suite_has_the_dense_stride_4_volume_and_its_baseline_at_th
     assert (base.model.stride, base.volume.num_gaussians, base.optim.lr) == (8, 500, 3e-4)
     dense.model.stride, dense.volume.num_gaussians, dense.optim.lr = 8, 500, 3e-4
     assert dense == base  # "+ volume background" with the three changes, nothing else
+    local = method_config(methods["stride-4-dense-volume-lr-1e-3-trunk-to-layer2"], suite, [], 0, tmp_path)
+    assert local.model.trunk_depth == 2 and methods["stride-4-dense-volume-lr-1e-3-trunk-to-layer2"].pose
+    local.model.trunk_depth = 4
+    assert local == method_config(methods["stride-4-dense-volume-lr-1e-3"], suite, [], 0, tmp_path)
     resnet = {s: method_config(methods[s], suite, [], 0, tmp_path) for s in ("resnet-50", "resnet-50-lr-1e-3")}
     assert (resnet["resnet-50"].optim.lr, resnet["resnet-50-lr-1e-3"].optim.lr) == (3e-4, 1e-3)
 
