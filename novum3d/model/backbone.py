@@ -45,10 +45,11 @@ class FeatureBackbone(nn.Module):
     (from the truth 48.5 -> 56.8%) with Acc@pi/6 unchanged (BENCHMARKS.md, sixth session).
 
     ``trunk_depth`` (FPN only; a departure, 4 by default) is the deepest ResNet stage used: 3 drops
-    ``layer4``, 2 drops ``layer3`` as well. Each stage widens what a cell sees: at 256x256 the
-    theoretical receptive field of ``layer4`` exceeds the image, so every cell can encode the whole
-    scene, and at heavy occlusion the visible parts' features change with what hides the rest
-    (BENCHMARKS.md, "Why occlusion defeats NOVUM here"). A shallower trunk keeps features local.
+    ``layer4``, 2 drops ``layer3`` as well. Each stage widens what a cell may see: ResNet-50's
+    theoretical receptive field is about 100 px after ``layer2``, 270 after ``layer3`` and 430 after
+    ``layer4``, so at 256x256 a central cell can draw on the whole image, and at heavy occlusion the
+    visible parts' features may change with what hides the rest (BENCHMARKS.md, "Why occlusion
+    defeats NOVUM here"). Only depth 2 bounds what a cell sees well inside the image.
     Measured at stride 4 on synthetic v2 (H100, 2 seeds; BENCHMARKS.md, eleventh session): depth 2 lifted
     classification on unseen poses from 47.3 to 63.2% and their pose from 17.8 to 22.8%, left L3 where
     it was and cost 9.4 points of validation Acc@pi/18, so the default stays 4.
