@@ -236,34 +236,25 @@ def pose_run(estimator, vol, feats, bank, K, maps, truth, batch, prior=None):
     return per_s, float((err < math.pi / 6).float().mean()), float(torch.rad2deg(err).median())
 
 
-def trunk_depths(text: str) -> tuple[int, ...]:
-    """``--trunk-depths``: some of TRUNK_DEPTHS, comma-separated."""
-    values = int_list(text)
-    if not values or any(v not in TRUNK_DEPTHS for v in values):
-        raise argparse.ArgumentTypeError(f"--trunk-depths {text}: expected some of {TRUNK_DEPTHS}, comma-separated")
-    return values
+def int_list(flag: str, accept: Callable[[int], bool], expected: str) -> Callable[[str], tuple[int, ...]]:
+    """An argparse type for ``flag``: comma-separated integers, each passing ``accept``; otherwise a usage
+    error saying ``expected``."""
+
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(x) for x in text.split(","))
+        except ValueError:
+            values = ()
+        if not values or not all(accept(v) for v in values):
+            raise argparse.ArgumentTypeError(f"{flag} {text}: expected {expected}, comma-separated")
+        return values
+
+    return parse
 
 
-def int_list(text: str) -> tuple[int, ...]:
-    """Comma-separated integers; () when ``text`` is not that."""
-    try:
-        return tuple(int(x) for x in text.split(","))
-    except ValueError:
-        return ()
-
-
-def strides(text: str) -> tuple[int, ...]:
-    values = int_list(text)
-    if not values or any(v not in STRIDES for v in values):
-        raise argparse.ArgumentTypeError(f"--pose-strides {text}: expected some of {STRIDES}, comma-separated")
-    return values
-
-
-def counts(text: str) -> tuple[int, ...]:
-    values = int_list(text)
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"--pose-gaussians {text}: expected positive integers, comma-separated")
-    return values
+strides = int_list("--pose-strides", STRIDES.__contains__, f"some of {STRIDES}")
+counts = int_list("--pose-gaussians", lambda v: v >= 1, "positive integers")
+trunk_depths = int_list("--trunk-depths", TRUNK_DEPTHS.__contains__, f"some of {TRUNK_DEPTHS}")
 
 
 def size(text: str) -> tuple[int, int]:

@@ -135,7 +135,6 @@ class FPNDecoder(nn.Module):
             self.fuse2 = _conv_block(2 * width, width)
         if c1 is not None:  # stride 4; absent at stride 8, so older checkpoints keep their keys
             self.lateral1, self.fuse1 = nn.Conv2d(c1, width, 1), _conv_block(2 * width, width)
-        self.depth = depth
         self.out_channels = width
 
     def forward(self, x2: Tensor, x3: Tensor | None, x4: Tensor | None, x1: Tensor | None = None) -> Tensor:
