@@ -72,11 +72,12 @@ def test_from_truth_counts_the_images_whose_pose_never_moved():
 def test_diagnosis_reports_every_stage(checkpoint, tmp_path):  # noqa: F811
     root, ckpt = checkpoint
     args = [sys.executable, "scripts/evaluate.py", "--checkpoint", str(ckpt), "--data", str(root), "--splits",
-            "clean", "--out", str(tmp_path), "--steps", "2", "--diagnose", "--workers", "0"]  # fmt: skip
+            "clean", "--out", str(tmp_path), "--steps", "2", "--diagnose", "--workers", "0",
+            "--protocols", "full,reference,top2-classes"]  # fmt: skip
     run = subprocess.run(args, capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr
     by_protocol = json.loads((tmp_path / "results.json").read_text())["by_protocol"]
-    assert {"full", "reference", "templates-only", "true-class", "from-truth"} <= set(by_protocol)
+    assert {"full", "reference", "templates-only", "true-class", "from-truth", "top2-classes"} <= set(by_protocol)
     assert 0.0 <= by_protocol["from-truth"]["clean"]["never_moved"] <= 1.0
     assert "never_moved" not in by_protocol["true-class"]["clean"]
     text = (tmp_path / "results.md").read_text()
@@ -84,6 +85,11 @@ def test_diagnosis_reports_every_stage(checkpoint, tmp_path):  # noqa: F811
     # Each record keeps the score its pose reached (benchmarks.pose_objective compares them).
     rows = [json.loads(line) for line in (tmp_path / "cache" / "clean.jsonl").read_text().splitlines()[1:]]
     assert rows and all(math.isfinite(r[p]["score"]) for r in rows for p in by_protocol)
+    # The two best classes include the classifier's, whose pose "full" estimated: the kept one scores no lower.
+    assert all(r["top2-classes"]["score"] >= r["full"]["score"] - 1e-5 for r in rows)
+    for r in rows:  # another class only for a better score
+        top2, full = r["top2-classes"], r["full"]
+        assert top2["predicted"] == full["predicted"] or top2["score"] > full["score"]
 
 
 def test_occluded_validation_and_pose_settings_from_the_command_line(checkpoint, tmp_path):  # noqa: F811

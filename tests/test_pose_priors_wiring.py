@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 import statistics
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from novum3d.inference.checkpoint import load_model
-from novum3d.inference.pipeline import estimate_poses
+from novum3d.inference.pipeline import estimate_poses, estimate_poses_top_classes
 from novum3d.inference.pose import PoseConfig, PoseEstimator
 from novum3d.model.priors import PosePriors
 from novum3d.train.trainer import Trainer
@@ -29,9 +30,9 @@ def test_training_saves_the_priors_of_its_split_and_loading_restores_them(data_r
         assert model.pose_priors.for_class(y).distance_median == statistics.median(distances)
 
 
-def test_each_class_starts_at_its_own_distance_without_being_told(data_root, tmp_path):  # noqa: F811
-    """Two classes, objects at distance 10 and 20: with the checkpoint's priors no --distance is needed,
-    and a single global distance would start one of them far off."""
+def _two_class_oracle(data_root, tmp_path):  # noqa: F811
+    """A two-class model with smooth distinctive features and oracle maps of B images per class,
+    objects at distance 10 (class 0) and 20 (class 1); the checkpoint's priors set."""
     model, _ = _model(data_root, tmp_path)
     v = model.volumes
     D = v.features.shape[-1]
@@ -56,6 +57,15 @@ def test_each_class_starts_at_its_own_distance_without_being_told(data_root, tmp
                for s in (0.95, 1.0, 1.05)]  # fmt: skip
     model.pose_priors = PosePriors.from_annotations(CLASSES, records)
     est = PoseEstimator(PoseConfig(steps=20, backend="torch", distance=5.0))  # the global fallback: wrong for both
+    return model, maps, labels, K.expand(2 * B, 3, 3), est, (az, el, th), true_distance, records
+
+
+def test_each_class_starts_at_its_own_distance_without_being_told(data_root, tmp_path):  # noqa: F811
+    """Two classes, objects at distance 10 and 20: with the checkpoint's priors no --distance is needed,
+    and a single global distance would start one of them far off."""
+    model, maps, labels, K, est, (az, el, th), true_distance, records = _two_class_oracle(data_root, tmp_path)
+    B = len(az)
+    K = K[0]
     res = estimate_poses(model, maps, K.expand(2 * B, 3, 3), est, labels)
     truth = torch.tensor([true_distance[int(y)] for y in labels])
     assert ((res.distance - truth).abs() / truth).max() < 0.15, res.distance
@@ -73,3 +83,21 @@ def _model(data_root, tmp_path):  # noqa: F811
     from novum3d.model.novum import NOVUM
 
     return NOVUM(cfg, CLASSES).eval(), cfg
+
+
+def test_the_better_scoring_pose_chooses_between_the_two_best_classes(data_root, tmp_path):  # noqa: F811
+    """Class scores that rank the wrong class first: with two candidates render-and-compare takes the
+    true class back, and its pose is the one estimated under that class alone; one candidate is the
+    classifier's class."""
+    model, maps, labels, K, est, (az, el, th), _, _ = _two_class_oracle(data_root, tmp_path)
+    wrong_first = F.one_hot(1 - labels, 2).float() + 0.1  # [B, Y]: the other class first
+    chosen, poses = estimate_poses_top_classes(model, maps, K, est, wrong_first, candidates=2)
+    assert torch.equal(chosen, labels)
+    alone = estimate_poses(model, maps, K, est, labels)
+    torch.testing.assert_close(poses.azimuth, alone.azimuth, atol=1e-4, rtol=0)
+    torch.testing.assert_close(poses.score, alone.score, atol=1e-5, rtol=0)
+    assert (errors(poses, az.repeat(2), el.repeat(2), th.repeat(2)) < math.pi / 6).all()
+    one, _ = estimate_poses_top_classes(model, maps, K, est, wrong_first, candidates=1)
+    assert torch.equal(one, 1 - labels)
+    with pytest.raises(ValueError, match="candidates"):
+        estimate_poses_top_classes(model, maps, K, est, wrong_first, candidates=0)

@@ -79,6 +79,41 @@ def estimate_poses(
     return PoseResult.cat(parts)[torch.argsort(torch.cat(order))].to(dtype=torch.float32)
 
 
+def estimate_poses_top_classes(
+    model: NOVUM,
+    maps: Tensor,
+    Ks: Tensor,
+    estimator: PoseEstimator,
+    scores: Tensor,
+    candidates: int = 2,
+    distance: float | None = None,
+) -> tuple[Tensor, PoseResult]:
+    """Poses under each image's ``candidates`` best-scoring classes; each image keeps the class whose
+    pose scores best by render-and-compare (a departure from NOVUM, which takes the classifier's
+    class: GenIntel/NOVUM src/inference.py estimates the pose under one class).
+
+    The render-and-compare score is comparable across classes: every class is scored against the
+    same background (the bank) on the same pixels. Ties keep the classifier's order.
+
+    Args:
+        maps: [B, D, h, w] unit features; Ks: [B, 3, 3] intrinsics at feature-map scale.
+        scores: [B, Y] class scores (:func:`classify_maps`).
+        candidates: classes tried per image (1: the classifier's class alone).
+
+    Returns:
+        (labels [B], poses of B images under those labels).
+    """
+    if candidates < 1:
+        raise ValueError(f"candidates: expected >= 1, got {candidates}")
+    B = maps.shape[0]
+    k = min(candidates, scores.shape[1])
+    top = scores.topk(k, dim=1).indices.reshape(-1)  # [B * k], each image's classes best first
+    rows = torch.arange(B, device=maps.device).repeat_interleave(k)
+    poses = estimate_poses(model, maps[rows], Ks[rows], estimator, top, distance)
+    pick = torch.arange(B, device=maps.device) * k + poses.score.view(B, k).argmax(1)
+    return top[pick], poses[pick]
+
+
 def predict(
     model: NOVUM,
     images: Tensor,
