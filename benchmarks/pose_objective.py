@@ -13,6 +13,12 @@ the search missed it. Right and wrong use the plain PASCAL3D+ error; ``--symmetr
 symmetry-aware one instead, so that a symmetric class's twin pose (which scores alike) is not a
 failure. Several caches (one per seed) pool their images.
 
+``--class-choice`` asks instead what choosing the class by render-and-compare could gain (the
+``top2-classes`` protocol's bound): over the images the ``full`` protocol misclassifies, how often
+the ``true-class`` pose scores higher than the predicted class's, and Acc@pi/6 if those images
+took the true class's pose. ``--join`` names caches of the same images (one per positional cache,
+in order) whose protocols are added by image id, for protocols evaluated into two output folders.
+
 ``--distances`` adds where the failures' distances lie: the wrong pose's distance over the right
 one's (quartiles), and how often each lies outside its class prior's 10th-90th percentiles (the
 priors the cache's key recorded), the figures behind ``PoseConfig.prior_distance_margin``; and how
@@ -78,6 +84,39 @@ def objective_check(
         "search_missed": 100 * (len(cases) - prefers_wrong) / len(cases) if cases else math.nan,
         "median_score_gap": statistics.median(gaps) if gaps else math.nan,
     }
+
+
+def class_choice_bound(
+    rows: list[dict[str, Any]], predicted: str = "full", true: str = "true-class", threshold: float = RIGHT
+) -> dict[str, float]:
+    """What choosing the class by the pose's render-and-compare score could gain, over ``rows``.
+
+    Returns:
+        ``images`` (with both protocols), ``misclassified`` (``predicted`` protocol's class wrong),
+        ``true_scores_higher`` (% of those whose ``true`` protocol pose outscores the predicted class's),
+        ``accuracy`` (``predicted``'s Acc %) and ``bound`` (Acc % when those images take the ``true`` pose:
+        a perfect choice between the two, the true class always among the candidates).
+    """
+    rows = [r for r in rows if predicted in r and true in r]
+    if not rows:
+        raise DataError(f"no record holds both the {predicted!r} and the {true!r} protocol")
+    wrong = [r for r in rows if r[predicted]["predicted"] != r["label"]]
+    higher = [r for r in wrong if r[true]["score"] > r[predicted]["score"]]
+    switched = {id(r) for r in higher}
+    right = sum((r[true] if id(r) in switched else r[predicted])["pose_error"] < threshold for r in rows)
+    return {
+        "images": len(rows),
+        "misclassified": len(wrong),
+        "true_scores_higher": 100.0 * len(higher) / max(len(wrong), 1),
+        "accuracy": 100.0 * sum(r[predicted]["pose_error"] < threshold for r in rows) / len(rows),
+        "bound": 100.0 * right / len(rows),
+    }
+
+
+def joined(rows: list[dict[str, Any]], more: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with the protocols of ``more``'s records of the same image id added."""
+    extra = {r["id"]: r for r in more}
+    return [{**extra.get(r["id"], {}), **r} for r in rows]
 
 
 def cache_priors(path: Path) -> dict[str, Any]:
@@ -164,8 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--angle-margin", type=float, default=0.0, help="degrees: --distances widens the prior's angle ranges by it"
     )
+    parser.add_argument("--class-choice", action="store_true", help="the top2-classes bound (full against true-class)")
+    parser.add_argument("--join", nargs="+", type=Path, default=[], help="caches joined to the positional ones")
     parser.add_argument("--benchmarks", default="", help="append the table to this file")
     args = parser.parse_args(argv)
+    if args.join and len(args.join) != len(args.caches):
+        parser.error(f"--join: one cache per positional cache ({len(args.caches)}), got {len(args.join)}")
     if not 0 < args.threshold <= 180:
         parser.error(f"--threshold: degrees in (0, 180], got {args.threshold}")
     if not 0 <= args.angle_margin <= 180:
@@ -178,7 +221,23 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|---|---|",
     ]
     per_cache = {p.as_posix(): read_cache(p) for p in args.caches}
+    for p, other in zip(args.caches, args.join, strict=False):
+        per_cache[p.as_posix()] = joined(per_cache[p.as_posix()], read_cache(other))
     pooled = [r for rows in per_cache.values() for r in rows]
+    if args.class_choice:
+        lines = ["| cache | images | misclassified | true class's pose scores higher % | Acc % | bound Acc % |",
+                 "|---|---|---|---|---|---|"]  # fmt: skip
+        for label, rows in [*per_cache.items(), ("pooled", pooled)]:
+            try:
+                c = class_choice_bound(rows, threshold=threshold)
+            except DataError as exc:
+                raise DataError(str(exc), path=label) from None
+            lines.append(f"| {label} | {c['images']} | {c['misclassified']} | {c['true_scores_higher']:.1f} "
+                         f"| {c['accuracy']:.1f} | {c['bound']:.1f} |")  # fmt: skip
+        command_line = "python -m benchmarks.pose_objective " + " ".join(sys.argv[1:] if argv is None else argv)
+        emit(f"### Class chosen by the pose score: the bound\n\nCommand: `{command_line}`\n\n" + "\n".join(lines),
+             args.benchmarks or None)  # fmt: skip
+        return 0
     for label, rows in [*per_cache.items(), ("pooled", pooled)]:
         try:
             c = objective_check(rows, args.estimate, args.reference, error, threshold)

@@ -201,6 +201,37 @@ def test_pose_objective_tells_a_wrong_optimum_from_a_missed_one(tmp_path, capsys
     assert "--threshold" in capsys.readouterr().err
 
 
+def test_class_choice_bound_counts_only_misclassified_images_the_true_class_outscores(tmp_path, capsys):
+    from benchmarks.pose_objective import class_choice_bound
+    from benchmarks.pose_objective import main as objective_main
+
+    def full(image, label, predicted, error, score):
+        return {"id": image, "label": label, "full": {"predicted": predicted, "pose_error": error, "score": score}}
+
+    def true(image, error, score):
+        return {"id": image, "true-class": {"pose_error": error, "score": score}}
+
+    rows = [full("a/1", 0, 1, 2.0, 0.40), full("a/2", 0, 1, 2.0, 0.40), full("a/3", 0, 0, 0.1, 0.50),
+            full("a/4", 1, 0, 2.0, 0.40)]  # fmt: skip
+    truths = [true("a/1", 0.1, 0.45),  # misclassified, the true class outscores it and is right: gained
+              true("a/2", 0.1, 0.35),  # misclassified, the predicted class scores higher: kept
+              true("a/3", 2.0, 0.90),  # classified right: never switched, whatever the scores
+              true("a/4", 2.0, 0.45)]  # switched, but its pose is wrong too  # fmt: skip
+    c = class_choice_bound([{**t, **r} for r, t in zip(rows, truths, strict=True)])
+    assert c == {"images": 4, "misclassified": 3, "true_scores_higher": pytest.approx(200 / 3), "accuracy": 25.0,
+                 "bound": 50.0}  # fmt: skip
+    a, b = tmp_path / "full.jsonl", tmp_path / "true.jsonl"
+    for path, recs in ((a, rows), (b, truths)):
+        path.write_text("\n".join([json.dumps({"key": {"format": 3}}), *(json.dumps(r) for r in recs)]) + "\n")
+    assert objective_main([str(a), "--join", str(b), "--class-choice"]) == 0
+    assert "| pooled | 4 | 3 | 66.7 | 25.0 | 50.0 |" in capsys.readouterr().out
+    assert objective_main([str(a), "--class-choice"]) == 2  # no true-class protocol without --join
+    assert "true-class" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        objective_main([str(a), "--join", str(b), str(b), "--class-choice"])
+    assert "--join: one cache per positional cache" in capsys.readouterr().err
+
+
 def test_pose_objective_distances_against_the_priors(tmp_path, capsys):
     from benchmarks.pose_objective import distance_check
     from benchmarks.pose_objective import main as objective_main
