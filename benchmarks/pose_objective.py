@@ -19,6 +19,11 @@ the ``true-class`` pose scores higher than the predicted class's, and Acc@pi/6 i
 took the true class's pose. ``--join`` names caches of the same images (one per positional cache,
 in order) whose protocols are added by image id, for protocols evaluated into two output folders.
 
+``--switches BASE,OTHER`` compares two protocols of the same images: how many images OTHER gives
+another class than BASE, how many of those it turns right or wrong, and both protocols' class and
+pose accuracy (e.g. ``full,top2-classes``: what letting render-and-compare choose between the two
+best classes changed).
+
 ``--distances`` adds where the failures' distances lie: the wrong pose's distance over the right
 one's (quartiles), and how often each lies outside its class prior's 10th-90th percentiles (the
 priors the cache's key recorded), the figures behind ``PoseConfig.prior_distance_margin``; and how
@@ -113,6 +118,71 @@ def class_choice_bound(
     }
 
 
+def class_switches(rows: list[dict[str, Any]], base: str, other: str, threshold: float = RIGHT) -> dict[str, float]:
+    """Where protocol ``other`` gives another class than ``base`` over ``rows`` (records with both).
+
+    Returns:
+        ``images``, ``switched`` (other class), ``to_true`` / ``from_true`` (switches that make the
+        class right / wrong), and each protocol's class accuracy and Acc % (``base_class``,
+        ``other_class``, ``base_pose``, ``other_pose``).
+    """
+    rows = [r for r in rows if base in r and other in r]
+    if not rows:
+        raise DataError(f"no record holds both the {base!r} and the {other!r} protocol")
+    n = len(rows)
+    return {
+        "images": n,
+        "switched": sum(r[base]["predicted"] != r[other]["predicted"] for r in rows),
+        "to_true": sum(r[other]["predicted"] == r["label"] != r[base]["predicted"] for r in rows),
+        "from_true": sum(r[base]["predicted"] == r["label"] != r[other]["predicted"] for r in rows),
+        **{f"{name}_class": 100.0 * sum(r[p]["predicted"] == r["label"] for r in rows) / n
+           for name, p in (("base", base), ("other", other))},
+        **{f"{name}_pose": 100.0 * sum(r[p]["pose_error"] < threshold for r in rows) / n
+           for name, p in (("base", base), ("other", other))},
+    }  # fmt: skip
+
+
+def _pooled_rows(per_cache: dict[str, list[dict[str, Any]]], check) -> list[tuple[str, dict[str, float]]]:
+    """``check(rows)`` of each cache and of all pooled, labelled; a DataError names the cache."""
+    out = []
+    pooled = [r for records in per_cache.values() for r in records]
+    for label, rows in [*per_cache.items(), ("pooled", pooled)]:
+        try:
+            out.append((label, check(rows)))
+        except DataError as exc:
+            raise DataError(str(exc), path=label) from None
+    return out
+
+
+def switches_table(per_cache: dict[str, list[dict[str, Any]]], base: str, other: str, threshold: float):
+    """(title, Markdown lines) of :func:`class_switches` per cache and pooled."""
+    lines = [
+        f"| cache | images | other class | to the true class | away from it | class % {base} "
+        f"| class % {other} | Acc % {base} | Acc % {other} |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, c in _pooled_rows(per_cache, lambda rows: class_switches(rows, base, other, threshold)):
+        lines.append(
+            f"| {label} | {c['images']} | {c['switched']} | {c['to_true']} | {c['from_true']} | {c['base_class']:.1f} "
+            f"| {c['other_class']:.1f} | {c['base_pose']:.1f} | {c['other_pose']:.1f} |"
+        )
+    return f"Classes {other} changes against {base}", lines
+
+
+def class_choice_table(per_cache: dict[str, list[dict[str, Any]]], threshold: float):
+    """(title, Markdown lines) of :func:`class_choice_bound` per cache and pooled."""
+    lines = [
+        "| cache | images | misclassified | true class's pose scores higher % | Acc % | bound Acc % |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, c in _pooled_rows(per_cache, lambda rows: class_choice_bound(rows, threshold=threshold)):
+        lines.append(
+            f"| {label} | {c['images']} | {c['misclassified']} | {c['true_scores_higher']:.1f} | {c['accuracy']:.1f} "
+            f"| {c['bound']:.1f} |"
+        )
+    return "Class chosen by the pose score: the bound", lines
+
+
 def joined(rows: list[dict[str, Any]], more: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``rows`` with the protocols of ``more``'s records of the same image id added."""
     extra = {r["id"]: r for r in more}
@@ -204,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         "--angle-margin", type=float, default=0.0, help="degrees: --distances widens the prior's angle ranges by it"
     )
     parser.add_argument("--class-choice", action="store_true", help="the top2-classes bound (full against true-class)")
+    parser.add_argument("--switches", default="", metavar="BASE,OTHER", help="where OTHER's class differs from BASE's")
     parser.add_argument("--join", nargs="+", type=Path, default=[], help="caches joined to the positional ones")
     parser.add_argument("--benchmarks", default="", help="append the table to this file")
     args = parser.parse_args(argv)
@@ -224,25 +295,22 @@ def main(argv: list[str] | None = None) -> int:
     for p, other in zip(args.caches, args.join, strict=False):
         per_cache[p.as_posix()] = joined(per_cache[p.as_posix()], read_cache(other))
     pooled = [r for rows in per_cache.values() for r in rows]
-    if args.class_choice:
-        lines = ["| cache | images | misclassified | true class's pose scores higher % | Acc % | bound Acc % |",
-                 "|---|---|---|---|---|---|"]  # fmt: skip
-        for label, rows in [*per_cache.items(), ("pooled", pooled)]:
-            try:
-                c = class_choice_bound(rows, threshold=threshold)
-            except DataError as exc:
-                raise DataError(str(exc), path=label) from None
-            lines.append(f"| {label} | {c['images']} | {c['misclassified']} | {c['true_scores_higher']:.1f} "
-                         f"| {c['accuracy']:.1f} | {c['bound']:.1f} |")  # fmt: skip
+    if args.switches or args.class_choice:
+        if args.switches:
+            pair = args.switches.split(",")
+            if len(pair) != 2 or not all(pair):
+                parser.error(f"--switches: expected BASE,OTHER (two protocols), got {args.switches!r}")
+            title, lines = switches_table(per_cache, pair[0], pair[1], threshold)
+        else:
+            title, lines = class_choice_table(per_cache, threshold)
         command_line = "python -m benchmarks.pose_objective " + " ".join(sys.argv[1:] if argv is None else argv)
-        emit(f"### Class chosen by the pose score: the bound\n\nCommand: `{command_line}`\n\n" + "\n".join(lines),
-             args.benchmarks or None)  # fmt: skip
+        emit(f"### {title}\n\nCommand: `{command_line}`\n\n" + "\n".join(lines), args.benchmarks or None)
         return 0
-    for label, rows in [*per_cache.items(), ("pooled", pooled)]:
-        try:
-            c = objective_check(rows, args.estimate, args.reference, error, threshold)
-        except DataError as exc:
-            raise DataError(str(exc), path=label) from None
+
+    def check(rows: list[dict[str, Any]]) -> dict[str, float]:
+        return objective_check(rows, args.estimate, args.reference, error, threshold)
+
+    for label, c in _pooled_rows(per_cache, check):
         lines.append(
             f"| {label} | {c['images']} | {c['estimate_right']:.1f} | {c['reference_right']:.1f} | {c['cases']} "
             f"| {c['objective_prefers_wrong']:.1f} | {c['search_missed']:.1f} | {c['median_score_gap']:.4f} |"

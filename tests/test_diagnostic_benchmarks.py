@@ -232,6 +232,32 @@ def test_class_choice_bound_counts_only_misclassified_images_the_true_class_outs
     assert "--join: one cache per positional cache" in capsys.readouterr().err
 
 
+def test_switches_count_the_classes_one_protocol_changes_against_another(tmp_path, capsys):
+    from benchmarks.pose_objective import class_switches
+    from benchmarks.pose_objective import main as objective_main
+
+    def row(image, label, base_class, base_error, other_class, other_error):
+        return {"id": image, "label": label, "full": {"predicted": base_class, "pose_error": base_error},
+                "top2-classes": {"predicted": other_class, "pose_error": other_error}}  # fmt: skip
+
+    rows = [row("a/1", 0, 1, 2.0, 0, 0.1),  # switched to the true class, pose right
+            row("a/2", 0, 0, 0.1, 1, 2.0),  # switched away from it
+            row("a/3", 0, 1, 2.0, 2, 2.0),  # switched between two wrong classes
+            row("a/4", 1, 1, 0.1, 1, 0.1)]  # kept  # fmt: skip
+    c = class_switches(rows, "full", "top2-classes")
+    assert c == {"images": 4, "switched": 3, "to_true": 1, "from_true": 1, "base_class": 50.0, "other_class": 50.0,
+                 "base_pose": 50.0, "other_pose": 50.0}  # fmt: skip
+    cache = tmp_path / "l3.jsonl"
+    cache.write_text("\n".join([json.dumps({"key": {"format": 3}}), *(json.dumps(r) for r in rows)]) + "\n")
+    assert objective_main([str(cache), "--switches", "full,top2-classes"]) == 0
+    assert "| pooled | 4 | 3 | 1 | 1 | 50.0 | 50.0 | 50.0 | 50.0 |" in capsys.readouterr().out
+    assert objective_main([str(cache), "--switches", "full,reference"]) == 2  # no such protocol in the cache
+    assert "'reference'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        objective_main([str(cache), "--switches", "full"])
+    assert "--switches: expected BASE,OTHER" in capsys.readouterr().err
+
+
 def test_pose_objective_distances_against_the_priors(tmp_path, capsys):
     from benchmarks.pose_objective import distance_check
     from benchmarks.pose_objective import main as objective_main

@@ -72,6 +72,11 @@ def test_pose_settings_pass_through_and_bad_ones_are_clear_errors(checkpoint, tm
     result = run(*common, "--pose", "ranking=inliers", "--pose", "top_k=1")
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / f"{image.stem}.json").read_text())["distance"] > 0
+    result = run(*common, "--class-candidates", "2")  # the pose under both classes, the better kept
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / f"{image.stem}.json").read_text())["class"] in ("car", "bus")
+    result = run(*common, "--class-candidates", "0")
+    assert result.returncode == 2 and "--class-candidates: expected >= 1, got 0" in result.stderr, result.stderr
     result = run(*common, "--pose", "ranking=votes")
     assert result.returncode == 2 and "ranking" in result.stderr and "votes" in result.stderr, result.stderr
     result = run(*common, "--pose", "nonsense=1")

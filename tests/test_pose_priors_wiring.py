@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from novum3d.inference import pipeline
 from novum3d.inference.checkpoint import load_model
 from novum3d.inference.pipeline import estimate_poses, estimate_poses_top_classes
 from novum3d.inference.pose import PoseConfig, PoseEstimator
@@ -85,7 +86,7 @@ def _model(data_root, tmp_path):  # noqa: F811
     return NOVUM(cfg, CLASSES).eval(), cfg
 
 
-def test_the_better_scoring_pose_chooses_between_the_two_best_classes(data_root, tmp_path):  # noqa: F811
+def test_the_better_scoring_pose_chooses_between_the_two_best_classes(data_root, tmp_path, monkeypatch):  # noqa: F811
     """Class scores that rank the wrong class first: with two candidates render-and-compare takes the
     true class back, and its pose is the one estimated under that class alone; one candidate is the
     classifier's class."""
@@ -97,6 +98,13 @@ def test_the_better_scoring_pose_chooses_between_the_two_best_classes(data_root,
     torch.testing.assert_close(poses.azimuth, alone.azimuth, atol=1e-4, rtol=0)
     torch.testing.assert_close(poses.score, alone.score, atol=1e-5, rtol=0)
     assert (errors(poses, az.repeat(2), el.repeat(2), th.repeat(2)) < math.pi / 6).all()
+    # predict() wires the same choice: images whose maps are the oracle's, scores ranking the wrong class first.
+    monkeypatch.setattr(model, "forward", lambda images: maps)
+    monkeypatch.setattr(pipeline, "classify_maps", lambda model, maps, mask=None: (wrong_first, wrong_first.softmax(1)))
+    pred = pipeline.predict(model, torch.zeros(len(maps), 3, 8, 8), K, est, class_candidates=2)
+    assert torch.equal(pred.labels, labels)
+    torch.testing.assert_close(pred.pose.azimuth, alone.azimuth, atol=1e-4, rtol=0)
+    assert torch.equal(pipeline.predict(model, torch.zeros(len(maps), 3, 8, 8), K, est).labels, 1 - labels)
     one, _ = estimate_poses_top_classes(model, maps, K, est, wrong_first, candidates=1)
     assert torch.equal(one, 1 - labels)
     with pytest.raises(ValueError, match="candidates"):

@@ -122,6 +122,7 @@ def predict(
     labels: Tensor | None = None,
     pixel_mask: Tensor | None = None,
     distance: float | None = None,
+    class_candidates: int = 1,
 ) -> Prediction:
     """Class (unless given) and pose of B images.
 
@@ -130,11 +131,17 @@ def predict(
         labels: [B] known classes, or None to use the classifier's.
         pixel_mask: [B, h, w] bool on the feature map: only these pixels classify and are compared.
         distance: starting distance for every class (default: each class's prior, else the estimator's).
+        class_candidates: without ``labels``, estimate the pose under this many best classes and keep
+            the best-scoring one (:func:`estimate_poses_top_classes`; that many times the pose cost).
     """
     model.eval()
     with torch.no_grad():
         maps = model(images)
     scores, probabilities = classify_maps(model, maps, pixel_mask)
-    labels = scores.argmax(1) if labels is None else labels.to(scores.device)
-    pose = estimate_poses(model, mask_maps(maps, pixel_mask), Ks, estimator, labels, distance)
+    masked = mask_maps(maps, pixel_mask)
+    if labels is None and class_candidates > 1:
+        labels, pose = estimate_poses_top_classes(model, masked, Ks, estimator, scores, class_candidates, distance)
+    else:
+        labels = scores.argmax(1) if labels is None else labels.to(scores.device)
+        pose = estimate_poses(model, masked, Ks, estimator, labels, distance)
     return Prediction(labels, scores, probabilities, pose)
