@@ -241,16 +241,17 @@ def test_switches_count_the_classes_one_protocol_changes_against_another(tmp_pat
                 "top2-classes": {"predicted": other_class, "pose_error": other_error}}  # fmt: skip
 
     rows = [row("a/1", 0, 1, 2.0, 0, 0.1),  # switched to the true class, pose right
-            row("a/2", 0, 0, 0.1, 1, 2.0),  # switched away from it
-            row("a/3", 0, 1, 2.0, 2, 2.0),  # switched between two wrong classes
-            row("a/4", 1, 1, 0.1, 1, 0.1)]  # kept  # fmt: skip
+            row("a/2", 0, 1, 2.0, 0, 0.1),  # the same
+            row("a/3", 0, 0, 0.1, 1, 2.0),  # switched away from it
+            row("a/4", 0, 1, 2.0, 2, 2.0),  # switched between two wrong classes
+            row("a/5", 1, 1, 2.0, 1, 2.0)]  # kept  # fmt: skip
     c = class_switches(rows, "full", "top2-classes")
-    assert c == {"images": 4, "switched": 3, "to_true": 1, "from_true": 1, "base_class": 50.0, "other_class": 50.0,
-                 "base_pose": 50.0, "other_pose": 50.0}  # fmt: skip
+    assert c == {"images": 5, "switched": 4, "to_true": 2, "from_true": 1, "base_class": 40.0, "other_class": 60.0,
+                 "base_pose": 20.0, "other_pose": 40.0}  # fmt: skip
     cache = tmp_path / "l3.jsonl"
     cache.write_text("\n".join([json.dumps({"key": {"format": 3}}), *(json.dumps(r) for r in rows)]) + "\n")
     assert objective_main([str(cache), "--switches", "full,top2-classes"]) == 0
-    assert "| pooled | 4 | 3 | 1 | 1 | 50.0 | 50.0 | 50.0 | 50.0 |" in capsys.readouterr().out
+    assert "| pooled | 5 | 4 | 2 | 1 | 40.0 | 60.0 | 20.0 | 40.0 |" in capsys.readouterr().out
     assert objective_main([str(cache), "--switches", "full,reference"]) == 2  # no such protocol in the cache
     assert "'reference'" in capsys.readouterr().err
     with pytest.raises(SystemExit):

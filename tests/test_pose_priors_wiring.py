@@ -105,6 +105,9 @@ def test_the_better_scoring_pose_chooses_between_the_two_best_classes(data_root,
     assert torch.equal(pred.labels, labels)
     torch.testing.assert_close(pred.pose.azimuth, alone.azimuth, atol=1e-4, rtol=0)
     assert torch.equal(pipeline.predict(model, torch.zeros(len(maps), 3, 8, 8), K, est).labels, 1 - labels)
+    right_first = F.one_hot(labels, 2).float() + 0.1  # the true class first: kept, not always the last candidate
+    kept, _ = estimate_poses_top_classes(model, maps, K, est, right_first, candidates=2)
+    assert torch.equal(kept, labels)
     one, _ = estimate_poses_top_classes(model, maps, K, est, wrong_first, candidates=1)
     assert torch.equal(one, 1 - labels)
     with pytest.raises(ValueError, match="candidates"):

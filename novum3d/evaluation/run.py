@@ -38,6 +38,12 @@ class Protocol:
     # > 1: the pose under each of this many best classes; the best-scoring pose's class is the prediction
     classes: int = 1
 
+    def __post_init__(self) -> None:
+        if self.classes > 1 and (self.pose_class != "predicted" or self.start != "templates"):
+            raise ValueError(
+                "classes > 1: the classes are the classifier's best and the search starts at the templates"
+            )
+
 
 PROTOCOLS = {
     "full": Protocol("full image, pose under the predicted class", box=False, pose_class="predicted"),

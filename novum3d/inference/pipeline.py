@@ -92,20 +92,25 @@ def estimate_poses_top_classes(
     pose scores best by render-and-compare (a departure from NOVUM, which takes the classifier's
     class: GenIntel/NOVUM src/inference.py estimates the pose under one class).
 
-    The render-and-compare score is comparable across classes: every class is scored against the
-    same background (the bank) on the same pixels. Ties keep the classifier's order.
+    The render-and-compare score is comparable across classes under the background objectives
+    (``PoseConfig.clutter`` "max" or "mean"): every class is scored against the same bank on the
+    same pixels. Under "none" a larger silhouette can score higher whatever the class, and under
+    ``ranking="inliers"`` each class's hypothesis is chosen by inliers but the class by this score.
+    Ties keep the classifier's order.
 
     Args:
         maps: [B, D, h, w] unit features; Ks: [B, 3, 3] intrinsics at feature-map scale.
         scores: [B, Y] class scores (:func:`classify_maps`).
         candidates: classes tried per image (1: the classifier's class alone).
+        distance: starting distance for every class (default: each class's prior).
 
     Returns:
-        (labels [B], poses of B images under those labels).
+        (labels [B] on ``maps``' device, poses of B images under those labels).
     """
     if candidates < 1:
         raise ValueError(f"candidates: expected >= 1, got {candidates}")
     B = maps.shape[0]
+    scores = scores.to(maps.device)
     k = min(candidates, scores.shape[1])
     top = scores.topk(k, dim=1).indices.reshape(-1)  # [B * k], each image's classes best first
     rows = torch.arange(B, device=maps.device).repeat_interleave(k)
