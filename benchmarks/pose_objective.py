@@ -284,28 +284,28 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--threshold: degrees in (0, 180], got {args.threshold}")
     if not 0 <= args.angle_margin <= 180:
         parser.error(f"--angle-margin: degrees in [0, 180], got {args.angle_margin}")
+    pair = args.switches.split(",") if args.switches else None
+    if pair is not None and (len(pair) != 2 or not all(pair)):
+        parser.error(f"--switches: expected BASE,OTHER (two protocols), got {args.switches!r}")
     threshold = math.radians(args.threshold)
     error = "pose_error_symmetric" if args.symmetric else "pose_error"
+    command_line = "python -m benchmarks.pose_objective " + " ".join(sys.argv[1:] if argv is None else argv)
+    per_cache = {p.as_posix(): read_cache(p) for p in args.caches}
+    for p, other in zip(args.caches, args.join, strict=False):
+        per_cache[p.as_posix()] = joined(per_cache[p.as_posix()], read_cache(other))
+    if pair is not None or args.class_choice:
+        if pair is not None:
+            title, lines = switches_table(per_cache, pair[0], pair[1], threshold)
+        else:
+            title, lines = class_choice_table(per_cache, threshold)
+        emit(f"### {title}\n\nCommand: `{command_line}`\n\n" + "\n".join(lines), args.benchmarks or None)
+        return 0
+    pooled = [r for rows in per_cache.values() for r in rows]
     lines = [
         f"| cache | images | {args.estimate} right % | {args.reference} right % | cases | objective prefers "
         "the wrong pose % | search missed the right one % | median score gap |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    per_cache = {p.as_posix(): read_cache(p) for p in args.caches}
-    for p, other in zip(args.caches, args.join, strict=False):
-        per_cache[p.as_posix()] = joined(per_cache[p.as_posix()], read_cache(other))
-    pooled = [r for rows in per_cache.values() for r in rows]
-    if args.switches or args.class_choice:
-        if args.switches:
-            pair = args.switches.split(",")
-            if len(pair) != 2 or not all(pair):
-                parser.error(f"--switches: expected BASE,OTHER (two protocols), got {args.switches!r}")
-            title, lines = switches_table(per_cache, pair[0], pair[1], threshold)
-        else:
-            title, lines = class_choice_table(per_cache, threshold)
-        command_line = "python -m benchmarks.pose_objective " + " ".join(sys.argv[1:] if argv is None else argv)
-        emit(f"### {title}\n\nCommand: `{command_line}`\n\n" + "\n".join(lines), args.benchmarks or None)
-        return 0
 
     def check(rows: list[dict[str, Any]]) -> dict[str, float]:
         return objective_check(rows, args.estimate, args.reference, error, threshold)
@@ -333,7 +333,6 @@ def main(argv: list[str] | None = None) -> int:
             f"| {d['wrong_outside']:.1f} | {d['right_outside']:.1f} | {d['wrong_angles_outside']:.1f} "
             f"| {d['right_angles_outside']:.1f} |",
         ]
-    command_line = "python -m benchmarks.pose_objective " + " ".join(sys.argv[1:] if argv is None else argv)
     emit(
         f"### Pose objective against search\n\nCommand: `{command_line}`\n\n" + "\n".join(lines),
         args.benchmarks or None,

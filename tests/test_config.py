@@ -139,30 +139,31 @@ def test_model_stride_is_validated_on_load():
     with pytest.raises(ConfigError, match="stride: 4 needs decoder 'fpn'"):
         load_experiment("configs/cube.yaml", ["model.stride=4", "model.decoder=unet"])
     # Runs from before the field existed (stride 8) keep their identity: resume and the suite's results match.
-    from novum3d.config import config_to_dict
-    from novum3d.train.trainer import training_identity
-
-    default = config_to_dict(load_experiment("configs/cube.yaml"))
-    old = {**default, "model": {k: v for k, v in default["model"].items() if k != "stride"}}
-    assert training_identity(default, "t", "v") == training_identity(old, "t", "v")
-    four = config_to_dict(load_experiment("configs/cube.yaml", ["model.stride=4"]))
-    assert training_identity(four, "t", "v")["config"]["model"]["stride"] == 4
+    assert_default_keeps_older_identity("stride", 4)
 
 
 def test_trunk_depth_is_validated_and_leaves_older_runs_identity_alone():
-    from novum3d.config import config_to_dict, load_experiment
-    from novum3d.train.trainer import training_identity
+    from novum3d.config import load_experiment
 
     assert load_experiment("configs/cube.yaml", ["model.trunk_depth=3"]).model.trunk_depth == 3
     with pytest.raises(ConfigError, match="trunk_depth"):
         load_experiment("configs/cube.yaml", ["model.trunk_depth=5"])
     with pytest.raises(ConfigError, match="trunk_depth"):
         load_experiment("configs/cube.yaml", ["model.trunk_depth=2", "model.decoder=unet"])
+    assert_default_keeps_older_identity("trunk_depth", 3)
+
+
+def assert_default_keeps_older_identity(field: str, other: int) -> None:
+    """A model field added later: at its default, a config without it has the same training identity
+    (resume and the suite's cached results still match); any ``other`` value is part of the identity."""
+    from novum3d.config import config_to_dict, load_experiment
+    from novum3d.train.trainer import training_identity
+
     default = config_to_dict(load_experiment("configs/cube.yaml"))
-    old = {**default, "model": {k: v for k, v in default["model"].items() if k != "trunk_depth"}}
+    old = {**default, "model": {k: v for k, v in default["model"].items() if k != field}}
     assert training_identity(default, "t", "v") == training_identity(old, "t", "v")
-    three = config_to_dict(load_experiment("configs/cube.yaml", ["model.trunk_depth=3"]))
-    assert training_identity(three, "t", "v")["config"]["model"]["trunk_depth"] == 3
+    changed = config_to_dict(load_experiment("configs/cube.yaml", [f"model.{field}={other}"]))
+    assert training_identity(changed, "t", "v")["config"]["model"][field] == other
 
 
 def test_the_faithful_suite_has_stride_4_features_branching_from_volume_background(tmp_path):

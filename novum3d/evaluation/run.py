@@ -123,15 +123,16 @@ def evaluate_split(
                 if protocol.box not in classified:
                     classified[protocol.box] = classify_maps(model, maps, mask)
                 scores, probs = classified[protocol.box]
+                compared = mask_maps(maps, mask)
                 if protocol.classes > 1:
                     predicted, pose = estimate_poses_top_classes(
-                        model, mask_maps(maps, mask), Ks, estimator, scores, protocol.classes
+                        model, compared, Ks, estimator, scores, protocol.classes
                     )
                 else:
                     predicted = scores.argmax(1)
                     under = labels if protocol.pose_class == "true" else predicted
                     pose = estimate_poses(
-                        model, mask_maps(maps, mask), Ks, estimator, under,
+                        model, compared, Ks, estimator, under,
                         init=gt.to(device, torch.float32) if protocol.start == "truth" else None,
                         steps=0 if protocol.start == "templates-only" else None,
                     )  # fmt: skip
