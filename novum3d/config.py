@@ -275,14 +275,23 @@ class AugmentConfig:
     about its principal point by an angle drawn uniformly from [-rotation_degrees, rotation_degrees]
     and its pose's theta changed by the same angle, which is exact for a pinhole camera. Also a
     departure from the authors: off (0) by default.
+
+    Vertical stretch scales each training image's rows about its principal point by a factor drawn
+    log-uniformly from [1 / vertical_stretch, vertical_stretch], and the camera's fy by the same
+    factor: exactly the image a camera with non-square pixels takes. It imitates the foreshortening
+    an elevation change brings (sides shorten and tops lengthen as the camera rises), so that
+    features may hold on views above or below the training elevations. A departure too: off (1).
     """
 
     occlusion_probability: float = 0.0  # share of training images that get occluders; 0 = off
     # Fraction of the object's mask (its box when there is no mask) hidden, drawn uniformly per image.
     occluded_fraction: tuple[float, float] = (0.2, 0.7)
     rotation_degrees: float = 0.0  # largest in-plane rotation, degrees; 0 = off
+    vertical_stretch: float = 1.0  # largest factor on the rows (and 1 / it the smallest); 1 = off
 
     def validate(self) -> None:
+        if not 1 <= self.vertical_stretch <= 4:
+            raise ValueError(f"vertical_stretch: must lie in [1, 4] (1 = off), got {self.vertical_stretch}")
         if not 0 <= self.rotation_degrees <= 180:
             raise ValueError(f"rotation_degrees: must lie in [0, 180], got {self.rotation_degrees}")
         if not 0 <= self.occlusion_probability <= 1:

@@ -1,5 +1,6 @@
 """Rotation augmentation: a camera rolled about its optical axis, i.e. the image rotated about the
-principal point and theta changed by the same angle."""
+principal point and theta changed by the same angle; and the vertical stretch: rows scaled about the
+principal point and the camera's fy by the same factor."""
 
 import math
 
@@ -8,11 +9,17 @@ import torch
 
 from novum3d.baselines import BaselineTrainer
 from novum3d.config import ConfigError, ExperimentConfig, config_to_dict, from_mapping, load_experiment
-from novum3d.data.augment import rotate_about_principal, rotation_angles
+from novum3d.data.augment import (
+    roll_and_stretch,
+    rotate_about_principal,
+    rotation_angles,
+    stretch_factors,
+    warp_about_principal,
+)
 from novum3d.data.batch import batch_cameras, collate
 from novum3d.data.synthetic import generate
 from novum3d.evaluation.robustness import load_suite, method_config
-from novum3d.train.trainer import ROTATION_STREAM, Trainer, training_identity
+from novum3d.train.trainer import ROTATION_STREAM, STRETCH_STREAM, Trainer, training_identity
 from rendering.cameras import pascal3d_intrinsics, pose_to_viewmat, project_points
 from tests.test_robustness import baseline_config
 from tests.test_trainer import CLASSES, tiny_config
@@ -131,6 +138,87 @@ def test_bad_shapes_are_refused():
         rotate_about_principal(torch.zeros(1, 3, H, W), None, torch.zeros(1, 4), torch.zeros(2), torch.zeros(1))
 
 
+@pytest.mark.parametrize(("angle", "stretch"), [(0.0, 1.4), (0.0, 0.7), (0.3, 1.3), (-0.4, 0.75)])
+def test_stretched_rows_are_the_view_of_a_camera_with_fy_scaled(angle, stretch):
+    # The roll, then the rows stretched by s: the image must be the blobs of the same points seen at
+    # theta + angle by the camera with fy scaled by s (its projection decides; nothing is assumed).
+    g = torch.Generator().manual_seed(3)
+    points3d = (torch.rand(6, 3, generator=g) - 0.5) * 1.2
+    principal = torch.tensor([[27.1, 23.4]])
+    K = pascal3d_intrinsics(1.0, 230.0, principal[0])
+    K_stretched = K.clone()
+    K_stretched[:, 1, 1] *= stretch
+
+    def seen(theta, k):
+        return project_points(points3d[None], pose_to_viewmat(0.7, 0.3, theta, 8.0), k)[0]
+
+    before, after = seen(0.1, K), seen(0.1 + angle, K_stretched)
+    assert (after - before).abs().max() > 3
+    box = torch.tensor([[0.0, 0, W, H]])
+    warped, _, _ = warp_about_principal(blobs(before, sigma=2.0), None, box, principal,
+                                        roll_and_stretch(torch.tensor([angle]), torch.tensor([stretch])))  # fmt: skip
+    # Blobs stretch with the rows, so compare them at their centres: the warped image must peak
+    # where the stretched camera puts each point.
+    x, y = after[:, 0].long(), after[:, 1].long()
+    inside = (x >= 2) & (x < W - 2) & (y >= 2) & (y < H - 2)
+    assert inside.sum() >= 4
+    assert (warped[0, 0, y[inside], x[inside]] > 0.85).all()
+    if angle != 0:  # the other order (stretch, then roll) is no camera: it puts the points elsewhere
+        stretch_first = torch.tensor([[[1.0, 0.0], [0.0, stretch]]], dtype=torch.float64)
+        wrong = roll_and_stretch(torch.tensor([angle]), torch.ones(1)) @ stretch_first
+        other, _, _ = warp_about_principal(blobs(before, sigma=2.0), None, box, principal, wrong)
+        assert (other[0, 0, y[inside], x[inside]] < 0.85).any()
+
+
+def test_stretch_one_and_angle_zero_leave_everything_alone_and_stretch_scales_boxes_about_the_principal_row():
+    g = torch.Generator().manual_seed(4)
+    images = torch.randint(0, 256, (2, 3, H, W), generator=g, dtype=torch.uint8)
+    masks = torch.zeros(2, H, W, dtype=torch.bool)
+    masks[0, 10:30, 12:40] = True
+    masks[1, 20:28, 3:50] = True
+    boxes = torch.tensor([[12.0, 10, 40, 30], [3, 20, 50, 28]])
+    principal = torch.tensor([[28.0, 20.0], [20.0, 24.0]])
+    same = warp_about_principal(images, masks, boxes, principal, roll_and_stretch(torch.zeros(2), torch.ones(2)))
+    assert torch.equal(same[0], images) and torch.equal(same[1], masks) and torch.equal(same[2], boxes)
+    stretch = roll_and_stretch(torch.zeros(2), torch.tensor([1.5, 0.5]))
+    _, out_masks, out_boxes = warp_about_principal(images, masks, boxes, principal, stretch)
+    # Rows move away from (1.5) or towards (0.5) the principal row; columns stay.
+    assert out_boxes[0].tolist() == pytest.approx([12, 20 - 1.5 * 10, 40, 20 + 1.5 * 10], abs=1)
+    assert out_boxes[1].tolist() == pytest.approx([3, 24 - 0.5 * 4, 50, 24 + 0.5 * 4], abs=1)
+    area = out_masks.flatten(1).sum(1).float() / masks.flatten(1).sum(1)
+    assert area.tolist() == pytest.approx([1.5, 0.5], abs=0.08)
+
+
+def test_a_squashed_image_padded_at_the_border_copies_no_object():
+    # Squashed rows read past the frame. Mirrored, the object comes back into the background;
+    # padded with the border's pixels, it does not.
+    images = torch.zeros(1, 3, H, W)
+    images[:, :, 8:40, 10:46] = 1.0
+    masks = images[:, 0] > 0.5
+    boxes, principal = torch.tensor([[10.0, 8, 46, 40]]), torch.tensor([[28.0, 24.0]])
+    squash = roll_and_stretch(torch.zeros(1), torch.tensor([0.4]))
+    mirrored, m, _ = warp_about_principal(images, masks, boxes, principal, squash)
+    bordered, m2, _ = warp_about_principal(images, masks, boxes, principal, squash, padding="border")
+    assert torch.equal(m, m2)
+    assert (mirrored[0, 0][~m[0]] > 0.5).any() and not (bordered[0, 0][~m[0]] > 0.5).any()
+
+
+def test_stretch_factors_are_seeded_log_uniform_and_bounded():
+    s = stretch_factors(list(range(400)), 1.6)
+    assert s.dtype == torch.float64 and torch.equal(s, stretch_factors(list(range(400)), 1.6))
+    assert s.max() <= 1.6 + 1e-12 and s.min() >= 1 / 1.6 - 1e-12 and s.max() > 1.55 and s.min() < 1 / 1.55
+    assert abs(s.log().mean().item()) < 0.04 and (s > 1).float().mean().item() == pytest.approx(0.5, abs=0.08)
+    assert torch.equal(stretch_factors([5, 6], 1.0), torch.ones(2, dtype=torch.float64))
+
+
+def test_a_singular_map_and_bad_shapes_are_refused():
+    box, principal = torch.zeros(1, 4), torch.zeros(1, 2)
+    with pytest.raises(ValueError, match="linear: every map must be invertible"):
+        warp_about_principal(torch.zeros(1, 3, H, W), None, box, principal, torch.zeros(1, 2, 2))
+    with pytest.raises(ValueError, match=r"expected principal \[1, 2\], linear \[1, 2, 2\], boxes \[1, 4\]"):
+        warp_about_principal(torch.zeros(1, 3, H, W), None, box, principal, torch.eye(2))
+
+
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("rotate") / "tiny"
@@ -224,6 +312,62 @@ def test_rotation_config_identity_and_suite(tmp_path):
     )
 
 
+def test_novum_stretches_the_camera_with_the_image(data_root, tmp_path):
+    cfg = tiny_config(data_root, tmp_path, **{"augment.vertical_stretch": 1.8, "augment.rotation_degrees": 20})
+    trainer = Trainer(cfg, quiet=True)
+    trainer.global_step = 3
+    batch = collate([trainer.train_set[i] for i in range(4)], (64, 64))
+    warped, out, occluders = trainer.augment(batch, batch["image"].float() / 255)
+    assert occluders is None and warped["image"] is out
+    stretch = stretch_factors(trainer.cell_seeds(4, stream=STRETCH_STREAM), 1.8)
+    assert torch.equal(warped["pixel_aspect"], stretch) and (stretch.log().abs() > 0.1).all()
+    angles = rotation_angles(trainer.cell_seeds(4, stream=ROTATION_STREAM), 20)
+    turned = torch.atan2(torch.sin(batch["theta"] + angles), torch.cos(batch["theta"] + angles))
+    torch.testing.assert_close(warped["theta"], turned.to(batch["theta"].dtype))
+    # batch_cameras scales fy by the factor; the volume's centres then project where the warp moves
+    # their original projections (c + A (p - c), the map the image went through); with the factor
+    # inverted they do not.
+    _, K0 = batch_cameras(batch, 1, torch.device("cpu"))
+    _, K1 = batch_cameras(warped, 1, torch.device("cpu"))
+    torch.testing.assert_close(K1[:, 1, 1], K0[:, 1, 1] * stretch.float())
+    torch.testing.assert_close(K1[:, 0], K0[:, 0])
+    torch.testing.assert_close(K1[:, 1, 2], K0[:, 1, 2])
+
+    def centres(b):
+        viewmats, Ks = batch_cameras(b, 1, torch.device("cpu"))
+        return project_points(trainer.model.volumes.means[b["label"]], viewmats, Ks)  # [B, N, 2]
+
+    c = batch["principal"][:, None].float()
+    A = roll_and_stretch(angles, stretch).float()
+    moved = c + torch.einsum("bij,bnj->bni", A, centres(batch) - c)
+    valid = trainer.model.volumes.valid[batch["label"]]
+    torch.testing.assert_close(centres(warped)[valid], moved[valid], atol=1e-3, rtol=1e-4)
+    wrong = centres({**warped, "pixel_aspect": 1 / stretch})
+    off = ((wrong - moved)[..., 1].abs() * valid).amax(1)  # [B] rows only: fy scales nothing else
+    assert (off > 2).all(), off
+    step = trainer.train_step(batch)
+    assert math.isfinite(step.loss) and step.correspondences > 0
+    # Stretch alone leaves theta alone.
+    alone = Trainer(tiny_config(data_root, tmp_path / "alone", **{"augment.vertical_stretch": 1.8}), quiet=True)
+    only, _, _ = alone.augment(batch, batch["image"].float() / 255)
+    assert torch.equal(only["theta"], batch["theta"]) and "pixel_aspect" in only
+
+
+def test_stretch_config_and_identity():
+    cfg = load_experiment("configs/synthetic-small.yaml")
+    assert cfg.augment.vertical_stretch == 1.0
+    with pytest.raises(ConfigError, match=r"augment: vertical_stretch: must lie in \[1, 4\] \(1 = off\), got 0.5"):
+        load_experiment("configs/synthetic-small.yaml", ["augment.vertical_stretch=0.5"])
+    old = config_to_dict(cfg)
+    del old["augment"]["vertical_stretch"]
+    assert from_mapping(ExperimentConfig, old).augment.vertical_stretch == 1.0
+    assert training_identity(config_to_dict(cfg), "t", "v") == training_identity(old, "t", "v")
+    rot = config_to_dict(load_experiment("configs/synthetic-small.yaml", ["augment.rotation_degrees=30"]))
+    assert "vertical_stretch" not in training_identity(rot, "t", "v")["config"]["augment"]
+    on = config_to_dict(load_experiment("configs/synthetic-small.yaml", ["augment.vertical_stretch=1.6"]))
+    assert training_identity(on, "t", "v")["config"]["augment"]["vertical_stretch"] == 1.6
+
+
 @pytest.mark.gpu
 def test_cuda_rotates_as_the_cpu_does():
     g = torch.Generator().manual_seed(2)
@@ -233,5 +377,10 @@ def test_cuda_rotates_as_the_cpu_does():
     principal, angles = torch.tensor([[28.0, 24.0]]).expand(3, 2), torch.tensor([0.3, -0.6, 1.0])
     cpu = rotate_about_principal(images, masks, boxes, principal, angles)
     gpu = rotate_about_principal(images.cuda(), masks.cuda(), boxes.cuda(), principal.cuda(), angles.cuda())
+    torch.testing.assert_close(gpu[0].cpu(), cpu[0], atol=1e-4, rtol=0)
+    assert (gpu[1].cpu() == cpu[1]).float().mean() > 0.995
+    stretched = roll_and_stretch(angles, torch.tensor([1.5, 0.6, 1.0]))
+    cpu = warp_about_principal(images, masks, boxes, principal, stretched, "border")
+    gpu = warp_about_principal(images.cuda(), masks.cuda(), boxes.cuda(), principal.cuda(), stretched.cuda(), "border")
     torch.testing.assert_close(gpu[0].cpu(), cpu[0], atol=1e-4, rtol=0)
     assert (gpu[1].cpu() == cpu[1]).float().mean() > 0.995

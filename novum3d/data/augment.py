@@ -1,5 +1,6 @@
 """Training-time augmentations, on the device: random occluders pasted over each image's object
-(:func:`occlude_objects`) and rotations about the principal point (:func:`rotate_about_principal`).
+(:func:`occlude_objects`), rotations about the principal point (:func:`rotate_about_principal`) and
+rows stretched about it (:func:`warp_about_principal`).
 
 Each occluded image gets one to ``max_shapes`` shapes (ellipses or convex polygons of 3-6 sides),
 each centred on a still-visible object pixel and grown until its share of the drawn hidden fraction
@@ -171,6 +172,26 @@ def rotation_angles(seeds: Sequence[int], max_degrees: float) -> Tensor:
     return torch.tensor(draws, dtype=torch.float64).mul(2).sub(1).mul(math.radians(max_degrees))
 
 
+def stretch_factors(seeds: Sequence[int], max_factor: float) -> Tensor:
+    """[B] float64 factors, log-uniform in [1 / max_factor, max_factor], one per seed, each from a CPU
+    generator seeded with it (the same seeds give the same factors on any device)."""
+    draws = [float(torch.rand((), generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64)) for s in seeds]
+    return torch.tensor(draws, dtype=torch.float64).mul(2).sub(1).mul(math.log(max_factor)).exp()
+
+
+def roll_and_stretch(angles: Tensor, stretch: Tensor) -> Tensor:
+    """[B, 2, 2] float64 maps of offsets from the principal point (x right, y down): the camera's roll by
+    ``angles`` [B] (theta increments, radians) first, then rows stretched by ``stretch`` [B].
+
+    Raising theta by a turns image points about the principal point by -a. The roll must come first:
+    a rolled camera with square pixels sees exactly the rotated image, and stretching its rows after
+    is exactly that camera with fy scaled (:func:`warp_about_principal`); the other order is no camera.
+    """
+    a, s = angles.to(torch.float64), stretch.to(device=angles.device, dtype=torch.float64)
+    cos, sin = torch.cos(a), torch.sin(a)
+    return torch.stack([torch.stack([cos, sin], -1), torch.stack([-s * sin, s * cos], -1)], -2)
+
+
 def rotate_about_principal(
     images: Tensor, masks: Tensor | None, boxes: Tensor, principal: Tensor, angles: Tensor
 ) -> tuple[Tensor, Tensor | None, Tensor]:
@@ -194,48 +215,88 @@ def rotate_about_principal(
         angles: [B] theta increments in radians (0 leaves an image as it is, up to bilinear resampling).
 
     Returns:
-        (images of the input's dtype, masks [B, H, W] bool or None, boxes [B, 4]). The boxes bound
-        the rotated masks where there are masks (the rotated box's corners where a mask is empty or
-        missing), clipped to the image.
+        (images of the input's dtype, masks [B, H, W] bool or None, boxes [B, 4]), as
+        :func:`warp_about_principal`.
     """
-    B, _, H, W = images.shape
+    B = images.shape[0]
     if principal.shape != (B, 2) or angles.shape != (B,) or boxes.shape != (B, 4):
         raise ValueError(
             f"expected principal [{B}, 2], angles [{B}], boxes [{B}, 4]; got {list(principal.shape)}, "
             f"{list(angles.shape)}, {list(boxes.shape)}"
         )
+    turn = roll_and_stretch(angles, torch.ones_like(angles, dtype=torch.float64))
+    return warp_about_principal(images, masks, boxes, principal, turn)
+
+
+def warp_about_principal(
+    images: Tensor, masks: Tensor | None, boxes: Tensor, principal: Tensor, linear: Tensor, padding: str = "reflection"
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Move each image's points about its principal point ``c`` by a linear map: a point q lands at
+    ``c + A (q - c)``.
+
+    A roll of the camera is a rotation (:func:`rotate_about_principal`). Rows stretched by s about
+    ``c`` are exactly the image of the same camera with its focal length along y scaled by s (the
+    camera's ``fy``; ``cy`` stays), which the caller applies to the intrinsics.
+
+    Args:
+        images: [B, 3, H, W] uint8, or float in [0, 1], on any device.
+        masks: [B, H, W] bool object masks, or None.
+        boxes: [B, 4] object boxes x0, y0, x1, y1 in pixels.
+        principal: [B, 2] principal points (x, y) in pixels, pixel centres at +0.5.
+        linear: [B, 2, 2] invertible maps A of offsets (x right, y down), e.g. :func:`roll_and_stretch`.
+        padding: ``grid_sample`` padding of the image where the warped frame reaches past it
+            ("reflection" mirrors the image; the mask is never padded, so mirrored object pixels
+            count as background: a shrinking map mirrors the object itself into the frame, so use
+            "border" there).
+
+    Returns:
+        (images of the input's dtype, masks [B, H, W] bool or None, boxes [B, 4]). The boxes bound
+        the warped masks where there are masks (the warped box's corners where a mask is empty or
+        missing), clipped to the image.
+    """
+    B, _, H, W = images.shape
+    if principal.shape != (B, 2) or linear.shape != (B, 2, 2) or boxes.shape != (B, 4):
+        raise ValueError(
+            f"expected principal [{B}, 2], linear [{B}, 2, 2], boxes [{B}, 4]; got {list(principal.shape)}, "
+            f"{list(linear.shape)}, {list(boxes.shape)}"
+        )
     device = images.device
 
     c = host_to_device(principal.to(torch.float32), device)
-    turn = host_to_device(torch.stack([torch.cos(angles), torch.sin(angles)], dim=1).to(torch.float32), device)
-    cos, sin = turn[:, 0], turn[:, 1]
-    # Raising theta by a turns image points about c by -a (x right, y down); so the output pixel p
-    # reads the input at c + R(a) (p - c).
+    forward = linear.to(torch.float64)
+    (a, b), (d, e) = forward[:, 0].unbind(-1), forward[:, 1].unbind(-1)
+    det = a * e - b * d
+    if not bool((det.abs() > 1e-9).all()):
+        raise ValueError("linear: every map must be invertible")
+    inverse = torch.stack([torch.stack([e, -b], -1), torch.stack([-d, a], -1)], -2) / det[:, None, None]
+    maps = host_to_device(torch.cat([forward, inverse], dim=1).to(torch.float32), device)  # [B, 4, 2]
+    fwd, inv = maps[:, :2], maps[:, 2:]
+    # The output pixel p reads the input at c + A^-1 (p - c).
     ys, xs = torch.meshgrid(
         torch.arange(H, device=device, dtype=torch.float32) + 0.5,
         torch.arange(W, device=device, dtype=torch.float32) + 0.5,
         indexing="ij",
     )
     dx, dy = xs[None] - c[:, 0, None, None], ys[None] - c[:, 1, None, None]  # [B, H, W]
-    cs, sn = cos[:, None, None], sin[:, None, None]
-    sx, sy = c[:, 0, None, None] + cs * dx - sn * dy, c[:, 1, None, None] + sn * dx + cs * dy
+    i00, i01, i10, i11 = (inv[:, r, k, None, None] for r in range(2) for k in range(2))
+    sx, sy = c[:, 0, None, None] + i00 * dx + i01 * dy, c[:, 1, None, None] + i10 * dx + i11 * dy
     grid = torch.stack([sx / W * 2 - 1, sy / H * 2 - 1], dim=-1)  # [B, H, W, 2]
     source = images.float() if images.dtype == torch.uint8 else images
-    out = F.grid_sample(source, grid.to(source.dtype), mode="bilinear", padding_mode="reflection", align_corners=False)
+    out = F.grid_sample(source, grid.to(source.dtype), mode="bilinear", padding_mode=padding, align_corners=False)
     if images.dtype == torch.uint8:
         out = out.round().clamp(0, 255).to(torch.uint8)
     if images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous():
         out = out.contiguous(memory_format=torch.channels_last)
 
-    # The box's corners turn the other way: an input point q lands at c + R(-a) (q - c).
-    b = boxes.to(device, torch.float32)
-    corners = torch.stack([b[:, [0, 1]], b[:, [2, 1]], b[:, [0, 3]], b[:, [2, 3]]], dim=1) - c[:, None]  # [B, 4, 2]
-    cx = c[:, None, 0] + cos[:, None] * corners[..., 0] + sin[:, None] * corners[..., 1]
-    cy = c[:, None, 1] - sin[:, None] * corners[..., 0] + cos[:, None] * corners[..., 1]
+    # The box's corners land at c + A (q - c).
+    bx = boxes.to(device, torch.float32)
+    corners = torch.stack([bx[:, [0, 1]], bx[:, [2, 1]], bx[:, [0, 3]], bx[:, [2, 3]]], dim=1) - c[:, None]  # [B, 4, 2]
+    cx = c[:, None, 0] + fwd[:, None, 0, 0] * corners[..., 0] + fwd[:, None, 0, 1] * corners[..., 1]
+    cy = c[:, None, 1] + fwd[:, None, 1, 0] * corners[..., 0] + fwd[:, None, 1, 1] * corners[..., 1]
     new_boxes = torch.stack([cx.amin(1), cy.amin(1), cx.amax(1), cy.amax(1)], dim=1)
     new_masks = None
     if masks is not None:
-        # Zeros outside: the object is not mirrored into the frame's corners in the mask.
+        # Zeros outside: the object is not mirrored into the frame's borders in the mask.
         turned = F.grid_sample(masks[:, None].to(device, torch.float32), grid, mode="bilinear", align_corners=False)
         new_masks = turned[:, 0] >= 0.5
         rows, cols = new_masks.any(2), new_masks.any(1)  # [B, H], [B, W]

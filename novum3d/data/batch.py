@@ -94,9 +94,13 @@ def batch_pose(batch: dict[str, Any]) -> Pose:
 
 
 def batch_cameras(batch: dict[str, Any], stride: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Viewmats [B, 4, 4] and feature-map intrinsics [B, 3, 3] of a batch's annotated poses."""
+    """Viewmats [B, 4, 4] and feature-map intrinsics [B, 3, 3] of a batch's annotated poses; a
+    ``pixel_aspect`` [B] entry (a training augmentation's stretched rows) scales each camera's fy."""
     viewmats = batch_pose(batch).viewmat()
     Ks = pascal3d_intrinsics(batch["focal"], batch["viewport"], batch["principal"], downsample=stride)
+    if "pixel_aspect" in batch:
+        Ks = Ks.clone()
+        Ks[:, 1, 1] = Ks[:, 1, 1] * batch["pixel_aspect"].to(Ks)
     return host_to_device(viewmats.float(), device), host_to_device(Ks.float(), device)
 
 

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from ..checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from ..config import ExperimentConfig, config_to_dict
-from ..data.augment import occlude_objects, rotate_about_principal, rotation_angles
+from ..data.augment import occlude_objects, roll_and_stretch, rotation_angles, stretch_factors, warp_about_principal
 from ..data.batch import batch_cameras, batch_to_device, collate, images_to_device, prefetch_to_device
 from ..device import main_process_threads, select_device
 from ..distributed import all_gather_rows, all_reduce_sum, dist_info
@@ -86,6 +86,7 @@ def _tensorboard_writer(path: Path):
 
 AUGMENT_STREAM = (1,)  # spawn key of the occlusion augmentation's seeds; background cells use the root stream ()
 ROTATION_STREAM = (2,)  # the rotation augmentation's
+STRETCH_STREAM = (3,)  # the vertical stretch's
 
 # Settings that say where and how fast a run goes, not what it learns.
 # model.compile is one: compiled and eager runs learn the same (and older identities lack it).
@@ -104,7 +105,9 @@ def training_identity(config: dict[str, Any], train_digest: str, val_digest: str
     augment = kept.get("augment", {})
     if not augment.get("rotation_degrees"):
         augment.pop("rotation_degrees", None)
-    if not augment.get("occlusion_probability") and "rotation_degrees" not in augment:
+    if augment.get("vertical_stretch", 1.0) == 1.0:  # off, as before the field existed
+        augment.pop("vertical_stretch", None)
+    if not augment.get("occlusion_probability") and not {"rotation_degrees", "vertical_stretch"} & augment.keys():
         kept.pop("augment", None)
     if kept.get("model", {}).get("stride") == 8:  # the default stride, as before the field existed
         kept["model"].pop("stride")
@@ -314,20 +317,29 @@ class Trainer:
         device (its masks and boxes as :meth:`train_step` moved them): (batch, images, occluder masks
         [B, H, W] bool or None when occlusion is off).
 
-        First the rotation: images, masks and boxes turn about the principal point and the batch's
-        theta changes by the same angle, so the cameras built from the batch stay exact. Then the
-        occluders, drawn on the rotated masks. Seeds per (seed, step, global image index), one stream
-        per augmentation; the occluders' fill comes from the next image of this rank's batch, so under
+        First the camera's roll and the rows' stretch, one resampling: images, masks and boxes turn
+        about the principal point and the batch's theta changes by the same angle; then the rows
+        stretch about it and the batch's ``pixel_aspect`` (fy's factor, read by ``batch_cameras``)
+        takes the same factor. So the cameras built from the batch stay exact. Then the occluders,
+        drawn on the warped masks. Seeds per (seed, step, global image index), one stream per
+        augmentation; the occluders' fill comes from the next image of this rank's batch, so under
         DDP it differs from one process's for each rank's last image."""
-        aug = self.cfg.augment
-        if aug.rotation_degrees > 0:
-            angles = rotation_angles(self.cell_seeds(images.shape[0], stream=ROTATION_STREAM), aug.rotation_degrees)
-            images, masks, boxes = rotate_about_principal(
-                images, batch["mask"], batch["bbox"], batch["principal"], angles
-            )
-            theta = batch["theta"] + angles.to(batch["theta"].dtype)
-            theta = torch.atan2(torch.sin(theta), torch.cos(theta))  # back into (-pi, pi]
-            batch = {**batch, "image": images, "mask": masks, "bbox": boxes, "theta": theta}
+        aug, B = self.cfg.augment, images.shape[0]
+        if aug.rotation_degrees > 0 or aug.vertical_stretch > 1:
+            angles, stretch = torch.zeros(B, dtype=torch.float64), torch.ones(B, dtype=torch.float64)
+            if aug.rotation_degrees > 0:
+                angles = rotation_angles(self.cell_seeds(B, stream=ROTATION_STREAM), aug.rotation_degrees)
+                theta = batch["theta"] + angles.to(batch["theta"].dtype)
+                batch = {**batch, "theta": torch.atan2(torch.sin(theta), torch.cos(theta))}  # back into (-pi, pi]
+            if aug.vertical_stretch > 1:
+                stretch = stretch_factors(self.cell_seeds(B, stream=STRETCH_STREAM), aug.vertical_stretch)
+                batch = {**batch, "pixel_aspect": stretch}
+            # A shrunk image mirrored at its border would copy the object into the background:
+            # the stretch pads with the border's pixels instead.
+            padding = "border" if aug.vertical_stretch > 1 else "reflection"
+            images, masks, boxes = warp_about_principal(images, batch["mask"], batch["bbox"], batch["principal"],
+                                                        roll_and_stretch(angles, stretch), padding)  # fmt: skip
+            batch = {**batch, "image": images, "mask": masks, "bbox": boxes}
         if aug.occlusion_probability == 0:
             return batch, images, None
         seeds = self.cell_seeds(images.shape[0], stream=AUGMENT_STREAM)
