@@ -193,9 +193,9 @@ def data_command(root: Path, manifest: dict) -> str:
 
 
 def augmentation_note(suite, extra: list[str], seed: int, work: Path) -> str:
-    """What the report says of augmentation: none, or which methods paste occluders (how often) and
-    rotate images (by up to how much)."""
-    occluded, rotated = [], []
+    """What the report says of augmentation: none, or which methods paste occluders (how often),
+    rotate images and stretch their rows (by up to how much)."""
+    occluded, rotated, stretched = [], [], []
     for method in suite.methods:
         cfg = method_config(method, suite, extra, seed, work / "x")
         augment = getattr(cfg, "augment", None)
@@ -203,11 +203,15 @@ def augmentation_note(suite, extra: list[str], seed: int, work: Path) -> str:
             occluded.append(f"{method.name} {augment.occlusion_probability:g}")
         if getattr(augment, "rotation_degrees", 0.0) > 0:
             rotated.append(f"{method.name} {augment.rotation_degrees:g}")
+        if getattr(augment, "vertical_stretch", 1.0) > 1:
+            stretched.append(f"{method.name} {augment.vertical_stretch:g}")
     parts = []
     if occluded:
         parts.append("occlusion augmentation (share of images) for " + ", ".join(occluded))
     if rotated:
         parts.append("rotation augmentation (largest angle, degrees) for " + ", ".join(rotated))
+    if stretched:
+        parts.append("vertical stretch (largest factor) for " + ", ".join(stretched))
     if not parts:
         return "no augmentation"
     return "; ".join(parts) + "; none for the others"

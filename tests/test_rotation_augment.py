@@ -310,6 +310,11 @@ def test_rotation_config_identity_and_suite(tmp_path):
         "rotation augmentation (largest angle, degrees) for + rotation augmentation 30, "
         "ResNet-50 + rotation and occlusion augmentation 30; none for the others"
     )
+    suite.methods = [methods["rotation-augmentation"]]
+    assert augmentation_note(suite, ["augment.vertical_stretch=1.7"], 0, tmp_path) == (
+        "rotation augmentation (largest angle, degrees) for + rotation augmentation 30; "
+        "vertical stretch (largest factor) for + rotation augmentation 1.7; none for the others"
+    )
 
 
 def test_novum_stretches_the_camera_with_the_image(data_root, tmp_path):
