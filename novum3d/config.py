@@ -278,9 +278,10 @@ class AugmentConfig:
 
     Vertical stretch scales each training image's rows about its principal point by a factor drawn
     log-uniformly from [1 / vertical_stretch, vertical_stretch], and the camera's fy by the same
-    factor: exactly the image a camera with non-square pixels takes. It imitates the foreshortening
-    an elevation change brings (sides shorten and tops lengthen as the camera rises), so that
-    features may hold on views above or below the training elevations. A departure too: off (1).
+    factor: exactly the image a camera with non-square pixels takes. It imitates one part of the
+    foreshortening an elevation change brings (sides shorten and tops lengthen as the camera rises;
+    one factor per image cannot do both at once), so that features may hold on views above or
+    below the training elevations. A departure too: off (1).
     """
 
     occlusion_probability: float = 0.0  # share of training images that get occluders; 0 = off

@@ -329,6 +329,11 @@ def test_novum_stretches_the_camera_with_the_image(data_root, tmp_path):
     angles = rotation_angles(trainer.cell_seeds(4, stream=ROTATION_STREAM), 20)
     turned = torch.atan2(torch.sin(batch["theta"] + angles), torch.cos(batch["theta"] + angles))
     torch.testing.assert_close(warped["theta"], turned.to(batch["theta"].dtype))
+    # The images, masks and boxes went through the roll, then the stretch, padded at the border.
+    expected = warp_about_principal(batch["image"].float() / 255, batch["mask"], batch["bbox"], batch["principal"],
+                                    roll_and_stretch(angles, stretch), "border")  # fmt: skip
+    assert torch.equal(out, expected[0]) and torch.equal(warped["mask"], expected[1])
+    assert torch.equal(warped["bbox"], expected[2])
     # batch_cameras scales fy by the factor; the volume's centres then project where the warp moves
     # their original projections (c + A (p - c), the map the image went through); with the factor
     # inverted they do not.

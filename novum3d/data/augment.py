@@ -185,7 +185,8 @@ def roll_and_stretch(angles: Tensor, stretch: Tensor) -> Tensor:
 
     Raising theta by a turns image points about the principal point by -a. The roll must come first:
     a rolled camera with square pixels sees exactly the rotated image, and stretching its rows after
-    is exactly that camera with fy scaled (:func:`warp_about_principal`); the other order is no camera.
+    is exactly that camera with fy scaled (:func:`warp_about_principal`); the other order is no
+    camera without skew.
     """
     a, s = angles.to(torch.float64), stretch.to(device=angles.device, dtype=torch.float64)
     cos, sin = torch.cos(a), torch.sin(a)

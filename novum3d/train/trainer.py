@@ -101,7 +101,7 @@ def training_identity(config: dict[str, Any], train_digest: str, val_digest: str
             for section, values in config.items() if isinstance(values, dict)}  # fmt: skip
     kept |= {k: v for k, v in config.items() if not isinstance(v, dict)}
     # Augmentation off (the default) leaves the identity as before the section existed, and rotation
-    # off leaves it as before that field existed: older runs still match.
+    # or stretch off leaves it as before that field existed: older runs still match.
     augment = kept.get("augment", {})
     if not augment.get("rotation_degrees"):
         augment.pop("rotation_degrees", None)
