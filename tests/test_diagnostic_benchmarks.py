@@ -401,3 +401,30 @@ def test_inference_benchmark_times_shallower_trunks_in_the_same_run(tmp_path):
     assert "full classification" in out.read_text()
     with pytest.raises(SystemExit):
         inference_main(["--trunk-depths", "1", "--out", ""])
+
+
+def test_inference_benchmark_draws_oracle_poses_at_the_asked_elevations(tmp_path):
+    """``--pose-elevations`` moves the oracle's poses (not its prior) and names the range in each row;
+    the default range leaves the oracle's draws as they were."""
+    from benchmarks.inference import ORACLE_ELEVATIONS, oracle
+    from benchmarks.inference import main as inference_main
+
+    *_, truth = oracle(torch.device("cpu"), 64, size=(96, 96), elevations=(45.0, 75.0))
+    el = torch.rad2deg(truth.elevation)
+    assert el.min() >= 45 and el.max() <= 75 and el.max() - el.min() > 20
+    *_, default = oracle(torch.device("cpu"), 64, size=(96, 96))
+    *_, explicit = oracle(torch.device("cpu"), 64, size=(96, 96), elevations=(-8.0, 32.0))
+    assert ORACLE_ELEVATIONS == (-8.0, 32.0) and torch.equal(default.elevation, explicit.elevation)
+    assert torch.equal(default.azimuth, truth.azimuth)  # the same draws, only the elevations move
+    assert torch.rad2deg(default.elevation).min() >= -8 and torch.rad2deg(default.elevation).max() <= 32
+    out = tmp_path / "bench.md"
+    small = ["steps=1", "azimuth_bins=4", "elevations_deg=[0.0]", "thetas_deg=[0.0]", "distance_factors=[1.0]",
+             "prior_grid=false"]  # fmt: skip
+    args = ["--pose-only", "--pose-size", "96x96", "--pose-images", "2", "--pose-batch", "2", "--pose-elevations",
+            "45,75", *(a for kv in small for a in ("--pose", kv)), "--out", str(out)]  # fmt: skip
+    assert inference_main(args) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| pose")]
+    assert len(rows) == 3 and all("poses at elevations 45..75 deg" in r for r in rows), rows
+    for bad in ("75,45", "45", "-100,0"):
+        with pytest.raises(SystemExit):
+            inference_main(["--pose-elevations", bad, "--out", ""])
