@@ -153,17 +153,17 @@ def test_trunk_depth_is_validated_and_leaves_older_runs_identity_alone():
     assert_default_keeps_older_identity("trunk_depth", 3)
 
 
-def assert_default_keeps_older_identity(field: str, other: int) -> None:
-    """A model field added later: at its default, a config without it has the same training identity
+def assert_default_keeps_older_identity(field: str, other: float, section: str = "model") -> None:
+    """A field added later: at its default, a config without it has the same training identity
     (resume and the suite's cached results still match); any ``other`` value is part of the identity."""
     from novum3d.config import config_to_dict, load_experiment
     from novum3d.train.trainer import training_identity
 
     default = config_to_dict(load_experiment("configs/cube.yaml"))
-    old = {**default, "model": {k: v for k, v in default["model"].items() if k != field}}
+    old = {**default, section: {k: v for k, v in default[section].items() if k != field}}
     assert training_identity(default, "t", "v") == training_identity(old, "t", "v")
-    changed = config_to_dict(load_experiment("configs/cube.yaml", [f"model.{field}={other}"]))
-    assert training_identity(changed, "t", "v")["config"]["model"][field] == other
+    changed = config_to_dict(load_experiment("configs/cube.yaml", [f"{section}.{field}={other}"]))
+    assert training_identity(changed, "t", "v")["config"][section][field] == other
 
 
 def test_the_faithful_suite_has_stride_4_features_branching_from_volume_background(tmp_path):

@@ -346,22 +346,21 @@ def test_pose_table_pools_seeds_and_averages_the_asymmetric_classes(tmp_path, ca
     assert pose_table.main([str(tmp_path / "missing")]) == 2
 
 
+def small_pose_run(out, *extra: str, steps: int = 1) -> list[str]:
+    """``benchmarks.inference`` arguments for pose rows alone on two 96x96 oracle images with a few
+    templates (the torch renderer is slow on a CPU), ``extra`` flags, and the table written to ``out``."""
+    small = [f"steps={steps}", "azimuth_bins=4", "elevations_deg=[0.0]", "thetas_deg=[0.0]", "distance_factors=[1.0]",
+             "prior_grid=false"]  # fmt: skip
+    return ["--pose-only", "--pose-size", "96x96", "--pose-images", "2", "--pose-batch", "2",
+            *(a for kv in small for a in ("--pose", kv)), *extra, "--out", str(out)]  # fmt: skip
+
+
 def test_inference_benchmark_runs_pose_variants_in_the_same_run(tmp_path):
     """``--pose-variant`` adds each setting's rows to the same table (speed as ratios of one run)."""
     from benchmarks.inference import main as inference_main
 
     out = tmp_path / "bench.md"
-    small = [
-        "steps=2",
-        "azimuth_bins=4",
-        "elevations_deg=[0.0]",
-        "thetas_deg=[0.0]",
-        "distance_factors=[1.0]",
-        "prior_grid=false",
-    ]  # a few templates: the torch renderer is slow on a CPU
-    args = ["--pose-only", "--pose-size", "96x96", "--pose-images", "2", "--pose-batch", "2",
-            *(a for kv in small for a in ("--pose", kv)), "--pose-variant", "ranking=inliers,top_k=1",
-            "--out", str(out)]  # fmt: skip
+    args = small_pose_run(out, "--pose-variant", "ranking=inliers,top_k=1", steps=2)
     assert inference_main(args) == 0
     rows = [line for line in out.read_text().splitlines() if line.startswith("| pose")]
     assert len(rows) == 6, rows  # 3 settings (prior at batch 2 and 1, no prior) x 2 estimators
@@ -375,10 +374,7 @@ def test_inference_benchmark_pose_rows_for_each_gaussian_count(tmp_path):
     from benchmarks.inference import main as inference_main
 
     out = tmp_path / "bench.md"
-    small = ["steps=1", "azimuth_bins=4", "elevations_deg=[0.0]", "thetas_deg=[0.0]", "distance_factors=[1.0]",
-             "prior_grid=false"]  # fmt: skip
-    args = ["--pose-only", "--pose-size", "96x96", "--pose-images", "2", "--pose-batch", "2", "--pose-gaussians",
-            "200,400", *(a for kv in small for a in ("--pose", kv)), "--out", str(out)]  # fmt: skip
+    args = small_pose_run(out, "--pose-gaussians", "200,400")
     assert inference_main(args) == 0
     rows = [line for line in out.read_text().splitlines() if line.startswith("| pose")]
     counts = [int(r.split(" Gaussians")[0].rsplit(" ", 1)[-1]) for r in rows]
@@ -418,10 +414,7 @@ def test_inference_benchmark_draws_oracle_poses_at_the_asked_elevations(tmp_path
     assert torch.equal(default.azimuth, truth.azimuth)  # the same draws, only the elevations move
     assert torch.rad2deg(default.elevation).min() >= -8 and torch.rad2deg(default.elevation).max() <= 32
     out = tmp_path / "bench.md"
-    small = ["steps=1", "azimuth_bins=4", "elevations_deg=[0.0]", "thetas_deg=[0.0]", "distance_factors=[1.0]",
-             "prior_grid=false"]  # fmt: skip
-    args = ["--pose-only", "--pose-size", "96x96", "--pose-images", "2", "--pose-batch", "2", "--pose-elevations",
-            "45,75", *(a for kv in small for a in ("--pose", kv)), "--out", str(out)]  # fmt: skip
+    args = small_pose_run(out, "--pose-elevations", "45,75")
     assert inference_main(args) == 0
     rows = [line for line in out.read_text().splitlines() if line.startswith("| pose")]
     assert len(rows) == 3 and all("poses at elevations 45..75 deg" in r for r in rows), rows

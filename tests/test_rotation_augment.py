@@ -21,6 +21,7 @@ from novum3d.data.synthetic import generate
 from novum3d.evaluation.robustness import load_suite, method_config
 from novum3d.train.trainer import ROTATION_STREAM, STRETCH_STREAM, Trainer, training_identity
 from rendering.cameras import pascal3d_intrinsics, pose_to_viewmat, project_points
+from tests.test_config import assert_default_keeps_older_identity
 from tests.test_robustness import baseline_config
 from tests.test_trainer import CLASSES, tiny_config
 
@@ -374,8 +375,7 @@ def test_stretch_config_and_identity():
     assert training_identity(config_to_dict(cfg), "t", "v") == training_identity(old, "t", "v")
     rot = config_to_dict(load_experiment("configs/synthetic-small.yaml", ["augment.rotation_degrees=30"]))
     assert "vertical_stretch" not in training_identity(rot, "t", "v")["config"]["augment"]
-    on = config_to_dict(load_experiment("configs/synthetic-small.yaml", ["augment.vertical_stretch=1.6"]))
-    assert training_identity(on, "t", "v")["config"]["augment"]["vertical_stretch"] == 1.6
+    assert_default_keeps_older_identity("vertical_stretch", 1.6, section="augment")
 
 
 @pytest.mark.gpu

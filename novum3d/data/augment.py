@@ -165,18 +165,22 @@ def occlude_objects(
     return out, occluder
 
 
-def rotation_angles(seeds: Sequence[int], max_degrees: float) -> Tensor:
-    """[B] float64 angles in radians, uniform in [-max_degrees, max_degrees] degrees, one per seed, each
-    from a CPU generator seeded with it (the same seeds give the same angles on any device)."""
+def symmetric_draws(seeds: Sequence[int]) -> Tensor:
+    """[B] float64 draws uniform in [-1, 1), one per seed, each from a CPU generator seeded with it
+    (the same seeds give the same draws on any device)."""
     draws = [float(torch.rand((), generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64)) for s in seeds]
-    return torch.tensor(draws, dtype=torch.float64).mul(2).sub(1).mul(math.radians(max_degrees))
+    return torch.tensor(draws, dtype=torch.float64).mul(2).sub(1)
+
+
+def rotation_angles(seeds: Sequence[int], max_degrees: float) -> Tensor:
+    """[B] float64 angles in radians, uniform in [-max_degrees, max_degrees] degrees, one per seed
+    (:func:`symmetric_draws`)."""
+    return symmetric_draws(seeds).mul(math.radians(max_degrees))
 
 
 def stretch_factors(seeds: Sequence[int], max_factor: float) -> Tensor:
-    """[B] float64 factors, log-uniform in [1 / max_factor, max_factor], one per seed, each from a CPU
-    generator seeded with it (the same seeds give the same factors on any device)."""
-    draws = [float(torch.rand((), generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64)) for s in seeds]
-    return torch.tensor(draws, dtype=torch.float64).mul(2).sub(1).mul(math.log(max_factor)).exp()
+    """[B] float64 factors, log-uniform in [1 / max_factor, max_factor], one per seed (:func:`symmetric_draws`)."""
+    return symmetric_draws(seeds).mul(math.log(max_factor)).exp()
 
 
 def roll_and_stretch(angles: Tensor, stretch: Tensor) -> Tensor:
