@@ -736,6 +736,41 @@ class PoseEstimator:
             flipped=flipped[rows, best],
         )
 
+    @torch.no_grad()
+    def score_poses(
+        self,
+        feature_maps: Tensor,
+        volume: GaussianVolume,
+        volume_features: Tensor,
+        bank: Tensor,
+        Ks: Tensor,
+        poses: Tensor,
+        per_cell: bool = False,
+    ) -> Tensor:
+        """Render-and-compare scores of given poses, by the objective :meth:`estimate` climbs.
+
+        Args:
+            feature_maps: [B, D, h, w] unit features; volume, volume_features [N, D], bank [M, D]: one class.
+            Ks: [B, 3, 3] intrinsics at feature-map scale.
+            poses: [B, H, 4] rows of azimuth, elevation, theta (radians) and distance.
+            per_cell: return each cell's term, max(object, background) [B, H, h, w], instead of their mean.
+
+        Returns:
+            [B, H] scores (an estimate's ``score`` for its own pose), or [B, H, h, w] with ``per_cell``.
+        """
+        B, _, h, w = feature_maps.shape
+        if poses.dim() != 3 or poses.shape[0] != B or poses.shape[2] != 4:
+            raise ValueError(f"poses: expected [{B}, H, 4], got {tuple(poses.shape)}")
+        bg = background_scores(feature_maps, bank, self.cfg.clutter)
+        fmap = feature_maps.permute(0, 2, 3, 1)
+        params = torch.cat([poses[..., :3], poses[..., 3:].log()], -1).to(fmap.dtype)
+        if not per_cell:
+            return self._score(volume, volume_features, params, Ks, fmap, bg, (h, w))
+        H = params.shape[1]
+        rendered = self._render(volume, volume_features, *self._cameras(params, Ks), (h, w)).view(B, H, h, w, -1)
+        obj = (rendered * fmap[:, None]).sum(-1)
+        return object_or_background(obj, bg[:, None], self.cfg.temperature)
+
     def _template_hypotheses(self, feature_maps, volume, volume_features, Ks, fmap, bg, class_key, grid, match=None):
         """Templates, one set per focal length in the batch, principal point at the map centre: the
         kept hypotheses ([B, H, 3] angles, [B, H] distances, [B, H] flipped). ``match``: (points
