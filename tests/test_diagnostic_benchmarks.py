@@ -421,3 +421,47 @@ def test_inference_benchmark_draws_oracle_poses_at_the_asked_elevations(tmp_path
     for bad in ("75,45", "45", "-100,0"):
         with pytest.raises(SystemExit):
             inference_main(["--pose-elevations", bad, "--out", ""])
+
+
+def test_elevation_profile_poses_and_bands():
+    """The profile's poses move only the elevation and the distance; bands split at the training range."""
+    from benchmarks.elevation_profile import band_of, profile_poses
+
+    truth = torch.tensor([[1.0, 0.2, 0.1, 5.0], [2.0, -0.3, 0.0, 6.0]])
+    poses = profile_poses(truth, (-10.0, 0.0, 10.0), (0.9, 1.0))
+    assert poses.shape == (2, 6, 4)
+    assert torch.equal(poses[..., 0], truth[:, None, 0].expand(2, 6))
+    assert torch.equal(poses[..., 2], truth[:, None, 2].expand(2, 6))
+    torch.testing.assert_close(poses[0, 3], truth[0])  # offset 0, factor 1 (offsets outermost)
+    torch.testing.assert_close(poses[1, 0, 1], truth[1, 1] - math.radians(10))
+    torch.testing.assert_close(poses[1, 5, 3], truth[1, 3])
+    torch.testing.assert_close(poses[1, 4, 3], 0.9 * truth[1, 3])
+    low, high = math.radians(-5), math.radians(35)
+    assert [band_of(math.radians(e), (low, high)) for e in (-20, 10, 60)] == ["below", "inside", "above"]
+
+
+def test_elevation_profile_script_scores_each_offset_against_the_truth(checkpoint, tmp_path, capsys):  # noqa: F811
+    """Each image's gain at offset 0 is 0, its best offset's gain is its largest, and that gain is the sum of
+    its object and background cells'; the tables name every band present."""
+    from benchmarks.elevation_profile import main as profile_main
+
+    root, ckpt = checkpoint
+    out = tmp_path / "profile.json"
+    argv = ["--checkpoint", str(ckpt), "--data", str(root), "--split", "clean", "--max-images", "4",
+            "--offsets=-20,0,20", "--distance-factors", "1.0", "--device", "cpu", "--workers", "0", "--json", str(out),
+            "--pose", "backend=torch", "--pose", "clutter=none"]  # fmt: skip
+    assert profile_main(argv) == 0  # clutter=none: every rendered cell counts, so the tiny model's gains are not 0
+    result = json.loads(out.read_text())
+    records = result["records"]
+    assert len(records) >= 2 and len({r["id"] for r in records}) == len(records)
+    assert any(abs(g) > 0 for r in records for g in r["gain"])
+    for r in records:
+        assert r["gain"][1] == 0.0
+        best = (-20.0, 0.0, 20.0).index(r["best_offset_deg"])
+        assert r["gain"][best] == max(r["gain"])
+        assert r["gain_object_cells"] + r["gain_background_cells"] == pytest.approx(r["gain"][best], abs=1e-5)
+    text = capsys.readouterr().out
+    assert all(f"| {band} |" in text for band in result["summary"])
+    with pytest.raises(SystemExit) as exc:  # without the truth's offset there is nothing to compare with
+        profile_main([*argv, "--offsets=-20,20"])
+    assert exc.value.code == 2

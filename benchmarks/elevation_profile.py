@@ -1,0 +1,221 @@
+"""Where the pose objective peaks along elevation, with every other angle at the truth.
+
+    python -m benchmarks.elevation_profile --checkpoint runs/x/last.pt --data D [--split ood-pose]
+        [--max-images 120] [--offsets=-45,-40,...,15] [--distance-factors 0.85,0.92,1,1.08,1.15]
+        [--json out.json] [--benchmarks BENCHMARKS.md]
+
+Issue 11: on unseen poses the estimates are pulled into the training elevations, and even
+refinement started at the truth drifts back towards them. This asks the objective directly. Under
+the true class, each image's render-and-compare score (:meth:`PoseEstimator.score_poses`, the
+estimator's own objective) is taken at the true azimuth and theta, at its true elevation moved by
+each offset, the distance being the best of a few factors of the true one (the silhouette's size
+changes with the elevation). Images are grouped by where their true elevation lies against the
+training split's (below, inside, above). Per group it prints the mean score gain over the truth at
+each offset, the share of images whose best offset points towards the training range, and that
+best offset's mean. The gain at each image's best offset is split by cell: object cells (most of
+the cell's pixels inside the object's mask) and background cells, so that one can see whether the
+pull comes from the object or from around it. An unbiased objective peaks at offset 0 inside the
+range; the ``inside`` group (on a clean split) is that control.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from benchmarks.common import emit
+from novum3d.cli import command
+from novum3d.data.batch import batch_cameras, batch_pose, collate, images_to_device
+from novum3d.device import select_device
+from novum3d.errors import MissingDataError
+from novum3d.evaluation.run import evenly_spaced, open_eval_splits
+from novum3d.inference.checkpoint import load_model
+from novum3d.inference.pose import PoseEstimator, pose_config
+
+BANDS = ("below", "inside", "above")
+OFFSETS_DEG = tuple(range(-45, 20, 5))
+DISTANCE_FACTORS = (0.85, 0.92, 1.0, 1.08, 1.15)
+
+
+def band_of(elevation: float, train_range: tuple[float, float]) -> str:
+    """``below``, ``inside`` or ``above`` the training elevations (radians)."""
+    return "below" if elevation < train_range[0] else "above" if elevation > train_range[1] else "inside"
+
+
+def profile_poses(truth: torch.Tensor, offsets_deg: tuple[float, ...], factors: tuple[float, ...]) -> torch.Tensor:
+    """[B, O * F, 4] poses: the true ones [B, 4] (azimuth, elevation, theta, distance) with the elevation
+    moved by each offset (degrees) and the distance scaled by each factor, offsets outermost."""
+    off = torch.tensor(offsets_deg, dtype=truth.dtype).deg2rad()
+    fac = torch.tensor(factors, dtype=truth.dtype)
+    poses = truth[:, None, None, :].repeat(1, len(off), len(fac), 1)
+    poses[..., 1] += off[None, :, None]
+    poses[..., 3] *= fac[None, None, :]
+    return poses.reshape(truth.shape[0], -1, 4)
+
+
+def collate_with_ids(samples: list[dict], image_size: tuple[int, int]) -> dict:
+    batch = collate(samples, image_size)
+    if batch["mask"] is None:
+        raise MissingDataError("the split has no object masks; regenerate it with scripts/make_synthetic.py")
+    batch["ids"] = [f"{s['category']}/{s['name']}" for s in samples]
+    return batch
+
+
+def object_cells(masks: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """[B, h, w] bool: feature cells more than half covered by the object masks [B, H, W]."""
+    return F.adaptive_avg_pool2d(masks.float()[:, None], shape)[:, 0] > 0.5
+
+
+@torch.no_grad()
+def measure(model, estimator: PoseEstimator, loader, train_range, offsets, factors, device, progress=None):
+    """One record per image: its band, the score gain over the truth at each offset, the best offset,
+    and the best offset's gain on object and background cells (each a share of all cells' mean)."""
+    records = []
+    v = model.volumes
+    zero = offsets.index(0)
+    for batch in progress(loader) if progress else loader:
+        _, Ks = batch_cameras(batch, model.stride, device)
+        maps = model(images_to_device(batch["image"], device))
+        truth = batch_pose(batch).as_tensor().to(torch.float32)
+        poses = profile_poses(truth, offsets, factors).to(device)
+        inside = object_cells(batch["mask"].to(device), maps.shape[-2:])
+        labels = batch["label"].to(device)
+        for y in labels.unique().tolist():
+            idx = torch.nonzero(labels == y)[:, 0]
+            k = v.count(y)
+            cells = estimator.score_poses(maps[idx], v.volume(y), v.features[y, :k], v.bank, Ks[idx], poses[idx],
+                                          per_cell=True)  # fmt: skip
+            n, _, h, w = cells.shape
+            cells = cells.view(n, len(offsets), len(factors), h, w)
+            score = cells.mean(dim=(-2, -1))  # [n, O, F]
+            best_factor = score.argmax(-1)  # [n, O]
+            per_offset = score.gather(-1, best_factor[..., None])[..., 0]  # [n, O]
+            best = per_offset.argmax(-1)  # [n]
+            rows = torch.arange(n, device=device)
+            at_best = cells[rows, best, best_factor[rows, best]]  # [n, h, w]
+            at_truth = cells[rows, zero, best_factor[rows, zero]]
+            gain = at_best - at_truth
+            obj = inside[idx]
+            for j, i in enumerate(idx.tolist()):
+                records.append({
+                    "id": batch["ids"][i],
+                    "band": band_of(float(truth[i, 1]), train_range),
+                    "true_elevation_deg": math.degrees(float(truth[i, 1])),
+                    "gain": [float(g) for g in (per_offset[j] - per_offset[j, zero])],
+                    "best_offset_deg": float(offsets[int(best[j])]),
+                    "gain_object_cells": float(gain[j][obj[j]].sum() / (h * w)),
+                    "gain_background_cells": float(gain[j][~obj[j]].sum() / (h * w)),
+                })  # fmt: skip
+    return records
+
+
+def summary(records: list[dict], offsets: tuple[float, ...]) -> dict[str, dict]:
+    """Per band: images, mean gain per offset, mean best offset, share pulled towards the range
+    (best offset < 0 above it, > 0 below it, != 0 inside), and the split of the best offset's gain."""
+    out = {}
+    for band in BANDS:
+        rs = [r for r in records if r["band"] == band]
+        if not rs:
+            continue
+        toward = {"above": lambda o: o < 0, "below": lambda o: o > 0, "inside": lambda o: o != 0}[band]
+        out[band] = {
+            "images": len(rs),
+            "true_elevation_deg": statistics.fmean(r["true_elevation_deg"] for r in rs),
+            "mean_gain": [statistics.fmean(r["gain"][i] for r in rs) for i in range(len(offsets))],
+            "best_offset_deg": statistics.fmean(r["best_offset_deg"] for r in rs),
+            "pulled_pct": 100 * statistics.fmean(float(toward(r["best_offset_deg"])) for r in rs),
+            "gain_object_cells": statistics.fmean(r["gain_object_cells"] for r in rs),
+            "gain_background_cells": statistics.fmean(r["gain_background_cells"] for r in rs),
+        }
+    return out
+
+
+def markdown(summ: dict[str, dict], offsets: tuple[float, ...], train_range: tuple[float, float]) -> str:
+    low, high = (math.degrees(x) for x in train_range)
+    lines = [
+        f"Training elevations span {low:.1f} to {high:.1f} deg. Score gain over the truth (x 1000), true "
+        "azimuth and theta, best of the distance factors:",
+        "",
+        "| true elevation | images | mean true elevation deg | " + " | ".join(f"{o:+g}" for o in offsets) + " |",
+        "|---|---|---|" + "---|" * len(offsets),
+    ]
+    for band, s in summ.items():
+        gains = " | ".join(f"{1000 * g:+.1f}" for g in s["mean_gain"])
+        lines.append(f"| {band} | {s['images']} | {s['true_elevation_deg']:.1f} | {gains} |")
+    lines += [
+        "",
+        "| true elevation | best offset, mean deg | pulled towards the training range % | best offset's gain x 1000: "
+        "object cells | background cells |",
+        "|---|---|---|---|---|",
+    ]
+    for band, s in summ.items():
+        lines.append(
+            f"| {band} | {s['best_offset_deg']:+.1f} | {s['pulled_pct']:.1f} | {1000 * s['gain_object_cells']:+.2f} "
+            f"| {1000 * s['gain_background_cells']:+.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def number_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+@command
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--data", required=True, help="a synthetic data set")
+    parser.add_argument("--split", default="ood-pose")
+    parser.add_argument("--max-images", type=int, default=None, help="evenly spaced subset")
+    parser.add_argument("--offsets", type=number_list, default=OFFSETS_DEG, help="elevation offsets, deg (with 0)")
+    parser.add_argument("--distance-factors", type=number_list, default=DISTANCE_FACTORS)
+    parser.add_argument("--pose", action="append", default=[], help="key=value: a PoseConfig field (the objective's)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--json", default=None, help="also write every image's record here")
+    parser.add_argument("--benchmarks", default="", help="append the tables to this file")
+    args = parser.parse_args(argv)
+    if 0 not in args.offsets:
+        parser.error("--offsets: must include 0 (the truth)")
+    device = select_device(args.device)
+    model, cfg = load_model(args.checkpoint, device, compile="off")
+    splits = open_eval_splits(Path(args.data), "synthetic", model.classes)
+    if args.split not in splits:
+        raise MissingDataError(f"{args.data}: no split {args.split!r}; it has {sorted(splits)}", field="--split")
+    train = [it.annotation.elevation for it in splits["train"].items]
+    train_range = (min(train), max(train))
+    ds = evenly_spaced(splits[args.split], args.max_images)
+    size = tuple(cfg.data.image_size)
+    loader = DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers,
+                        collate_fn=partial(collate_with_ids, image_size=size))  # fmt: skip
+    estimator = PoseEstimator(pose_config({}, args.pose))
+    records = measure(model, estimator, loader, train_range, args.offsets, args.distance_factors, device,
+                      progress=lambda it: tqdm(it, desc=args.split, unit="batch"))  # fmt: skip
+    summ = summary(records, args.offsets)
+    command_line = "python -m benchmarks.elevation_profile " + " ".join(sys.argv[1:] if argv is None else argv)
+    emit(
+        f"### The objective along elevation, split {args.split}\n\nCommand: `{command_line}`\n\n"
+        f"{markdown(summ, args.offsets, train_range)}",
+        args.benchmarks or None,
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps({"summary": summ, "records": records}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
