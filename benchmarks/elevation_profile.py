@@ -1,21 +1,22 @@
 """Where the pose objective peaks along elevation, with every other angle at the truth.
 
     python -m benchmarks.elevation_profile --checkpoint runs/x/last.pt --data D [--split ood-pose]
-        [--max-images 120] [--offsets=-45,-40,...,15] [--distance-factors 0.85,0.92,1,1.08,1.15]
+        [--max-images 120] [--offsets=-45,-40,...,45] [--distance-factors 0.85,1,1.15]
         [--json out.json] [--benchmarks BENCHMARKS.md]
 
 Issue 11: on unseen poses the estimates are pulled into the training elevations, and even
 refinement started at the truth drifts back towards them. This asks the objective directly. Under
 the true class, each image's render-and-compare score (:meth:`PoseEstimator.score_poses`, the
 estimator's own objective) is taken at the true azimuth and theta, at its true elevation moved by
-each offset, the distance being the best of a few factors of the true one (the silhouette's size
+each offset (default -45..+45 deg), the distance being the best of a few factors of the true one (the silhouette's size
 changes with the elevation). Images are grouped by where their true elevation lies against the
 training split's (below, inside, above). Per group it prints the mean score gain over the truth at
 each offset, the share of images whose best offset points towards the training range, and that
 best offset's mean. The gain at each image's best offset is split by cell: object cells (most of
 the cell's pixels inside the object's mask) and background cells, so that one can see whether the
 pull comes from the object or from around it. An unbiased objective peaks at offset 0 inside the
-range; the ``inside`` group (on a clean split) is that control.
+range; the ``inside`` group (on a clean split) is that control. Ties go to the truth. Unlike
+``estimate``, the distance is not held within the class prior's.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ from novum3d.inference.checkpoint import load_model
 from novum3d.inference.pose import PoseEstimator, pose_config
 
 BANDS = ("below", "inside", "above")
-OFFSETS_DEG = tuple(range(-45, 20, 5))
-DISTANCE_FACTORS = (0.85, 0.92, 1.0, 1.08, 1.15)
+OFFSETS_DEG = tuple(range(-45, 50, 5))  # symmetric, so that neither direction is favoured by the sweep
+DISTANCE_FACTORS = (0.85, 1.0, 1.15)
 
 
 def band_of(elevation: float, train_range: tuple[float, float]) -> str:
@@ -64,6 +65,7 @@ def profile_poses(truth: torch.Tensor, offsets_deg: tuple[float, ...], factors: 
 
 
 def collate_with_ids(samples: list[dict], image_size: tuple[int, int]) -> dict:
+    """:func:`collate` plus each image's ``ids`` (category/name); a split without object masks is an error."""
     batch = collate(samples, image_size)
     if batch["mask"] is None:
         raise MissingDataError("the split has no object masks; regenerate it with scripts/make_synthetic.py")
@@ -74,6 +76,25 @@ def collate_with_ids(samples: list[dict], image_size: tuple[int, int]) -> dict:
 def object_cells(masks: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """[B, h, w] bool: feature cells more than half covered by the object masks [B, H, W]."""
     return F.adaptive_avg_pool2d(masks.float()[:, None], shape)[:, 0] > 0.5
+
+
+def best_offset_gains(cells: torch.Tensor, zero: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each image's best offset from per-cell scores [n, O, F, h, w] (offsets x distance factors).
+
+    Returns:
+        per_offset [n, O]: each offset's score at its best distance factor; best [n]: the offset with the
+        highest (the truth's index ``zero`` wins ties); gain [n, h, w]: per cell, the best offset's term
+        minus the truth's, each at its own best factor.
+    """
+    score = cells.mean(dim=(-2, -1))  # [n, O, F]
+    best_factor = score.argmax(-1)  # [n, O]
+    per_offset = score.gather(-1, best_factor[..., None])[..., 0]
+    best = per_offset.argmax(-1)
+    tie = per_offset.gather(-1, best[:, None])[:, 0] <= per_offset[:, zero]
+    best = torch.where(tie, torch.full_like(best, zero), best)
+    rows = torch.arange(cells.shape[0], device=cells.device)
+    gain = cells[rows, best, best_factor[rows, best]] - cells[rows, zero, best_factor[rows, zero]]
+    return per_offset, best, gain
 
 
 @torch.no_grad()
@@ -96,15 +117,7 @@ def measure(model, estimator: PoseEstimator, loader, train_range, offsets, facto
             cells = estimator.score_poses(maps[idx], v.volume(y), v.features[y, :k], v.bank, Ks[idx], poses[idx],
                                           per_cell=True)  # fmt: skip
             n, _, h, w = cells.shape
-            cells = cells.view(n, len(offsets), len(factors), h, w)
-            score = cells.mean(dim=(-2, -1))  # [n, O, F]
-            best_factor = score.argmax(-1)  # [n, O]
-            per_offset = score.gather(-1, best_factor[..., None])[..., 0]  # [n, O]
-            best = per_offset.argmax(-1)  # [n]
-            rows = torch.arange(n, device=device)
-            at_best = cells[rows, best, best_factor[rows, best]]  # [n, h, w]
-            at_truth = cells[rows, zero, best_factor[rows, zero]]
-            gain = at_best - at_truth
+            per_offset, best, gain = best_offset_gains(cells.view(n, len(offsets), len(factors), h, w), zero)
             obj = inside[idx]
             for j, i in enumerate(idx.tolist()):
                 records.append({
@@ -113,6 +126,7 @@ def measure(model, estimator: PoseEstimator, loader, train_range, offsets, facto
                     "true_elevation_deg": math.degrees(float(truth[i, 1])),
                     "gain": [float(g) for g in (per_offset[j] - per_offset[j, zero])],
                     "best_offset_deg": float(offsets[int(best[j])]),
+                    "at_edge": int(best[j]) in (0, len(offsets) - 1),
                     "gain_object_cells": float(gain[j][obj[j]].sum() / (h * w)),
                     "gain_background_cells": float(gain[j][~obj[j]].sum() / (h * w)),
                 })  # fmt: skip
@@ -121,7 +135,8 @@ def measure(model, estimator: PoseEstimator, loader, train_range, offsets, facto
 
 def summary(records: list[dict], offsets: tuple[float, ...]) -> dict[str, dict]:
     """Per band: images, mean gain per offset, mean best offset, share pulled towards the range
-    (best offset < 0 above it, > 0 below it, != 0 inside), and the split of the best offset's gain."""
+    (best offset < 0 above it, > 0 below it, != 0 inside), share whose best offset is the sweep's
+    first or last (so that a mean near the edge is a bound), and the split of the best offset's gain."""
     out = {}
     for band in BANDS:
         rs = [r for r in records if r["band"] == band]
@@ -134,6 +149,7 @@ def summary(records: list[dict], offsets: tuple[float, ...]) -> dict[str, dict]:
             "mean_gain": [statistics.fmean(r["gain"][i] for r in rs) for i in range(len(offsets))],
             "best_offset_deg": statistics.fmean(r["best_offset_deg"] for r in rs),
             "pulled_pct": 100 * statistics.fmean(float(toward(r["best_offset_deg"])) for r in rs),
+            "at_edge_pct": 100 * statistics.fmean(float(r["at_edge"]) for r in rs),
             "gain_object_cells": statistics.fmean(r["gain_object_cells"] for r in rs),
             "gain_background_cells": statistics.fmean(r["gain_background_cells"] for r in rs),
         }
@@ -154,13 +170,14 @@ def markdown(summ: dict[str, dict], offsets: tuple[float, ...], train_range: tup
         lines.append(f"| {band} | {s['images']} | {s['true_elevation_deg']:.1f} | {gains} |")
     lines += [
         "",
-        "| true elevation | best offset, mean deg | pulled towards the training range % | best offset's gain x 1000: "
-        "object cells | background cells |",
-        "|---|---|---|---|---|",
+        "| true elevation | best offset, mean deg | towards the training range % (inside: not 0) "
+        "| at the sweep's edge % | best offset's gain x 1000: object cells | background cells |",
+        "|---|---|---|---|---|---|",
     ]
     for band, s in summ.items():
         lines.append(
-            f"| {band} | {s['best_offset_deg']:+.1f} | {s['pulled_pct']:.1f} | {1000 * s['gain_object_cells']:+.2f} "
+            f"| {band} | {s['best_offset_deg']:+.1f} | {s['pulled_pct']:.1f} | {s['at_edge_pct']:.1f} "
+            f"| {1000 * s['gain_object_cells']:+.2f} "
             f"| {1000 * s['gain_background_cells']:+.2f} |"
         )
     return "\n".join(lines)
@@ -191,11 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if 0 not in args.offsets:
         parser.error("--offsets: must include 0 (the truth)")
+    if min(args.distance_factors) <= 0:
+        parser.error("--distance-factors: must be > 0")
     device = select_device(args.device)
     model, cfg = load_model(args.checkpoint, device, compile="off")
     splits = open_eval_splits(Path(args.data), "synthetic", model.classes)
     if args.split not in splits:
         raise MissingDataError(f"{args.data}: no split {args.split!r}; it has {sorted(splits)}", field="--split")
+    if "train" not in splits:
+        raise MissingDataError(f"{args.data}: no train split, whose elevations define the bands", field="--data")
     train = [it.annotation.elevation for it in splits["train"].items]
     train_range = (min(train), max(train))
     ds = evenly_spaced(splits[args.split], args.max_images)

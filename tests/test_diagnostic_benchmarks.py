@@ -425,7 +425,7 @@ def test_inference_benchmark_draws_oracle_poses_at_the_asked_elevations(tmp_path
 
 def test_elevation_profile_poses_and_bands():
     """The profile's poses move only the elevation and the distance; bands split at the training range."""
-    from benchmarks.elevation_profile import band_of, profile_poses
+    from benchmarks.elevation_profile import band_of, object_cells, profile_poses
 
     truth = torch.tensor([[1.0, 0.2, 0.1, 5.0], [2.0, -0.3, 0.0, 6.0]])
     poses = profile_poses(truth, (-10.0, 0.0, 10.0), (0.9, 1.0))
@@ -438,30 +438,95 @@ def test_elevation_profile_poses_and_bands():
     torch.testing.assert_close(poses[1, 4, 3], 0.9 * truth[1, 3])
     low, high = math.radians(-5), math.radians(35)
     assert [band_of(math.radians(e), (low, high)) for e in (-20, 10, 60)] == ["below", "inside", "above"]
+    mask = torch.zeros(2, 8, 8, dtype=torch.bool)  # 2x2 cells of 4x4 pixels
+    mask[0, :4, :3] = True  # 12 of cell (0, 0)'s 16 pixels: an object cell
+    mask[1, :4, :2] = True  # 8 of 16: not more than half
+    assert object_cells(mask, (2, 2)).tolist() == [[[True, False], [False, False]], [[False, False], [False, False]]]
+
+
+def test_elevation_profile_best_offset_takes_each_offsets_own_best_distance():
+    """The truth's term is taken at the truth's best distance factor, the best offset's at its own; ties go
+    to the truth."""
+    from benchmarks.elevation_profile import best_offset_gains
+
+    cells = torch.zeros(2, 3, 2, 1, 2)  # 2 images, offsets (-10, 0, 10), 2 factors, 1x2 cells
+    cells[0, 1, 0] = torch.tensor([0.4, 0.0])  # truth: factor 0 best (mean 0.2)
+    cells[0, 1, 1] = torch.tensor([0.0, 0.2])  # (mean 0.1)
+    cells[0, 2, 1] = torch.tensor([0.1, 0.5])  # offset +10: factor 1 best (mean 0.3)
+    cells[1, 0, 0] = torch.tensor([0.3, 0.1])  # image 1: offset -10 ties the truth (mean 0.2 each)
+    cells[1, 1, 1] = torch.tensor([0.2, 0.2])
+    per_offset, best, gain = best_offset_gains(cells, zero=1)
+    torch.testing.assert_close(per_offset, torch.tensor([[0.0, 0.2, 0.3], [0.2, 0.2, 0.0]]))
+    assert best.tolist() == [2, 1]
+    torch.testing.assert_close(gain[0], torch.tensor([[0.1 - 0.4, 0.5 - 0.0]]))
+    torch.testing.assert_close(gain[1], torch.zeros(1, 2))
+
+
+def test_elevation_profile_summary_counts_each_band_its_own_way():
+    """Towards the training range means a lower offset above it, a higher one below it, any but 0 inside."""
+    from benchmarks.elevation_profile import summary
+
+    def rec(band, best, edge=False):
+        return {"band": band, "true_elevation_deg": 0.0, "gain": [0.0, 0.0, 0.0], "best_offset_deg": best,
+                "at_edge": edge, "gain_object_cells": 0.002, "gain_background_cells": 0.001}  # fmt: skip
+
+    records = [rec("above", -10.0, True), rec("above", 10.0, True), rec("above", 0.0), rec("above", -10.0, True),
+               rec("below", 10.0), rec("below", -10.0), rec("inside", 0.0), rec("inside", 10.0)]  # fmt: skip
+    s = summary(records, (-10.0, 0.0, 10.0))
+    assert s["above"]["pulled_pct"] == 50.0 and s["above"]["at_edge_pct"] == 75.0
+    assert s["above"]["best_offset_deg"] == -2.5
+    assert s["below"]["pulled_pct"] == 50.0 and s["inside"]["pulled_pct"] == 50.0
+    assert s["below"]["gain_object_cells"] == pytest.approx(0.002)
 
 
 def test_elevation_profile_script_scores_each_offset_against_the_truth(checkpoint, tmp_path, capsys):  # noqa: F811
-    """Each image's gain at offset 0 is 0, its best offset's gain is its largest, and that gain is the sum of
-    its object and background cells'; the tables name every band present."""
+    """Each image's record is what score_poses gives at its poses: per offset the best distance factor's score
+    minus the truth's, the best offset the largest gain (ties to the truth), and that gain split by the object
+    mask's cells; the tables name every band present; a sweep without the truth is a usage error."""
+    from benchmarks.elevation_profile import collate_with_ids, object_cells, profile_poses
     from benchmarks.elevation_profile import main as profile_main
+    from novum3d.data.batch import batch_cameras, batch_pose
+    from novum3d.evaluation.run import evenly_spaced, open_eval_splits
+    from novum3d.inference.pose import PoseEstimator, pose_config
 
     root, ckpt = checkpoint
     out = tmp_path / "profile.json"
+    offsets, factors = (-20.0, 0.0, 20.0), (0.9, 1.0, 1.1)
     argv = ["--checkpoint", str(ckpt), "--data", str(root), "--split", "clean", "--max-images", "4",
-            "--offsets=-20,0,20", "--distance-factors", "1.0", "--device", "cpu", "--workers", "0", "--json", str(out),
-            "--pose", "backend=torch", "--pose", "clutter=none"]  # fmt: skip
+            "--offsets=-20,0,20", "--distance-factors", "0.9,1.0,1.1", "--device", "cpu", "--workers", "0",
+            "--json", str(out), "--pose", "backend=torch", "--pose", "clutter=none"]  # fmt: skip
     assert profile_main(argv) == 0  # clutter=none: every rendered cell counts, so the tiny model's gains are not 0
     result = json.loads(out.read_text())
     records = result["records"]
     assert len(records) >= 2 and len({r["id"] for r in records}) == len(records)
     assert any(abs(g) > 0 for r in records for g in r["gain"])
-    for r in records:
-        assert r["gain"][1] == 0.0
-        best = (-20.0, 0.0, 20.0).index(r["best_offset_deg"])
-        assert r["gain"][best] == max(r["gain"])
-        assert r["gain_object_cells"] + r["gain_background_cells"] == pytest.approx(r["gain"][best], abs=1e-5)
     text = capsys.readouterr().out
     assert all(f"| {band} |" in text for band in result["summary"])
+
+    model, cfg = load_model(ckpt, "cpu")
+    ds = evenly_spaced(open_eval_splits(root, "synthetic", model.classes)["clean"], 4)
+    batch = collate_with_ids([ds[i] for i in range(len(ds))], tuple(cfg.data.image_size))
+    with torch.no_grad():
+        maps = model(batch["image"])
+    _, Ks = batch_cameras(batch, model.stride, torch.device("cpu"))
+    est = PoseEstimator(pose_config({}, ["backend=torch", "clutter=none"]))
+    v = model.volumes
+    for b, r in enumerate(records):
+        assert r["id"] == batch["ids"][b]
+        y = int(batch["label"][b])
+        poses = profile_poses(batch_pose(batch).as_tensor()[b : b + 1].float(), offsets, factors)
+        cells = est.score_poses(maps[b : b + 1], v.volume(y), v.features[y, : v.count(y)], v.bank, Ks[b : b + 1],
+                                poses, per_cell=True)[0].view(3, 3, *maps.shape[-2:])  # fmt: skip
+        score = cells.mean(dim=(-2, -1))  # [offset, factor]
+        best_per_offset = score.max(-1).values
+        torch.testing.assert_close(torch.tensor(r["gain"]), best_per_offset - best_per_offset[1], atol=1e-5, rtol=0)
+        o = offsets.index(r["best_offset_deg"])
+        assert r["gain"][o] == max(r["gain"]) and (o == 1 or r["gain"][o] > 0)
+        gain = cells[o, score[o].argmax()] - cells[1, score[1].argmax()]
+        obj = object_cells(batch["mask"][b : b + 1], maps.shape[-2:])[0]
+        h, w = obj.shape
+        assert r["gain_object_cells"] == pytest.approx(float(gain[obj].sum() / (h * w)), abs=1e-6)
+        assert r["gain_background_cells"] == pytest.approx(float(gain[~obj].sum() / (h * w)), abs=1e-6)
     with pytest.raises(SystemExit) as exc:  # without the truth's offset there is nothing to compare with
         profile_main([*argv, "--offsets=-20,20"])
     assert exc.value.code == 2

@@ -552,14 +552,16 @@ def test_pose_config_from_fields_and_overrides():
         pose_config(base, ["no_such_field=1"], where="--pose-variant")
 
 
-def test_score_poses_is_the_objective_the_estimate_reached():
-    """An estimate's score is score_poses at its pose; per-cell terms average to it; the truth outscores a
-    pose 40 deg of elevation off on oracle maps; a malformed pose tensor is refused."""
+@pytest.mark.parametrize("clutter,temperature", [("max", 0.0), ("max", 0.1), ("mean", 0.0), ("none", 0.0)])
+def test_score_poses_is_the_objective_the_estimate_reached(clutter, temperature):
+    """Under each objective: an estimate's score is score_poses at its pose; per-cell terms average to it;
+    the truth outscores a pose 40 deg of elevation off on oracle maps; a malformed pose tensor is refused."""
     vol, feats, bank = small_scene()
     az, el, th, dist = random_poses(2, seed=3)
     K = small_K().expand(2, 3, 3)
     maps = oracle_maps(vol, feats, bank, az, el, th, dist, K, size=(h, w))
-    est = PoseEstimator(PoseConfig(distance_factors=[1.0], backend="torch", steps=4))
+    cfg = PoseConfig(distance_factors=[1.0], backend="torch", steps=4, clutter=clutter, temperature=temperature)
+    est = PoseEstimator(cfg)
     res = est.estimate(maps, vol, feats, bank, K)
     found = torch.stack([res.azimuth, res.elevation, res.theta, res.distance], -1)[:, None]  # [2, 1, 4]
     torch.testing.assert_close(est.score_poses(maps, vol, feats, bank, K, found)[:, 0], res.score, atol=1e-5, rtol=0)
