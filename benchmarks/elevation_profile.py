@@ -30,27 +30,22 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from benchmarks.common import emit
+from benchmarks.pose_error_parts import BANDS, band_of, training_elevation_range
 from novum3d.cli import command
-from novum3d.data.batch import batch_cameras, batch_pose, collate, images_to_device
+from novum3d.data.batch import batch_cameras, batch_pose, images_to_device
 from novum3d.device import select_device
 from novum3d.errors import MissingDataError
-from novum3d.evaluation.run import evenly_spaced, open_eval_splits
+from novum3d.evaluation.run import collate_with_ids, evenly_spaced, open_eval_splits
 from novum3d.inference.checkpoint import load_model
 from novum3d.inference.pose import PoseEstimator, pose_config
+from novum3d.train.correspondence import occluded_cells
 
-BANDS = ("below", "inside", "above")
 OFFSETS_DEG = tuple(range(-45, 50, 5))  # symmetric, so that neither direction is favoured by the sweep
 DISTANCE_FACTORS = (0.85, 1.0, 1.15)
-
-
-def band_of(elevation: float, train_range: tuple[float, float]) -> str:
-    """``below``, ``inside`` or ``above`` the training elevations (radians)."""
-    return "below" if elevation < train_range[0] else "above" if elevation > train_range[1] else "inside"
 
 
 def profile_poses(truth: torch.Tensor, offsets_deg: tuple[float, ...], factors: tuple[float, ...]) -> torch.Tensor:
@@ -64,18 +59,18 @@ def profile_poses(truth: torch.Tensor, offsets_deg: tuple[float, ...], factors: 
     return poses.reshape(truth.shape[0], -1, 4)
 
 
-def collate_with_ids(samples: list[dict], image_size: tuple[int, int]) -> dict:
-    """:func:`collate` plus each image's ``ids`` (category/name); a split without object masks is an error."""
-    batch = collate(samples, image_size)
+def collate_with_masks(samples: list[dict], image_size: tuple[int, int]) -> dict:
+    """The evaluation's :func:`collate_with_ids`; a split without object masks is an error."""
+    batch = collate_with_ids(samples, image_size)
     if batch["mask"] is None:
         raise MissingDataError("the split has no object masks; regenerate it with scripts/make_synthetic.py")
-    batch["ids"] = [f"{s['category']}/{s['name']}" for s in samples]
     return batch
 
 
 def object_cells(masks: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """[B, h, w] bool: feature cells more than half covered by the object masks [B, H, W]."""
-    return F.adaptive_avg_pool2d(masks.float()[:, None], shape)[:, 0] > 0.5
+    """[B, h, w] bool: feature cells more than half covered by the object masks [B, H, W] (the trainer's
+    rule for occluder cells, :func:`~novum3d.train.correspondence.occluded_cells`, on the object's mask)."""
+    return occluded_cells(masks, shape)
 
 
 def best_offset_gains(cells: torch.Tensor, zero: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -215,14 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     splits = open_eval_splits(Path(args.data), "synthetic", model.classes)
     if args.split not in splits:
         raise MissingDataError(f"{args.data}: no split {args.split!r}; it has {sorted(splits)}", field="--split")
-    if "train" not in splits:
-        raise MissingDataError(f"{args.data}: no train split, whose elevations define the bands", field="--data")
-    train = [it.annotation.elevation for it in splits["train"].items]
-    train_range = (min(train), max(train))
+    train_range = training_elevation_range(splits, args.data)
     ds = evenly_spaced(splits[args.split], args.max_images)
     size = tuple(cfg.data.image_size)
     loader = DataLoader(ds, batch_size=args.batch_size, num_workers=args.workers,
-                        collate_fn=partial(collate_with_ids, image_size=size))  # fmt: skip
+                        collate_fn=partial(collate_with_masks, image_size=size))  # fmt: skip
     estimator = PoseEstimator(pose_config({}, args.pose))
     records = measure(model, estimator, loader, train_range, args.offsets, args.distance_factors, device,
                       progress=lambda it: tqdm(it, desc=args.split, unit="batch"))  # fmt: skip

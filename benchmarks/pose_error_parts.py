@@ -33,6 +33,19 @@ from novum3d.evaluation.run import open_eval_splits
 BANDS = ("below", "inside", "above")
 
 
+def band_of(elevation: float, train_range: tuple[float, float]) -> str:
+    """``below``, ``inside`` or ``above`` the training elevations (radians)."""
+    return "below" if elevation < train_range[0] else "above" if elevation > train_range[1] else "inside"
+
+
+def training_elevation_range(splits: dict[str, Any], data: str | Path) -> tuple[float, float]:
+    """(lowest, highest) elevation of the training split's annotations, radians."""
+    if "train" not in splits:
+        raise DataError("no train split, whose elevations define the bands", path=data)
+    elevations = [it.annotation.elevation for it in splits["train"].items]
+    return min(elevations), max(elevations)
+
+
 def wrap_deg(angle: float) -> float:
     """An angle difference in radians, wrapped to [-180, 180) degrees."""
     return math.degrees((angle + math.pi) % (2 * math.pi) - math.pi)
@@ -57,14 +70,13 @@ def error_parts(
         truth: image id -> annotated ``azimuth``, ``elevation``, ``theta`` (radians).
         train_range: (lowest, highest) training elevation, radians.
     """
-    low, high = train_range
     groups: dict[str, list[tuple[float, ...]]] = {band: [] for band in BANDS}
     for row in rows:
         result = row.get(protocol)
         if result is None or result.get("pose") is None or row["id"] not in truth:
             continue
         true, pose = truth[row["id"]], result["pose"]
-        band = "below" if true["elevation"] < low else "above" if true["elevation"] > high else "inside"
+        band = band_of(true["elevation"], train_range)
         groups[band].append((
             float(result["pose_error"] < math.pi / 6),
             math.degrees(pose["elevation"] - true["elevation"]),
@@ -163,8 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                                      "theta": it.annotation.theta}
         for it in splits[args.split].items
     }  # fmt: skip
-    train_elevations = [it.annotation.elevation for it in splits["train"].items]
-    train_range = (min(train_elevations), max(train_elevations))
+    train_range = training_elevation_range(splits, args.data)
     rows = [row for path in args.caches for row in read_cache(path)]
     protocols = args.protocols.split(",")
     parts = {p: error_parts(rows, truth, train_range, p) for p in protocols}

@@ -483,7 +483,7 @@ def test_elevation_profile_script_scores_each_offset_against_the_truth(checkpoin
     """Each image's record is what score_poses gives at its poses: per offset the best distance factor's score
     minus the truth's, the best offset the largest gain (ties to the truth), and that gain split by the object
     mask's cells; the tables name every band present; a sweep without the truth is a usage error."""
-    from benchmarks.elevation_profile import collate_with_ids, object_cells, profile_poses
+    from benchmarks.elevation_profile import collate_with_masks, object_cells, profile_poses
     from benchmarks.elevation_profile import main as profile_main
     from novum3d.data.batch import batch_cameras, batch_pose
     from novum3d.evaluation.run import evenly_spaced, open_eval_splits
@@ -505,7 +505,7 @@ def test_elevation_profile_script_scores_each_offset_against_the_truth(checkpoin
 
     model, cfg = load_model(ckpt, "cpu")
     ds = evenly_spaced(open_eval_splits(root, "synthetic", model.classes)["clean"], 4)
-    batch = collate_with_ids([ds[i] for i in range(len(ds))], tuple(cfg.data.image_size))
+    batch = collate_with_masks([ds[i] for i in range(len(ds))], tuple(cfg.data.image_size))
     with torch.no_grad():
         maps = model(batch["image"])
     _, Ks = batch_cameras(batch, model.stride, torch.device("cpu"))

@@ -105,7 +105,7 @@ def evaluate_split(
         device = next(model.parameters()).device
         subset = torch.utils.data.Subset(dataset, todo)
         loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers,
-                            collate_fn=partial(_collate_with_ids, image_size=image_size))  # fmt: skip
+                            collate_fn=partial(collate_with_ids, image_size=image_size))  # fmt: skip
         batches = progress(loader, len(loader)) if progress else loader
         for batch in batches:
             _, Ks = batch_cameras(batch, model.stride, device)
@@ -169,7 +169,8 @@ def protocol_summary(records: list[dict[str, Any]], classes: list[str], protocol
     return out
 
 
-def _collate_with_ids(samples: list[dict[str, Any]], image_size: tuple[int, int]) -> dict[str, Any]:
+def collate_with_ids(samples: list[dict[str, Any]], image_size: tuple[int, int]) -> dict[str, Any]:
+    """:func:`~novum3d.data.batch.collate` plus each image's ``ids`` (category/name), the caches' keys."""
     batch = collate(samples, image_size)
     batch["ids"] = [f"{s['category']}/{s['name']}" for s in samples]
     return batch

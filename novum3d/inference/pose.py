@@ -339,8 +339,13 @@ def compare(rendered: Tensor, features: Tensor, background: Tensor, temperature:
     Returns:
         [...] scores.
     """
+    return compare_cells(rendered, features, background, temperature).mean(dim=(-2, -1))
+
+
+def compare_cells(rendered: Tensor, features: Tensor, background: Tensor, temperature: float = 0.0) -> Tensor:
+    """[..., h, w] the per-pixel terms whose mean is :func:`compare`'s score (same arguments)."""
     obj = (rendered * features).sum(-1)
-    return object_or_background(obj, background, temperature).mean(dim=(-2, -1))
+    return object_or_background(obj, background, temperature)
 
 
 def best_matches(
@@ -764,12 +769,7 @@ class PoseEstimator:
         bg = background_scores(feature_maps, bank, self.cfg.clutter)
         fmap = feature_maps.permute(0, 2, 3, 1)
         params = torch.cat([poses[..., :3], poses[..., 3:].log()], -1).to(fmap.dtype)
-        if not per_cell:
-            return self._score(volume, volume_features, params, Ks, fmap, bg, (h, w))
-        H = params.shape[1]
-        rendered = self._render(volume, volume_features, *self._cameras(params, Ks), (h, w)).view(B, H, h, w, -1)
-        obj = (rendered * fmap[:, None]).sum(-1)
-        return object_or_background(obj, bg[:, None], self.cfg.temperature)
+        return self._score(volume, volume_features, params, Ks, fmap, bg, (h, w), per_cell=per_cell)
 
     def _template_hypotheses(self, feature_maps, volume, volume_features, Ks, fmap, bg, class_key, grid, match=None):
         """Templates, one set per focal length in the batch, principal point at the map centre: the
@@ -840,9 +840,11 @@ class PoseEstimator:
         viewmats, Ks = self._cameras(params, Ks)  # pose_to_viewmat checks the poses
         check_raster_inputs(volume.means, volume.quats, volume.scales, volume.opacities, features, viewmats, Ks, w, h)
 
-    def _score(self, volume, features, params: Tensor, Ks: Tensor, fmap: Tensor, bg: Tensor, size) -> Tensor:
-        """[B, H] scores of [B, H, 4] hypotheses (one render call for all)."""
+    def _score(self, volume, features, params: Tensor, Ks: Tensor, fmap: Tensor, bg: Tensor, size, per_cell=False):
+        """[B, H] scores of [B, H, 4] hypotheses (one render call for all); with ``per_cell`` the
+        [B, H, h, w] terms they are the means of."""
         B, H, _ = params.shape
         rendered = self._render(volume, features, *self._cameras(params, Ks), size)
         rendered = rendered.view(B, H, *rendered.shape[1:])  # [B, H, h, w, D]
-        return compare(rendered, fmap[:, None], bg[:, None], self.cfg.temperature)
+        terms = compare_cells if per_cell else compare
+        return terms(rendered, fmap[:, None], bg[:, None], self.cfg.temperature)
