@@ -1,11 +1,13 @@
 """Evaluation throughput: images/s of classification and of pose evaluation on one split.
 
     python -m benchmarks.eval_throughput --checkpoint runs/x/last.pt --data data/synthetic-small \\
-        [--split clean] [--pose-images 128] [--workers 0,4]
+        [--split clean] [--pose-images 128] [--workers 0,4] [--protocols full,top2-classes]
 
 Times ``classify_split`` (the robustness benchmark's classification pass) twice (the first pass
 includes cuDNN and Triton autotuning) and ``evaluate_split`` (classification and render-and-compare
-pose, protocol "full") once per DataLoader worker count. Prints a table. Running several copies at
+pose) once per DataLoader worker count and protocol (``--protocols``, each alone: "full" by default;
+"top2-classes" estimates the pose under the two best classes, so the ratio of its rate to "full"'s is
+what that protocol costs). Prints a table. Running several copies at
 once shows what processes that share a machine cost each other; set ``OMP_NUM_THREADS`` to give
 each its share of the cores.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import sys
 import tempfile
 
@@ -24,7 +27,14 @@ from novum3d.cli import command
 from novum3d.device import select_device
 from novum3d.evaluation.cache import RecordCache
 from novum3d.evaluation.robustness import classify_split
-from novum3d.evaluation.run import ensure_pose_priors, evaluate_split, evenly_spaced, initial_distance, open_eval_splits
+from novum3d.evaluation.run import (
+    PROTOCOLS,
+    ensure_pose_priors,
+    evaluate_split,
+    evenly_spaced,
+    initial_distance,
+    open_eval_splits,
+)
 from novum3d.inference.checkpoint import load_model
 from novum3d.inference.pose import PoseConfig, PoseEstimator
 
@@ -38,8 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--pose-images", type=int, default=128, help="evenly spaced images for the pose rows")
     parser.add_argument("--workers", default="0,4", help="comma list of DataLoader worker counts for the pose rows")
+    parser.add_argument("--protocols", default="full", help="comma list of evaluate.py protocols, each timed alone")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args(argv)
+    protocols = [p for p in args.protocols.split(",") if p]
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown or not protocols:
+        parser.error(f"--protocols: unknown {unknown}; expected some of {list(PROTOCOLS)}")
     device = select_device(args.device)
     model, cfg = load_model(args.checkpoint, device, compile="off")
     splits = open_eval_splits(args.data, "synthetic", model.classes)
@@ -52,14 +67,15 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((f"classify_split, pass {k + 1}", len(ds), len(ds) / seconds))
     sub = evenly_spaced(ds, args.pose_images)
     estimator = PoseEstimator(PoseConfig(steps=30, distance=initial_distance(splits, args.split)))
-    for workers in (int(w) for w in args.workers.split(",")):
+    for protocol, workers in itertools.product(protocols, (int(w) for w in args.workers.split(","))):
         with tempfile.TemporaryDirectory() as tmp:
             cache = RecordCache(f"{tmp}/records.jsonl", {"workers": workers})
             run = functools.partial(
                 evaluate_split, model, sub, estimator, cache, size, args.batch_size, num_workers=workers,
-                protocols=("full",),
+                protocols=(protocol,),
             )  # fmt: skip
-            rows.append((f"evaluate_split (pose), {workers} loader workers", len(sub), len(sub) / time_once(run)))
+            label = f"evaluate_split (pose, {protocol}), {workers} loader workers"
+            rows.append((label, len(sub), len(sub) / time_once(run)))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{name}, {torch.get_num_threads()} torch threads, {args.split}, {size[0]}x{size[1]}\n")
     print("| pass | images | img/s |\n|---|---|---|")

@@ -82,9 +82,17 @@ def test_eval_throughput_prints_a_row_per_pass(checkpoint, capsys):  # noqa: F81
     assert throughput(argv) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "img/s" not in line]
     assert [r.split(" | ")[0] for r in rows] == ["| classify_split, pass 1", "| classify_split, pass 2",
-                                                 "| evaluate_split (pose), 0 loader workers",
-                                                 "| evaluate_split (pose), 1 loader workers"]  # fmt: skip
+                                                 "| evaluate_split (pose, full), 0 loader workers",
+                                                 "| evaluate_split (pose, full), 1 loader workers"]  # fmt: skip
     assert all(float(r.split(" | ")[2].rstrip(" |").replace(",", "")) > 0 for r in rows)
+    # Each protocol is timed alone; an unknown one is a usage error before anything loads.
+    assert throughput([*argv[:7], "0", "--device", "cpu", "--protocols", "full,top2-classes"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| evaluate_split")]
+    assert [r.split(" | ")[0] for r in rows] == ["| evaluate_split (pose, full), 0 loader workers",
+                                                 "| evaluate_split (pose, top2-classes), 0 loader workers"]  # fmt: skip
+    with pytest.raises(SystemExit):
+        throughput([*argv, "--protocols", "full,fastest"])
+    assert "unknown ['fastest']" in capsys.readouterr().err
 
 
 # ---- benchmarks.pose_error_parts ----------------------------------------------------------------
