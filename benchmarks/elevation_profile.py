@@ -3,6 +3,7 @@
     python -m benchmarks.elevation_profile --checkpoint runs/x/last.pt --data D [--split ood-pose]
         [--max-images 120] [--offsets=-45,-40,...,45] [--distance-factors 0.85,1,1.15]
         [--json out.json] [--benchmarks BENCHMARKS.md]
+    python -m benchmarks.elevation_profile --plot LABEL=A.json[,B.json] [LABEL2=C.json ...] --out fig.png
 
 Issue 11: on unseen poses the estimates are pulled into the training elevations, and even
 refinement started at the truth drifts back towards them. This asks the objective directly. Under
@@ -17,6 +18,10 @@ the cell's pixels inside the object's mask) and background cells, so that one ca
 pull comes from the object or from around it. An unbiased objective peaks at offset 0 inside the
 range; the ``inside`` group (on a clean split) is that control. Ties go to the truth. Unlike
 ``estimate``, the distance is not held within the class prior's.
+
+``--plot`` draws the mean gain curves of earlier runs' ``--json`` files, one panel per band and one line
+per label (a label's files, e.g. its unseen-pose and clean runs, are merged by band), so that models
+compare at a glance.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ from benchmarks.pose_error_parts import BANDS, band_of, training_elevation_range
 from novum3d.cli import command
 from novum3d.data.batch import batch_cameras, batch_pose, images_to_device
 from novum3d.device import select_device
-from novum3d.errors import MissingDataError
+from novum3d.errors import ConfigError, DataError, MissingDataError
+from novum3d.evaluation.report import new_figure, plot_style, save_figure
 from novum3d.evaluation.run import collate_with_ids, evenly_spaced, open_eval_splits
 from novum3d.inference.checkpoint import load_model
 from novum3d.inference.pose import PoseEstimator, pose_config
@@ -178,6 +184,50 @@ def markdown(summ: dict[str, dict], offsets: tuple[float, ...], train_range: tup
     return "\n".join(lines)
 
 
+def load_profiles(specs: list[str]) -> tuple[tuple[float, ...], dict[str, dict[str, list[float]]]]:
+    """``LABEL=A.json[,B.json]`` specs -> (offsets, {label: {band: mean gain per offset}}). Files written
+    before the offsets were saved in them are read at the default sweep if their lengths match it."""
+    offsets, curves = None, {}
+    for spec in specs:
+        label, sep, paths = spec.partition("=")
+        if not sep or not label or not paths:
+            raise ConfigError(f"--plot: expected LABEL=A.json[,B.json], got {spec!r}", field="--plot")
+        bands = curves.setdefault(label, {})
+        for path in paths.split(","):
+            try:
+                data = json.loads(Path(path).read_text())
+                summ = data["summary"]
+            except (OSError, ValueError, KeyError) as exc:
+                raise DataError(f"not an elevation profile's --json file ({exc})", path=path) from None
+            these = tuple(float(o) for o in data.get("offsets", OFFSETS_DEG))
+            for band, s in summ.items():
+                if len(these) != len(s["mean_gain"]) or (offsets is not None and these != offsets):
+                    raise DataError("its sweep differs from the other files'; plot one sweep at a time", path=path)
+                offsets = these
+                bands[band] = s["mean_gain"]
+    return offsets, curves
+
+
+def plot_profiles(offsets: tuple[float, ...], curves: dict[str, dict[str, list[float]]], path: str | Path) -> Path:
+    """One panel per band (below, inside, above the training elevations), mean score gain over the
+    truth (x 1000) against the elevation offset, a line per label; each panel its own y scale."""
+    bands = [b for b in BANDS if any(b in c for c in curves.values())]
+    with plot_style():
+        fig, ax = new_figure((330 * len(bands), 340))
+        fig.delaxes(ax)
+        axes = fig.subplots(1, len(bands), squeeze=False)[0]
+        for ax, band in zip(axes, bands, strict=True):
+            for label, c in curves.items():
+                if band in c:
+                    ax.plot(offsets, [1000 * g for g in c[band]], label=label, marker="o", markersize=3)
+            ax.axvline(0, color="0.4", linewidth=1)
+            ax.set_title({"below": "views from below", "inside": "inside (control)", "above": "views from above"}[band])
+            ax.set_xlabel("elevation offset from the truth (deg)")
+        axes[0].set_ylabel("score gain over the truth (x 1000)")
+        axes[0].legend(loc="best")
+        return save_figure(fig, path)
+
+
 def number_list(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(x) for x in text.split(","))
@@ -188,8 +238,10 @@ def number_list(text: str) -> tuple[float, ...]:
 @command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--data", required=True, help="a synthetic data set")
+    parser.add_argument("--plot", nargs="+", metavar="LABEL=A.json[,B.json]", help="draw earlier runs' curves")
+    parser.add_argument("--out", default="elevation-profile.png", help="--plot: the PNG to write")
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--data", help="a synthetic data set")
     parser.add_argument("--split", default="ood-pose")
     parser.add_argument("--max-images", type=int, default=None, help="evenly spaced subset")
     parser.add_argument("--offsets", type=number_list, default=OFFSETS_DEG, help="elevation offsets, deg (with 0)")
@@ -201,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write every image's record here")
     parser.add_argument("--benchmarks", default="", help="append the tables to this file")
     args = parser.parse_args(argv)
+    if args.plot:
+        print(f"written: {plot_profiles(*load_profiles(args.plot), args.out)}")
+        return 0
+    if not (args.checkpoint and args.data):
+        parser.error("--checkpoint and --data are required (unless --plot)")
     if 0 not in args.offsets:
         parser.error("--offsets: must include 0 (the truth)")
     if min(args.distance_factors) <= 0:
@@ -226,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         args.benchmarks or None,
     )
     if args.json:
-        Path(args.json).write_text(json.dumps({"summary": summ, "records": records}, indent=1))
+        Path(args.json).write_text(json.dumps({"offsets": args.offsets, "summary": summ, "records": records}, indent=1))
     return 0
 
 

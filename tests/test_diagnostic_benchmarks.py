@@ -506,6 +506,7 @@ def test_elevation_profile_script_scores_each_offset_against_the_truth(checkpoin
     assert profile_main(argv) == 0  # clutter=none: every rendered cell counts, so the tiny model's gains are not 0
     result = json.loads(out.read_text())
     records = result["records"]
+    assert result["offsets"] == list(offsets)  # saved, for --plot
     assert len(records) >= 2 and len({r["id"] for r in records}) == len(records)
     assert any(abs(g) > 0 for r in records for g in r["gain"])
     text = capsys.readouterr().out
@@ -538,3 +539,42 @@ def test_elevation_profile_script_scores_each_offset_against_the_truth(checkpoin
     with pytest.raises(SystemExit) as exc:  # without the truth's offset there is nothing to compare with
         profile_main([*argv, "--offsets=-20,20"])
     assert exc.value.code == 2
+
+
+def test_elevation_profile_plot_draws_each_label_per_band(tmp_path, capsys):
+    """--plot merges a label's files by band, reads the sweep saved in a file (or the default sweep for
+    files that predate it), draws one panel per band present, and refuses files of different sweeps,
+    files that are not profiles, and malformed specs, each with one error line."""
+    from PIL import Image
+
+    from benchmarks.elevation_profile import OFFSETS_DEG, load_profiles
+    from benchmarks.elevation_profile import main as profile_main
+
+    def write(name, summary, offsets=None):
+        path = tmp_path / name
+        data = {"summary": summary, "records": []} | ({"offsets": offsets} if offsets else {})
+        path.write_text(json.dumps(data))
+        return str(path)
+
+    n = len(OFFSETS_DEG)
+    unseen = write("a-ood.json", {"above": {"mean_gain": [0.001] * n}, "below": {"mean_gain": [0.002] * n}})
+    clean = write("a-clean.json", {"inside": {"mean_gain": [-0.003] * n}}, offsets=list(OFFSETS_DEG))
+    other = write("b-ood.json", {"above": {"mean_gain": [0.004] * n}})
+    offsets, curves = load_profiles([f"A={unseen},{clean}", f"B={other}"])
+    assert offsets == tuple(float(o) for o in OFFSETS_DEG)
+    assert sorted(curves["A"]) == ["above", "below", "inside"] and list(curves["B"]) == ["above"]
+    assert curves["B"]["above"][0] == 0.004
+    png = tmp_path / "fig.png"
+    assert profile_main(["--plot", f"A={unseen},{clean}", f"B={other}", "--out", str(png)]) == 0
+    assert Image.open(png).size == (3 * 330, 340)  # three bands, three panels
+    assert profile_main(["--plot", f"B={other}", "--out", str(png)]) == 0
+    assert Image.open(png).size == (330, 340)
+    capsys.readouterr()
+    short = write("short.json", {"above": {"mean_gain": [0.0, 0.1, 0.0]}}, offsets=[-5, 0, 5])
+    for spec, message in [(f"A={unseen},{short}", "sweep differs"), (f"A={tmp_path / 'none.json'}", "not an elevation"),
+                          (unseen, "expected LABEL=")]:  # fmt: skip
+        assert profile_main(["--plot", spec, "--out", str(png)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err
+    with pytest.raises(SystemExit):  # neither --plot nor a checkpoint
+        profile_main(["--data", str(tmp_path)])
