@@ -28,7 +28,7 @@ from novum3d.device import select_device
 from novum3d.evaluation.cache import RecordCache
 from novum3d.evaluation.robustness import classify_split
 from novum3d.evaluation.run import (
-    PROTOCOLS,
+    chosen_protocols,
     ensure_pose_priors,
     evaluate_split,
     evenly_spaced,
@@ -51,10 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocols", default="full", help="comma list of evaluate.py protocols, each timed alone")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args(argv)
-    protocols = [p for p in args.protocols.split(",") if p]
-    unknown = [p for p in protocols if p not in PROTOCOLS]
-    if unknown or not protocols:
-        parser.error(f"--protocols: unknown {unknown}; expected some of {list(PROTOCOLS)}")
+    protocols = chosen_protocols(args.protocols)  # before the model loads: a typo fails at once
     device = select_device(args.device)
     model, cfg = load_model(args.checkpoint, device, compile="off")
     splits = open_eval_splits(args.data, "synthetic", model.classes)
