@@ -44,7 +44,7 @@ from novum3d.cli import command
 from novum3d.data.batch import batch_cameras, batch_pose, images_to_device
 from novum3d.device import select_device
 from novum3d.errors import ConfigError, DataError, MissingDataError
-from novum3d.evaluation.report import new_figure, plot_style, save_figure
+from novum3d.evaluation.report import blank_figure, plot_style, save_figure
 from novum3d.evaluation.run import collate_with_ids, evenly_spaced, open_eval_splits
 from novum3d.inference.checkpoint import load_model
 from novum3d.inference.pose import PoseEstimator, pose_config
@@ -213,8 +213,7 @@ def plot_profiles(offsets: tuple[float, ...], curves: dict[str, dict[str, list[f
     truth (x 1000) against the elevation offset, a line per label; each panel its own y scale."""
     bands = [b for b in BANDS if any(b in c for c in curves.values())]
     with plot_style():
-        fig, ax = new_figure((330 * len(bands), 340))
-        fig.delaxes(ax)
+        fig = blank_figure((330 * len(bands), 340))
         axes = fig.subplots(1, len(bands), squeeze=False)[0]
         for ax, band in zip(axes, bands, strict=True):
             for label, c in curves.items():

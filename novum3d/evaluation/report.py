@@ -75,14 +75,21 @@ def plot_style() -> Iterator[None]:
         yield
 
 
-def new_figure(size: tuple[int, int]) -> tuple[Figure, Axes]:
-    """A figure of ``size`` (width, height) pixels with one axes, on the Agg canvas (no display).
+def blank_figure(size: tuple[int, int]) -> Figure:
+    """A figure of ``size`` (width, height) pixels without axes, on the Agg canvas (no display), for
+    callers that lay out their own panels (``fig.subplots``).
 
     Call it inside ``plot_style()``; the figure belongs to no pyplot state, so nothing needs closing.
     """
     w, h = size
     fig = Figure(figsize=(w / PLOT_DPI, h / PLOT_DPI), dpi=PLOT_DPI, layout="constrained")
     FigureCanvasAgg(fig)
+    return fig
+
+
+def new_figure(size: tuple[int, int]) -> tuple[Figure, Axes]:
+    """:func:`blank_figure` with one axes."""
+    fig = blank_figure(size)
     return fig, fig.add_subplot()
 
 
