@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import novum3d.inference.pose as pose_module
+import novum3d.inference.pose.estimator as pose_module
 import rendering.rasterize
 from benchmarks.common import cuboid_scene
 from novum3d.inference.pose import PoseConfig, PoseEstimator
