@@ -1,4 +1,5 @@
-"""Shared by the benchmarks: timing, the scene they render, and what becomes of results (print, BENCHMARKS.md).
+"""Shared by the benchmarks: timing, the scene they render, and what becomes of results (``emit``: print,
+and append to a Markdown file with ``--append``).
 
 Every benchmark runs as a module from the repository root: ``python -m benchmarks.<name>``.
 """
@@ -12,6 +13,7 @@ import torch
 from torch.utils.benchmark import Timer
 from torch.utils.benchmark.utils.timer import timer as synchronized_clock
 
+from novum3d.evaluation.report import emit as emit  # the benchmarks print and append through it
 from rendering import RasterOutput, cuboid_volume, pascal3d_intrinsics, pose_to_viewmat, rasterize_features
 
 
@@ -44,14 +46,6 @@ def time_once(fn: Callable[[], object]) -> float:
     start = synchronized_clock()
     fn()
     return synchronized_clock() - start
-
-
-def emit(text: str, path: str | None) -> None:
-    """Print ``text`` and, unless ``path`` is empty, append it to that Markdown file."""
-    print(text)
-    if path:
-        with open(path, "a") as fh:
-            fh.write("\n" + text + "\n")
 
 
 def rate(x: float) -> str:

@@ -26,7 +26,6 @@ from benchmarks.common import time_once
 from novum3d.cli import command
 from novum3d.device import select_device
 from novum3d.evaluation.cache import RecordCache
-from novum3d.evaluation.robustness import classify_split
 from novum3d.evaluation.run import (
     chosen_protocols,
     ensure_pose_priors,
@@ -35,7 +34,8 @@ from novum3d.evaluation.run import (
     initial_distance,
     open_eval_splits,
 )
-from novum3d.inference.checkpoint import load_model
+from novum3d.evaluation.suite import classify_split
+from novum3d.inference.loading import load_model
 from novum3d.inference.pose import PoseConfig, PoseEstimator
 
 

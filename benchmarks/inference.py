@@ -48,7 +48,8 @@ from novum3d.device import select_device
 from novum3d.evaluation.metrics import pose_errors
 from novum3d.inference.pose import PoseEstimator, PoseResult, pose_config
 from novum3d.model.backbone import STRIDES, TRUNK_DEPTHS, FeatureBackbone, compile_backbone, normalize_images
-from novum3d.model.matching import class_scores, triton_available
+from novum3d.model.matching import class_scores
+from novum3d.model.matching_triton import triton_available
 from novum3d.model.novum import NOVUM
 from novum3d.model.priors import ClassPosePrior, PosePriors
 from rendering import Pose, cuboid_volume, pascal3d_intrinsics, rasterize_features
@@ -324,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         help="LO,HI: elevations (degrees) of the oracle's poses; the prior stays at -8,32, so e.g. 45,75 asks "
         "for poses above it, as the OOD-pose split does",
     )
-    parser.add_argument("--out", default="BENCHMARKS.md", help="Markdown file to append to ('' for none)")
+    parser.add_argument("--append", default="", metavar="FILE", help="also append the table to this Markdown file")
     args = parser.parse_args(argv)
     device = select_device()
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
@@ -372,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             "TFLOP/s counts the useful products of the matching rows (pixels x (valid Gaussians + bank) x 2D).",
         ]
-    emit("\n".join(lines), args.out)
+    emit("\n".join(lines), args.append)
     return 0
 
 

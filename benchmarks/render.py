@@ -55,7 +55,7 @@ def main() -> int:
                         help="skip torch forward+backward above this batch (time)")  # fmt: skip
     parser.add_argument("--torch-max-batch", type=int, default=1024)
     parser.add_argument("--min-time", type=float, default=1.0, help="blocked_autorange min_run_time per cell, s")
-    parser.add_argument("--out", default="BENCHMARKS.md", help="Markdown file to append to ('' for none)")
+    parser.add_argument("--append", default="", metavar="FILE", help="also append the table to this Markdown file")
     args = parser.parse_args()
 
     device = select_device().type
@@ -112,7 +112,7 @@ def main() -> int:
         f"torch {torch.__version__}, gsplat {gsplat_version}. "
         f"Command: `python -m benchmarks.render --batches {args.batches} --backends {args.backends}`\n"
     )
-    emit(title + "\n" + table, args.out)
+    emit(title + "\n" + table, args.append)
     return 0
 
 

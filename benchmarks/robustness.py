@@ -1,14 +1,16 @@
 """Robustness benchmark: NOVUM, its ablations and standard classifiers on every test split.
 
     python -m benchmarks.robustness configs/robustness.yaml --data data/synthetic-robust \\
-        [--seeds 0,1] [--work runs/robustness] [--max-per-split N] [key.sub=value ...]
+        [--seeds 0,1] [--work runs/robustness] [--max-per-split N] [--append FILE] [key.sub=value ...]
+    python -m benchmarks.robustness --merge A/robustness.json B/robustness.json [--json pooled.json]
 
 Every method of the suite is trained (skipped when its checkpoint has finished; resumed when it
 stopped midway) on the data set's train split with the suite's shared budget, then evaluated on
 clean, occluded L1-L3, corrupted (mean over corruptions) and OOD (per nuisance and mean). NOVUM
 methods with ``pose: true`` also get render-and-compare poses (Acc@pi/6). Writes
-<results>/robustness.json, robustness.md and accuracy_vs_occlusion.png, prints the tables and
-appends them to BENCHMARKS.md with the commands that reproduce them and the device.
+<results>/robustness.json, robustness.md and accuracy_vs_occlusion.png and prints the tables with the
+commands that reproduce them and the device (``--append FILE`` also appends them there). ``--merge`` pools the
+``robustness.json`` of separate runs (other seeds, or methods run in separate processes) into mean +- std.
 Trailing key.sub=value overrides apply to every method (e.g. data.num_workers=14).
 Evaluation is kept split by split: a run killed mid-evaluation recomputes one split at most.
 Several processes sharing one machine (one per method) must share its cores too: give each
@@ -40,7 +42,14 @@ from novum3d.data.synthetic.splits import read_manifest
 from novum3d.device import resolve_compile, select_device
 from novum3d.errors import CheckpointError, Novum3DError
 from novum3d.evaluation.cache import RecordCache, evaluation_key, load_keyed, save_keyed
-from novum3d.evaluation.robustness import (
+from novum3d.evaluation.run import (
+    ensure_pose_priors,
+    evaluate_split,
+    evenly_spaced,
+    initial_distance,
+    protocol_summary,
+)
+from novum3d.evaluation.suite import (
     SuiteMethod,
     classify_split,
     load_suite,
@@ -52,15 +61,8 @@ from novum3d.evaluation.robustness import (
     split_summary,
     table_columns,
 )
-from novum3d.evaluation.run import (
-    ensure_pose_priors,
-    evaluate_split,
-    evenly_spaced,
-    initial_distance,
-    protocol_summary,
-)
 from novum3d.fingerprint import CACHE_FORMAT, code_digest, compare_keys, dataset_digest
-from novum3d.inference.checkpoint import load_model
+from novum3d.inference.loading import load_model
 from novum3d.inference.pose import PoseConfig, PoseEstimator
 from novum3d.train.trainer import Trainer
 
@@ -217,12 +219,62 @@ def augmentation_note(suite, extra: list[str], seed: int, work: Path) -> str:
     return "; ".join(parts) + "; none for the others"
 
 
+def merge(reports: list[dict]) -> tuple[dict, dict, list[int]]:
+    """Pool the rows of several reports (other seeds, or other methods of one seed).
+
+    Raises Novum3DError when one row would get the same seed twice."""
+    rows: dict[str, list[dict]] = {}
+    pose: dict[str, list[dict]] = {}
+    row_seeds: dict[str, list[int]] = {}
+    for report in reports:
+        for name, runs in report["columns"].items():
+            rows.setdefault(name, []).extend(runs)
+            row_seeds.setdefault(name, []).extend(report["seeds"])
+        for name, runs in report["pose_columns"].items():
+            pose.setdefault(name, []).extend(runs)
+    for name, seeds in row_seeds.items():
+        if len(set(seeds)) != len(seeds):
+            raise Novum3DError(f"seeds repeat across the reports for {name!r} ({seeds}); merge runs of different seeds")
+    return rows, pose, sorted({s for seeds in row_seeds.values() for s in seeds})
+
+
+def merge_main(args) -> int:
+    """``--merge``: the tables of several reports pooled by row."""
+    reports = [json.loads(Path(p).read_text()) for p in args.merge]
+    rows, pose, seeds = merge(reports)
+    table = markdown_rows(rows)
+    margins = margin_rows(rows, args.novum, args.baseline)
+    table += "\n" + margins if margins else ""
+    text = "\n".join(
+        [
+            f"### Robustness, seeds {', '.join(map(str, seeds))} pooled (mean +- population std over seeds)",
+            "",
+            f"Command: `python -m benchmarks.robustness --merge {' '.join(args.merge)}`",
+            "",
+            "Classification accuracy (%):",
+            "",
+            table,
+            "",
+            *(["Pose Acc@pi/6 (%):", "", markdown_rows(pose)] if pose else []),
+        ]
+    )
+    emit(text, args.append)
+    if args.json:
+        merged = {"reports": args.merge, "seeds": seeds, "columns": rows, "pose_columns": pose}
+        Path(args.json).write_text(json.dumps(merged, indent=2))
+    return 0
+
+
 @command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("suite", help="suite YAML, e.g. configs/robustness.yaml")
+    parser.add_argument("suite", nargs="?", help="suite YAML, e.g. configs/robustness.yaml")
     parser.add_argument("overrides", nargs="*", help="key.sub=value for every method")
-    parser.add_argument("--data", required=True, help="a synthetic data set (scripts/make_synthetic.py)")
+    parser.add_argument("--data", help="a synthetic data set (scripts/make_synthetic.py)")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON", help="pool these robustness.json files")
+    parser.add_argument("--novum", default="NOVUM (cube)", help="--merge: the NOVUM method of the margin row")
+    parser.add_argument("--baseline", default="ResNet-50", help="--merge: the baseline of the margin row")
+    parser.add_argument("--json", default="", help="--merge: write the pooled rows (per seed) to this JSON file")
     parser.add_argument("--seeds", default="0", help="comma list of training seeds")
     parser.add_argument("--methods", default=None, help="comma list of method slugs to run (default: all)")
     parser.add_argument("--work", default="runs/robustness", help="checkpoints and caches, one folder per run")
@@ -232,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pose-splits", default=None, help="comma list of splits that get poses (default: all)")
     parser.add_argument("--pose-max-per-split", type=int, default=None, help="evenly spaced subset of each pose split")
     parser.add_argument("--batch-size", type=int, default=64, help="evaluation batch")
-    parser.add_argument("--benchmarks", default="BENCHMARKS.md", help="append the tables here ('' to skip)")
+    parser.add_argument("--append", default="", metavar="FILE", help="also append the tables to this Markdown file")
     parser.add_argument("--retrain", action="store_true", help="retrain methods whose checkpoint has other inputs")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument(
@@ -245,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers of the evaluation")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, all cores)")
     args = parser.parse_intermixed_args(argv)
+    if args.merge:
+        return merge_main(args)
+    if not args.suite or not args.data:
+        parser.error("a suite YAML and --data are needed (or --merge with robustness.json files)")
     if args.threads is not None:
         if args.threads < 1:
             raise Novum3DError(f"--threads: expected at least 1, got {args.threads}", field="--threads")
@@ -345,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
     (results_dir / "robustness.md").write_text(text + "\n")
-    emit(text, args.benchmarks)
+    emit(text, args.append)
     print(f"written to {results_dir}/ (robustness.json, robustness.md" + (", the plot)" if plot else ")"))
     return 0
 

@@ -37,7 +37,7 @@ def main() -> int:
     parser.add_argument("config")
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--steps", type=int, default=20, help="steps of the DataLoader-fed pass")
-    parser.add_argument("--out", default="BENCHMARKS.md")
+    parser.add_argument("--append", default="", metavar="FILE", help="also append the table to this Markdown file")
     args = parser.parse_args()
     cfg = load_experiment(args.config, [*args.overrides, "train.out_dir=/tmp/novum3d-bench"])
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -143,7 +143,7 @@ def main() -> int:
         ]
     lines += [f"| {k} (one batch) | {s * 1000:.1f} ms |" for k, s in parts.items()]
     text = "\n".join(lines)
-    emit(text, args.out)
+    emit(text, args.append)
     return 0
 
 

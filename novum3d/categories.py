@@ -1,4 +1,4 @@
-"""Object categories and the cuboid sizes their volumes are built on (kept in YAML)."""
+"""Object categories, the cuboid sizes kept for them in YAML, and the Gaussian geometry of each one's volume."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError
+from rendering import GaussianVolume, cuboid_volume, single_gaussian_volume, sphere_volume
+
+from .config import ConfigError, VolumeConfig
 
 BUILTIN = {"pascal3d": "pascal3d_categories.yaml"}
 
@@ -53,3 +55,17 @@ def load_categories(source: str | Path = "pascal3d") -> list[Category]:
             )
         out.append(Category(str(name), tuple(float(s) for s in size)))
     return out
+
+
+def build_volume(category: Category, cfg: VolumeConfig) -> GaussianVolume:
+    """The fixed Gaussian geometry of one category: cuboid (paper), sphere or single (ablations)."""
+    if cfg.kind == "cuboid":
+        return cuboid_volume(category.size, cfg.num_gaussians, cfg.scale_factor, cfg.opacity)
+    if cfg.kind == "sphere":
+        return sphere_volume(max(category.size) / 2, cfg.num_gaussians, cfg.scale_factor, cfg.opacity)
+    return single_gaussian_volume(category.size, cfg.opacity)
+
+
+def build_category_volumes(cfg: VolumeConfig) -> dict[str, GaussianVolume]:
+    """One volume per category, in the categories file's order."""
+    return {c.name: build_volume(c, cfg) for c in load_categories(cfg.categories)}

@@ -24,10 +24,8 @@ import torch
 from novum3d.cli import command
 from novum3d.device import select_device
 from novum3d.errors import DataError, Novum3DError
-from novum3d.inference.checkpoint import load_model
-from novum3d.inference.pipeline import predict
-from novum3d.inference.pose import PoseEstimator, pose_config
-from novum3d.inference.report import (
+from novum3d.inference.loading import load_model
+from novum3d.inference.photos import (
     centred_intrinsics,
     find_images,
     load_image,
@@ -35,6 +33,8 @@ from novum3d.inference.report import (
     prediction_record,
     summary_line,
 )
+from novum3d.inference.pipeline import predict
+from novum3d.inference.pose import PoseEstimator, pose_config
 from rendering.backends import gsplat_available
 
 

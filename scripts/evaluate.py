@@ -46,7 +46,7 @@ from novum3d.evaluation.run import (
     open_eval_splits,
     selected_splits,
 )
-from novum3d.inference.checkpoint import load_model
+from novum3d.inference.loading import load_model
 from novum3d.inference.pose import PoseEstimator, pose_config
 from novum3d.model.backbone import is_compiled
 

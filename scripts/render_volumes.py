@@ -12,10 +12,10 @@ import math
 import sys
 import time
 
+from novum3d.categories import build_category_volumes
 from novum3d.cli import command
 from novum3d.config import VolumeConfig, load_config
-from novum3d.visualize import volume_sheet
-from novum3d.volumes import build_category_volumes
+from novum3d.volume_sheet import volume_sheet
 
 
 @command

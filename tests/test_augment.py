@@ -12,7 +12,7 @@ from novum3d.config import BaselineConfig, ConfigError, ExperimentConfig, config
 from novum3d.data.augment import occlude_objects
 from novum3d.data.batch import box_cells, collate
 from novum3d.data.synthetic import generate
-from novum3d.evaluation.robustness import load_suite, method_config
+from novum3d.evaluation.suite import load_suite, method_config
 from novum3d.train import trainer as trainer_module
 from novum3d.train.correspondence import Correspondences, drop_occluded, object_cells, occluded_cells
 from novum3d.train.trainer import AUGMENT_STREAM, Trainer, training_identity

@@ -149,7 +149,7 @@ def _run_robustness(root, work, ckpts, suite=SUITE, plant=None):
         (work / "w" / "novum-cube-seed0").mkdir(parents=True)
         shutil.copy(plant, work / "w" / "novum-cube-seed0" / "last.pt")
     argv = [str(path), "--data", str(root), "--work", str(work / "w"), "--results", str(work / "r"),
-            "--benchmarks", "", "--pose-steps", "1", "--device", "cpu"]  # fmt: skip
+            "--pose-steps", "1", "--device", "cpu"]  # fmt: skip
     return runpy.run_module("benchmarks.robustness", run_name="novum3d_test")["main"](argv)
 
 

@@ -181,7 +181,7 @@ def _robust_args(tmp_path, data, *extra):
     suite = tmp_path / "suite.yaml"
     suite.write_text(SUITE.replace("train.max_steps_per_epoch=1", "train.max_steps_per_epoch=1, optim.epochs=2"))
     return [str(suite), "--data", str(data), "--work", str(tmp_path / "w"), "--results", str(tmp_path / "r"),
-            "--benchmarks", "", "--device", "cpu", "--workers", "0", *extra]  # fmt: skip
+            "--device", "cpu", "--workers", "0", *extra]  # fmt: skip
 
 
 def test_robustness_refuses_a_checkpoint_of_other_data_and_reevaluates_changed_splits(trained, tmp_path, capsys):
@@ -234,7 +234,7 @@ def test_robustness_resumes_a_run_killed_mid_epoch(trained, tmp_path, monkeypatc
 
 
 def test_robustness_evaluation_killed_mid_way_keeps_its_finished_splits(trained, tmp_path, monkeypatch):
-    import novum3d.evaluation.robustness as robustness
+    import novum3d.evaluation.suite as robustness
 
     root = trained[0]
     real = robustness.classify_split

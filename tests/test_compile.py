@@ -12,7 +12,7 @@ import torch
 from novum3d.config import ExperimentConfig, config_to_dict, load_experiment
 from novum3d.device import resolve_compile
 from novum3d.errors import ConfigError
-from novum3d.inference.checkpoint import load_model
+from novum3d.inference.loading import load_model
 from novum3d.model.backbone import FeatureBackbone, compile_backbone, is_compiled
 from novum3d.model.novum import NOVUM
 

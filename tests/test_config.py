@@ -4,9 +4,8 @@ import pytest
 import torch
 import yaml
 
-from novum3d.categories import load_categories
+from novum3d.categories import build_category_volumes, load_categories
 from novum3d.config import ConfigError, VolumeConfig, from_mapping, load_config
-from novum3d.volumes import build_category_volumes
 
 PASCAL3D = [
     "aeroplane", "bicycle", "boat", "bottle", "bus", "car",
@@ -167,7 +166,7 @@ def assert_default_keeps_older_identity(field: str, other: float, section: str =
 
 
 def test_the_faithful_suite_has_stride_4_features_branching_from_volume_background(tmp_path):
-    from novum3d.evaluation.robustness import load_suite, method_config
+    from novum3d.evaluation.suite import load_suite, method_config
 
     suite = load_suite("configs/robustness-faithful.yaml")
     methods = {m.slug: m for m in suite.methods}
@@ -179,7 +178,7 @@ def test_the_faithful_suite_has_stride_4_features_branching_from_volume_backgrou
 
 
 def test_the_faithful_suite_has_the_dense_stride_4_volume_and_its_baseline_at_the_same_rate(tmp_path):
-    from novum3d.evaluation.robustness import load_suite, method_config
+    from novum3d.evaluation.suite import load_suite, method_config
 
     suite = load_suite("configs/robustness-faithful.yaml")
     methods = {m.slug: m for m in suite.methods}

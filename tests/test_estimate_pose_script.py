@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from novum3d.data.synthetic import generate
-from novum3d.inference.checkpoint import load_model
+from novum3d.inference.loading import load_model
 from novum3d.train.trainer import Trainer
 from tests.test_trainer import tiny_config
 
@@ -92,7 +92,7 @@ def test_the_script_keeps_the_backbone_eager_unless_asked(checkpoint, tmp_path, 
     # Compiling pays only over many images of one size; this script runs images one at a time.
     import runpy
 
-    import novum3d.inference.checkpoint as checkpoints
+    import novum3d.inference.loading as checkpoints
 
     root, ckpt = checkpoint
     image = next((root / "test-clean" / "images" / "car").glob("*.JPEG"))

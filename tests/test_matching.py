@@ -23,8 +23,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from novum3d.model import matching
-from novum3d.model.matching import KernelConfig, class_scores, class_scores_torch, class_scores_triton
+from novum3d.model import matching, matching_triton
+from novum3d.model.matching import class_scores, class_scores_torch
+from novum3d.model.matching_triton import KernelConfig, class_scores_triton
 
 ROOT = Path(__file__).resolve().parents[1]
 STRICT, LOOSE, VS_CUDA_TORCH = 1e-4, 1e-2, 5e-3
@@ -227,15 +228,14 @@ def test_auto_picks_torch_on_cpu(monkeypatch):
         class_scores(maps, C, valid, bank, pm, backend="cuda")
 
 
-def test_classify_module_reexports_the_same_function():
-    from novum3d.inference import classify
+def test_the_model_scores_with_the_same_function():
     from novum3d.model import novum
 
-    assert classify.class_scores is matching.class_scores and novum.class_scores is matching.class_scores
+    assert novum.class_scores is matching.class_scores
 
 
 def test_triton_refuses_cpu_tensors_without_interpreter(monkeypatch):
-    if matching.triton is None:
+    if matching_triton.triton is None:
         pytest.skip("triton not installed")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     maps, C, valid, bank, pm, _ = case_inputs("basic")
@@ -246,7 +246,7 @@ def test_triton_refuses_cpu_tensors_without_interpreter(monkeypatch):
 def test_pack_vectors_puts_valid_first_and_repeats_the_first():
     C = torch.arange(2 * 4 * 3, dtype=torch.float32).view(2, 4, 3)
     valid = torch.tensor([[False, True, False, True], [False, False, False, False]])
-    packed = matching.pack_vectors(C, valid, multiple=16)
+    packed = matching_triton.pack_vectors(C, valid, multiple=16)
     assert packed.data.shape == (2, 16, 16) and packed.data.dtype == torch.bfloat16
     assert packed.counts.tolist() == [2, 0] and packed.empty == [1]
     d = packed.data.float()
@@ -257,15 +257,15 @@ def test_pack_vectors_puts_valid_first_and_repeats_the_first():
 def test_pack_cache_repacks_after_in_place_updates_and_forgets_freed_tensors():
     g = torch.Generator().manual_seed(0)
     C, valid = unit(2, 5, 4, g=g), torch.ones(2, 5, dtype=torch.bool)
-    first = matching._packed_volumes(C, valid, 16)
-    assert matching._packed_volumes(C, valid, 16) is first
+    first = matching_triton._packed_volumes(C, valid, 16)
+    assert matching_triton._packed_volumes(C, valid, 16) is first
     C[0, 0] = -C[0, 0]  # in place, as momentum_update does
-    second = matching._packed_volumes(C, valid, 16)
+    second = matching_triton._packed_volumes(C, valid, 16)
     assert second is not first and torch.equal(second.data[0, 0, :4], C[0, 0].to(torch.bfloat16))
     key = (id(C), id(valid), 16)
-    assert key in matching._PACK_CACHE
+    assert key in matching_triton._PACK_CACHE
     del C
-    assert key not in matching._PACK_CACHE
+    assert key not in matching_triton._PACK_CACHE
 
 
 def interpreter_takes_runtime_loop_bounds() -> bool:
@@ -287,7 +287,7 @@ def interpreter_takes_runtime_loop_bounds() -> bool:
     return torch.equal(x, torch.arange(3.0))
 
 
-@pytest.mark.skipif(matching.triton is None, reason="triton not installed")
+@pytest.mark.skipif(matching_triton.triton is None, reason="triton not installed")
 def test_triton_kernel_under_interpreter_on_cpu():
     """All kernel cases on the CPU through TRITON_INTERPRET=1, in a fresh process."""
     code = (
@@ -321,16 +321,19 @@ def test_every_autotune_config_compiles_for_hopper(tmp_path):
         ptxas = triton.knobs.nvidia.ptxas.path
     except Exception as exc:  # no bundled ptxas
         pytest.skip(f"no ptxas: {exc}")
-    names = list(matching._match_kernel.arg_names)
+    names = list(matching_triton._match_kernel.arg_names)
     pointers = {"feat_ptr": "*bf16", "vec_ptr": "*bf16", "bg_ptr": "*fp32", "mask_ptr": "*u8", "out_ptr": "*fp32"}
-    for p, k, w, s in matching.TUNE_SHAPES:
+    for p, k, w, s in matching_triton.TUNE_SHAPES:
         for bank in (False, True):
             const = {"SLOT_P": 64, "KPAD": 1152, "BLOCK_D": 128, "BLOCK_P": p, "BLOCK_K": k, "BANK_PASS": bank}
             const |= {"HAS_BG": not bank, "HAS_MASK": True, "UPCAST": False}
             sig = {n: pointers.get(n, "constexpr" if n in const else "i32") for n in names}
             attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in pointers}
             src = ASTSource(
-                matching._match_kernel, sig, constexprs={(names.index(n),): v for n, v in const.items()}, attrs=attrs
+                matching_triton._match_kernel,
+                sig,
+                constexprs={(names.index(n),): v for n, v in const.items()},
+                attrs=attrs,
             )
             compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": w, "num_stages": s})
             ttgir = compiled.asm["ttgir"]

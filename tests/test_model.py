@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from novum3d.config import ExperimentConfig, LossConfig
-from novum3d.inference.classify import class_scores
+from novum3d.model.matching import class_scores
+from novum3d.model.neural_volumes import NeuralVolumes
 from novum3d.model.novum import NOVUM
-from novum3d.model.volumes import NeuralVolumes
 from novum3d.train.correspondence import (
     background_features,
     find_correspondences,

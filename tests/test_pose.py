@@ -486,7 +486,7 @@ def test_config_validation():
 
 
 def test_classifier_picks_the_right_class_among_twelve_random_volumes():
-    from novum3d.inference.classify import class_scores
+    from novum3d.model.matching import class_scores
 
     torch.manual_seed(2)
     vols = [cuboid_volume((0.6 + 0.1 * i, 1.8 - 0.05 * i, 0.6), 300) for i in range(12)]

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from novum3d.inference import pipeline
-from novum3d.inference.checkpoint import load_model
+from novum3d.inference.loading import load_model
 from novum3d.inference.pipeline import estimate_poses, estimate_poses_top_classes
 from novum3d.inference.pose import PoseConfig, PoseEstimator
 from novum3d.model.priors import PosePriors
@@ -100,7 +100,7 @@ def test_the_better_scoring_pose_chooses_between_the_two_best_classes(data_root,
     assert (errors(poses, az.repeat(2), el.repeat(2), th.repeat(2)) < math.pi / 6).all()
     # predict() wires the same choice: images whose maps are the oracle's, scores ranking the wrong class first.
     monkeypatch.setattr(model, "forward", lambda images: maps)
-    monkeypatch.setattr(pipeline, "classify_maps", lambda model, maps, mask=None: (wrong_first, wrong_first.softmax(1)))
+    monkeypatch.setattr(model, "score_maps", lambda maps, mask=None: wrong_first)
     pred = pipeline.predict(model, torch.zeros(len(maps), 3, 8, 8), K, est, class_candidates=2)
     assert torch.equal(pred.labels, labels)
     torch.testing.assert_close(pred.pose.azimuth, alone.azimuth, atol=1e-4, rtol=0)

@@ -10,8 +10,8 @@ from novum3d.baselines import BaselineTrainer, load_baseline
 from novum3d.config import BaselineConfig, ConfigError, load_experiment
 from novum3d.data.batch import collate
 from novum3d.data.synthetic import generate
-from novum3d.evaluation.robustness import load_suite, markdown_rows, table_columns
-from novum3d.inference.checkpoint import load_model
+from novum3d.evaluation.suite import load_suite, markdown_rows, table_columns
+from novum3d.inference.loading import load_model
 from novum3d.train.trainer import CheckpointError, Trainer
 from tests.test_trainer import CLASSES, tiny_config
 
@@ -123,7 +123,7 @@ def test_robustness_benchmark_runs_end_to_end_on_tiny_data(data_root, tmp_path):
     bench = tmp_path / "BENCHMARKS.md"
     bench.write_text("# existing\n")
     args = [sys.executable, "-m", "benchmarks.robustness", str(suite), "--data", str(data_root), "--work",
-            str(tmp_path / "work"), "--results", str(tmp_path / "res"), "--benchmarks", str(bench), "--pose-steps",
+            str(tmp_path / "work"), "--results", str(tmp_path / "res"), "--append", str(bench), "--pose-steps",
             "2", "--device", "cpu", "--threads", "1", "--pose-max-per-split", "1"]  # fmt: skip
     result = subprocess.run(args, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -178,12 +178,12 @@ def test_merge_pools_seeds_of_separate_runs(tmp_path):
         paths.append(tmp_path / f"r{seed}.json")
         paths[-1].write_text(json.dumps(report(seed, a, b)))
     out = tmp_path / "B.md"
-    run = [sys.executable, "-m", "benchmarks.robustness_merge", *map(str, paths), "--benchmarks", str(out)]
+    run = [sys.executable, "-m", "benchmarks.robustness", "--merge", *map(str, paths), "--append", str(out)]
     assert subprocess.run(run, capture_output=True, text=True, check=False).returncode == 0
     text = out.read_text()
     assert "| NOVUM (cube) | 80.0 +- 10.0 |" in text and "| ResNet-50 | 80.0 +- 0.0 |" in text
     assert "| margin: NOVUM (cube) - ResNet-50 | 0.0 +- 10.0 |" in text and "| NOVUM (cube) | 50.0 +- 0.0 |" in text
-    same = subprocess.run(run[:3] + [str(paths[0])] * 2, capture_output=True, text=True, check=False)
+    same = subprocess.run(run[:4] + [str(paths[0])] * 2, capture_output=True, text=True, check=False)
     assert same.returncode == 2 and "seeds repeat" in same.stderr
 
 

@@ -18,7 +18,7 @@ from novum3d.data.augment import (
 )
 from novum3d.data.batch import batch_cameras, collate
 from novum3d.data.synthetic import generate
-from novum3d.evaluation.robustness import load_suite, method_config
+from novum3d.evaluation.suite import load_suite, method_config
 from novum3d.train.trainer import ROTATION_STREAM, STRETCH_STREAM, Trainer, training_identity
 from rendering.cameras import pascal3d_intrinsics, pose_to_viewmat, project_points
 from tests.test_config import assert_default_keeps_older_identity

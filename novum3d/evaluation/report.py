@@ -15,6 +15,15 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+
+def emit(text: str, append: str | Path | None = None) -> None:
+    """Print a result table and, when ``append`` names a Markdown file, append it there (``--append``)."""
+    print(text)
+    if append:
+        with open(append, "a") as fh:
+            fh.write("\n" + text + "\n")
+
+
 COLUMNS = [  # key, header, scale, format
     ("images", "images", 1, "{:d}"),
     ("accuracy", "accuracy %", 100, "{:.1f}"),

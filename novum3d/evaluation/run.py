@@ -18,7 +18,7 @@ from ..data.batch import batch_cameras, batch_pose, box_cells, collate, images_t
 from ..data.pascal3d import Pascal3DPreprocessed
 from ..data.synthetic import open_splits
 from ..errors import ConfigError, DataError
-from ..inference.pipeline import classify_maps, estimate_poses, estimate_poses_top_classes, mask_maps
+from ..inference.pipeline import estimate_poses, estimate_poses_top_classes, mask_maps
 from ..inference.pose import PoseEstimator
 from ..model.calibration import expected_calibration_error
 from ..model.novum import NOVUM
@@ -121,7 +121,8 @@ def evaluate_split(
                 protocol = PROTOCOLS[name]
                 mask = boxes if protocol.box else None
                 if protocol.box not in classified:
-                    classified[protocol.box] = classify_maps(model, maps, mask)
+                    scores = model.score_maps(maps, mask)
+                    classified[protocol.box] = scores, model.probabilities(scores)
                 scores, probs = classified[protocol.box]
                 compared = mask_maps(maps, mask)
                 if protocol.classes > 1:

@@ -14,7 +14,6 @@ from torch import Tensor
 
 from rendering import Pose
 
-from ..model.matching import class_scores
 from ..model.novum import NOVUM
 from .pose import PoseEstimator, PoseResult
 
@@ -25,15 +24,6 @@ class Prediction:
     class_scores: Tensor  # [B, Y] geometry-free scores
     probabilities: Tensor  # [B, Y] softmax of the scores at the model's calibrated temperature
     pose: PoseResult
-
-
-@torch.no_grad()
-def classify_maps(model: NOVUM, maps: Tensor, pixel_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Class scores [B, Y] and calibrated probabilities [B, Y] of feature maps [B, D, h, w]
-    (``pixel_mask`` [B, h, w] bool restricts the pixels that vote)."""
-    v = model.volumes
-    scores = class_scores(maps, v.features, v.valid, v.bank, pixel_mask)
-    return scores, torch.softmax(scores / model.class_temperature, dim=1)
 
 
 def mask_maps(maps: Tensor, pixel_mask: Tensor | None) -> Tensor:
@@ -100,7 +90,7 @@ def estimate_poses_top_classes(
 
     Args:
         maps: [B, D, h, w] unit features; Ks: [B, 3, 3] intrinsics at feature-map scale.
-        scores: [B, Y] class scores (:func:`classify_maps`).
+        scores: [B, Y] class scores (:meth:`NOVUM.score_maps <novum3d.model.novum.NOVUM.score_maps>`).
         candidates: classes tried per image (1: the classifier's class alone).
         distance: starting distance for every class (default: each class's prior).
 
@@ -142,7 +132,8 @@ def predict(
     model.eval()
     with torch.no_grad():
         maps = model(images)
-    scores, probabilities = classify_maps(model, maps, pixel_mask)
+    scores = model.score_maps(maps, pixel_mask)
+    probabilities = model.probabilities(scores)
     masked = mask_maps(maps, pixel_mask)
     if labels is None and class_candidates > 1:
         labels, pose = estimate_poses_top_classes(model, masked, Ks, estimator, scores, class_candidates, distance)

@@ -5,15 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..categories import load_categories
+from ..categories import build_volume, load_categories
 from ..config import ExperimentConfig
 from ..errors import ConfigError
-from ..volumes import build_volume
 from .backbone import FeatureBackbone, normalize_images
 from .calibration import DEFAULT_TEMPERATURE
 from .matching import class_scores
+from .neural_volumes import NeuralVolumes
 from .priors import PosePriors
-from .volumes import NeuralVolumes
 
 
 class NOVUM(nn.Module):
@@ -56,6 +55,16 @@ class NOVUM(nn.Module):
 
     @torch.no_grad()
     def classify(self, images: Tensor, pixel_mask: Tensor | None = None) -> Tensor:
-        """Class scores [B, Y] (geometry-free)."""
+        """Geometry-free class scores [B, Y] of images [B, 3, H, W] in [0, 1] (``pixel_mask`` [B, H/s, W/s]
+        bool: only these feature cells vote). The entry point for classification, as for the baselines."""
+        return self.score_maps(self(images), pixel_mask)
+
+    @torch.no_grad()
+    def score_maps(self, maps: Tensor, pixel_mask: Tensor | None = None) -> Tensor:
+        """:meth:`classify` of feature maps [B, D, h, w] already computed (``self(images)``)."""
         v = self.volumes
-        return class_scores(self(images), v.features, v.valid, v.bank, pixel_mask)
+        return class_scores(maps, v.features, v.valid, v.bank, pixel_mask)
+
+    def probabilities(self, scores: Tensor) -> Tensor:
+        """Class probabilities [B, Y] of scores [B, Y]: a softmax at the temperature fitted on validation."""
+        return torch.softmax(scores / self.class_temperature, dim=1)

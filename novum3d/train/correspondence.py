@@ -11,7 +11,7 @@ from torch import Tensor
 from rendering import project_visible
 
 from ..data.batch import box_cells, host_to_device
-from ..model.volumes import NeuralVolumes
+from ..model.neural_volumes import NeuralVolumes
 
 
 @dataclass

@@ -11,7 +11,7 @@ from torch import Tensor
 from rendering import GaussianVolume, Pose, rasterize_features
 
 from ..model.matching import background_scores
-from ..visualize import position_colors
+from ..volume_sheet import position_colors
 
 
 def volume_silhouette(volume: GaussianVolume, pose: Pose, K: Tensor, size: tuple[int, int]) -> np.ndarray:

@@ -18,7 +18,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..config import BaselineConfig, ExperimentConfig, load_config, load_experiment
 from ..data.batch import box_cells, collate, images_to_device
-from ..inference.pipeline import classify_maps
 from ..model.novum import NOVUM
 from .metrics import protocol_records, summary_block
 from .report import line_plot
@@ -90,9 +89,9 @@ def classify_split(
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             if boxed:
                 maps = model(images)
-                full = classify_maps(model, maps)[0].argmax(1).cpu()
+                full = model.score_maps(maps).argmax(1).cpu()
                 mask = box_cells(batch["bbox"].to(device), image_size, maps.shape[-2:])
-                box = classify_maps(model, maps, mask)[0].argmax(1).cpu()
+                box = model.score_maps(maps, mask).argmax(1).cpu()
             else:
                 full = model.classify(images).argmax(1).cpu()
         for i, y in enumerate(batch["label"].tolist()):

@@ -1,42 +1,27 @@
 """Where NOVUM's class votes go under occlusion: occluder, visible-object and background cells.
 
-    python -m benchmarks.occluder_votes --checkpoint runs/x/last.pt --data data/synthetic-robust \\
-        [--split occluded-L3] [--max-images 600] [--json out.json]
-
 NOVUM classifies by letting every feature cell vote for the class whose Gaussians it matches best,
 unless the clutter bank matches it better (then it votes for no class). Robustness to occlusion
 rests on occluder cells going to the bank. On a synthetic occluded split (whose occluder masks are
-stored beside the images), this counts, for each kind of cell, the share won by the true class,
-by another class and by the bank, and the accuracy when the occluder cells (an oracle) or
+stored beside the images), :func:`measure` counts, for each kind of cell, the share won by the true
+class, by another class and by the bank, and the accuracy when the occluder cells (an oracle) or
 everything but the visible object are kept from voting. A cell is an occluder / visible-object /
 background cell when that kind covers most of its pixels. On an unoccluded split (clean) every
-object cell is visible: the reference for the same model. Prints a Markdown table.
+object cell is visible: the reference for the same model.
 """
 
 from __future__ import annotations
-
-import argparse
-import json
-import sys
-from functools import partial
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from torch.utils.data import Dataset
 
-from novum3d.cli import command
-from novum3d.data.batch import collate, images_to_device
-from novum3d.device import select_device
-from novum3d.errors import MissingDataError
-from novum3d.evaluation.run import evenly_spaced, open_eval_splits
-from novum3d.inference.checkpoint import load_model
-from novum3d.inference.pipeline import classify_maps
-from novum3d.model.matching import background_scores
+from ...data.batch import collate, images_to_device
+from ...errors import MissingDataError
+from ...model.matching import background_scores
 
 KINDS = ("occluder", "visible object", "background", "visible object, no occluder cell among its 8 neighbours")
 
@@ -76,7 +61,7 @@ class WithOccluders(Dataset):
         return sample
 
 
-def _collate(samples: list[dict], image_size: tuple[int, int]) -> dict:
+def collate_with_occluders(samples: list[dict], image_size: tuple[int, int]) -> dict:
     batch = collate(samples, image_size)
     batch["occluder"] = torch.stack([s["occluder"] for s in samples])
     return batch
@@ -135,7 +120,7 @@ def measure(model, loader, device: torch.device, progress=None) -> dict:
             wins[k] += torch.bincount(outcome[sel], minlength=3).cpu()
         masks = {"all cells": None, "occluder cells removed": kinds != 0, "visible object only": kinds == 1}
         for name, mask in masks.items():
-            correct[name] += int((classify_maps(model, maps, mask)[0].argmax(1) == labels).sum())
+            correct[name] += int((model.score_maps(maps, mask).argmax(1) == labels).sum())
         total += len(labels)
     shares = {KINDS[k]: {"cells": int(wins[k].sum()),
                          **{o: float(wins[k, j]) / max(int(wins[k].sum()), 1) * 100
@@ -152,38 +137,3 @@ def table(result: dict) -> str:
     lines += ["", "| cells that vote | accuracy % |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in result["accuracy"].items()]
     return "\n".join(lines)
-
-
-@command
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--data", required=True, help="a synthetic data set with occluded splits")
-    parser.add_argument("--split", default="occluded-L3")
-    parser.add_argument("--max-images", type=int, default=None, help="evenly spaced subset")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--json", default=None, help="also write the result here")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    args = parser.parse_args(argv)
-    device = select_device(args.device)
-    model, cfg = load_model(args.checkpoint, device, compile="off")
-    splits = open_eval_splits(Path(args.data), "synthetic", model.classes)
-    if args.split not in splits:
-        raise MissingDataError(f"{args.data}: no split {args.split!r}; it has {sorted(splits)}", field="--split")
-    size = tuple(cfg.data.image_size)
-    ds = WithOccluders(evenly_spaced(splits[args.split], args.max_images), require=args.split.startswith("occluded"))
-    loader = DataLoader(
-        ds, batch_size=args.batch_size, num_workers=args.workers, collate_fn=partial(_collate, image_size=size)
-    )
-    result = measure(model, loader, device, progress=lambda it: tqdm(it, desc=args.split, unit="batch"))
-    result |= {"checkpoint": args.checkpoint, "data": args.data, "split": args.split}
-    print(f"{args.split}, {result['images']} images, {args.checkpoint}\n")
-    print(table(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

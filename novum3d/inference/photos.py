@@ -17,8 +17,8 @@ from rendering import pascal3d_intrinsics
 from ..data.pascal3d import IMAGE_EXTENSIONS, load_rgb
 from ..errors import DataError, Novum3DError
 from ..model.novum import NOVUM
+from .figures import correspondence_map, pose_figure, volume_silhouette
 from .pipeline import Prediction
-from .visualize import correspondence_map, pose_figure, volume_silhouette
 
 MIN_SIDE = 64  # pixels a side: smaller images give feature maps of a few cells
 

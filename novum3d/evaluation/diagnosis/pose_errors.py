@@ -1,34 +1,21 @@
 """Which angle a pose estimate gets wrong, by where the true elevation lies against the training poses.
 
-    python -m benchmarks.pose_error_parts OUT/cache/ood-pose.jsonl [OUT2/cache/ood-pose.jsonl ...] \\
-        --data data/synthetic-robust --split ood-pose [--protocols templates-only,true-class,from-truth] \\
-        [--benchmarks BENCHMARKS.md] [--plot elevations.png]
-
-Reads the per-image caches ``scripts/evaluate.py`` writes (``OUT/cache/<split>.jsonl``: each
-protocol's predicted pose and rotation error) and the split's annotations. Images are grouped by
-their true elevation: below, inside or above the training split's elevation range. For each
-protocol and group it prints the images, Acc@pi/6, the mean signed elevation error (predicted minus
-true: negative means the estimate lies lower), the median absolute azimuth and theta errors, and
-the mean true and predicted elevations. Several caches (one per training seed) pool their images.
-``--plot`` draws predicted against true elevation, one colour per protocol, with the training
+Images are grouped by their true elevation: below, inside or above the training split's elevation range.
+For each protocol and group: the images, Acc@pi/6, the mean signed elevation error (predicted minus true:
+negative means the estimate lies lower), the median absolute azimuth and theta errors, and the mean true
+and predicted elevations. :func:`elevation_plot` draws predicted against true elevation with the training
 range shaded: estimates pulled into that range lie in the band instead of on the diagonal.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import emit
-from novum3d.cli import command
-from novum3d.errors import DataError
-from novum3d.evaluation.report import new_figure, plot_style, save_figure
-from novum3d.evaluation.run import open_eval_splits
+from ...errors import DataError
+from ..report import new_figure, plot_style, save_figure
 
 BANDS = ("below", "inside", "above")
 
@@ -49,15 +36,6 @@ def training_elevation_range(splits: dict[str, Any], data: str | Path) -> tuple[
 def wrap_deg(angle: float) -> float:
     """An angle difference in radians, wrapped to [-180, 180) degrees."""
     return math.degrees((angle + math.pi) % (2 * math.pi) - math.pi)
-
-
-def read_cache(path: Path) -> list[dict[str, Any]]:
-    """The image rows of an evaluation cache (its first line is the key of the inputs)."""
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    if not lines:
-        raise DataError("empty evaluation cache; rerun scripts/evaluate.py", path=path)
-    rows = [json.loads(line) for line in lines[1:]]
-    return [r for r in rows if "id" in r]
 
 
 def error_parts(
@@ -155,39 +133,3 @@ def markdown(parts: dict[str, dict[str, dict[str, float]]], train_range: tuple[f
                 f"| {m['true_elevation_deg']:.1f} | {m['predicted_elevation_deg']:.1f} |"
             )
     return "\n".join(lines)
-
-
-@command
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("caches", nargs="+", type=Path, help="OUT/cache/<split>.jsonl files of scripts/evaluate.py")
-    parser.add_argument("--data", required=True, help="the synthetic data set the caches were evaluated on")
-    parser.add_argument("--split", required=True, help="the split the caches hold, e.g. ood-pose")
-    parser.add_argument("--protocols", default="templates-only,true-class,from-truth")
-    parser.add_argument("--benchmarks", default="", help="append the table to this file")
-    parser.add_argument("--plot", default="", help="write predicted against true elevation to this PNG")
-    args = parser.parse_args(argv)
-    splits = open_eval_splits(args.data, "synthetic", [])
-    if args.split not in splits:
-        raise DataError(f"--split: unknown {args.split!r}; this data set has {sorted(splits)}", path=args.data)
-    truth = {
-        f"{it.category}/{it.name}": {"azimuth": it.annotation.azimuth, "elevation": it.annotation.elevation,
-                                     "theta": it.annotation.theta}
-        for it in splits[args.split].items
-    }  # fmt: skip
-    train_range = training_elevation_range(splits, args.data)
-    rows = [row for path in args.caches for row in read_cache(path)]
-    protocols = args.protocols.split(",")
-    parts = {p: error_parts(rows, truth, train_range, p) for p in protocols}
-    if args.plot:
-        elevation_plot(rows, truth, train_range, protocols, args.plot, f"elevation on {args.split}")
-    command_line = "python -m benchmarks.pose_error_parts " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = (
-        f"### Pose errors by angle, split {args.split}\n\nCommand: `{command_line}`\n\n{markdown(parts, train_range)}"
-    )
-    emit(text, args.benchmarks or None)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,50 +1,20 @@
 """When the pose search fails, does the objective prefer the wrong pose, or did the search miss a better one?
 
-    python -m benchmarks.pose_objective OUT/cache/val-occluded.jsonl [more caches] \\
-        [--estimate true-class] [--reference from-truth] [--symmetric] [--threshold 30] [--benchmarks BENCHMARKS.md]
-
-Reads caches of ``scripts/evaluate.py --diagnose`` (format 3 and later: each record holds the
-render-and-compare score its pose reached). For the images where the ``estimate`` protocol's pose
-is wrong (error >= pi/6, or ``--threshold`` degrees) and the ``reference`` protocol's is right (by
-default: the full search under the true class, against refinement started at the ground truth), it
-counts how often the wrong pose scores at least as high as the right one. Then no search, however wide, would pick
-the right pose: the objective itself prefers the wrong one. Where the right pose scores higher,
-the search missed it. Right and wrong use the plain PASCAL3D+ error; ``--symmetric`` uses the
-symmetry-aware one instead, so that a symmetric class's twin pose (which scores alike) is not a
-failure. Several caches (one per seed) pool their images.
-
-``--class-choice`` asks instead what choosing the class by render-and-compare could gain (the
-``top2-classes`` protocol's bound): over the images the ``full`` protocol misclassifies, how often
-the ``true-class`` pose scores higher than the predicted class's, and Acc@pi/6 if those images
-took the true class's pose. ``--join`` names caches of the same images (one per positional cache,
-in order) whose protocols are added by image id, for protocols evaluated into two output folders.
-
-``--switches BASE,OTHER`` compares two protocols of the same images: how many images OTHER gives
-another class than BASE, how many of those it turns right or wrong, and both protocols' class and
-pose accuracy (e.g. ``full,top2-classes``: what letting render-and-compare choose between the two
-best classes changed).
-
-``--distances`` adds where the failures' distances lie: the wrong pose's distance over the right
-one's (quartiles), and how often each lies outside its class prior's 10th-90th percentiles (the
-priors the cache's key recorded), the figures behind ``PoseConfig.prior_distance_margin``; and how
-often the wrong and the right pose's elevation or theta lies outside the prior's range widened by
-``--angle-margin`` degrees (default 0).
+For the images where one protocol's pose is wrong and another's right (by default the full search under the
+true class against refinement started at the ground truth), :func:`objective_check` counts how often the
+wrong pose scores at least as high as the right one: then no search, however wide, would pick the right
+pose. :func:`class_choice_bound` is what choosing the class by the pose score could gain,
+:func:`class_switches` what one protocol's class choice changed against another's, :func:`distance_check`
+where the failures' distances and angles lie against the class priors.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import statistics
-import sys
-from pathlib import Path
 from typing import Any
 
-from benchmarks.common import emit
-from benchmarks.pose_error_parts import read_cache
-from novum3d.cli import command
-from novum3d.errors import DataError
+from ...errors import DataError
 
 RIGHT = math.pi / 6  # Acc@pi/6's threshold, the default; --threshold 10 asks the same of Acc@pi/18
 
@@ -142,7 +112,7 @@ def class_switches(rows: list[dict[str, Any]], base: str, other: str, threshold:
     }  # fmt: skip
 
 
-def _pooled_rows(per_cache: dict[str, list[dict[str, Any]]], check) -> list[tuple[str, dict[str, float]]]:
+def pooled_rows(per_cache: dict[str, list[dict[str, Any]]], check) -> list[tuple[str, dict[str, float]]]:
     """``check(rows)`` of each cache and of all pooled, labelled; a DataError names the cache."""
     out = []
     pooled = [r for records in per_cache.values() for r in records]
@@ -161,7 +131,7 @@ def switches_table(per_cache: dict[str, list[dict[str, Any]]], base: str, other:
         f"| class % {other} | Acc % {base} | Acc % {other} |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for label, c in _pooled_rows(per_cache, lambda rows: class_switches(rows, base, other, threshold)):
+    for label, c in pooled_rows(per_cache, lambda rows: class_switches(rows, base, other, threshold)):
         lines.append(
             f"| {label} | {c['images']} | {c['switched']} | {c['to_true']} | {c['from_true']} | {c['base_class']:.1f} "
             f"| {c['other_class']:.1f} | {c['base_pose']:.1f} | {c['other_pose']:.1f} |"
@@ -175,25 +145,12 @@ def class_choice_table(per_cache: dict[str, list[dict[str, Any]]], threshold: fl
         "| cache | images | misclassified | true class's pose scores higher % | Acc % | bound Acc % |",
         "|---|---|---|---|---|---|",
     ]
-    for label, c in _pooled_rows(per_cache, lambda rows: class_choice_bound(rows, threshold=threshold)):
+    for label, c in pooled_rows(per_cache, lambda rows: class_choice_bound(rows, threshold=threshold)):
         lines.append(
             f"| {label} | {c['images']} | {c['misclassified']} | {c['true_scores_higher']:.1f} | {c['accuracy']:.1f} "
             f"| {c['bound']:.1f} |"
         )
     return "Class chosen by the pose score: the bound", lines
-
-
-def joined(rows: list[dict[str, Any]], more: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``rows`` with the protocols of ``more``'s records of the same image id added."""
-    extra = {r["id"]: r for r in more}
-    return [{**extra.get(r["id"], {}), **r} for r in rows]
-
-
-def cache_priors(path: Path) -> dict[str, Any]:
-    """The pose priors a cache's key recorded (``settings.priors``), or ``{}`` for none."""
-    with open(path) as fh:
-        key = json.loads(fh.readline() or "{}").get("key", {})
-    return (key.get("settings") or {}).get("priors") or {}
 
 
 def distance_check(
@@ -257,88 +214,3 @@ def distance_check(
         "wrong_angles_outside": 100 * angles["wrong"] / n if n and has_angles else math.nan,
         "right_angles_outside": 100 * angles["right"] / n if n and has_angles else math.nan,
     }
-
-
-@command
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("caches", nargs="+", type=Path, help="OUT/cache/<split>.jsonl files of evaluate.py --diagnose")
-    parser.add_argument("--estimate", default="true-class", help="the protocol whose failures are examined")
-    parser.add_argument("--reference", default="from-truth", help="the protocol that gets those images right")
-    parser.add_argument("--symmetric", action="store_true", help="right and wrong by the symmetry-aware error")
-    parser.add_argument("--distances", action="store_true", help="also the failures' distances against the priors")
-    parser.add_argument(
-        "--threshold", type=float, default=30.0, help="degrees below which an error is right (10: Acc@pi/18)"
-    )
-    parser.add_argument(
-        "--angle-margin", type=float, default=0.0, help="degrees: --distances widens the prior's angle ranges by it"
-    )
-    parser.add_argument("--class-choice", action="store_true", help="the top2-classes bound (full against true-class)")
-    parser.add_argument("--switches", default="", metavar="BASE,OTHER", help="where OTHER's class differs from BASE's")
-    parser.add_argument("--join", nargs="+", type=Path, default=[], help="caches joined to the positional ones")
-    parser.add_argument("--benchmarks", default="", help="append the table to this file")
-    args = parser.parse_args(argv)
-    if args.join and len(args.join) != len(args.caches):
-        parser.error(f"--join: one cache per positional cache ({len(args.caches)}), got {len(args.join)}")
-    if not 0 < args.threshold <= 180:
-        parser.error(f"--threshold: degrees in (0, 180], got {args.threshold}")
-    if not 0 <= args.angle_margin <= 180:
-        parser.error(f"--angle-margin: degrees in [0, 180], got {args.angle_margin}")
-    pair = args.switches.split(",") if args.switches else None
-    if pair is not None and (len(pair) != 2 or not all(pair)):
-        parser.error(f"--switches: expected BASE,OTHER (two protocols), got {args.switches!r}")
-    threshold = math.radians(args.threshold)
-    error = "pose_error_symmetric" if args.symmetric else "pose_error"
-    command_line = "python -m benchmarks.pose_objective " + " ".join(sys.argv[1:] if argv is None else argv)
-    per_cache = {p.as_posix(): read_cache(p) for p in args.caches}
-    for p, other in zip(args.caches, args.join, strict=False):
-        per_cache[p.as_posix()] = joined(per_cache[p.as_posix()], read_cache(other))
-    if pair is not None or args.class_choice:
-        if pair is not None:
-            title, lines = switches_table(per_cache, pair[0], pair[1], threshold)
-        else:
-            title, lines = class_choice_table(per_cache, threshold)
-        emit(f"### {title}\n\nCommand: `{command_line}`\n\n" + "\n".join(lines), args.benchmarks or None)
-        return 0
-    pooled = [r for rows in per_cache.values() for r in rows]
-    lines = [
-        f"| cache | images | {args.estimate} right % | {args.reference} right % | cases | objective prefers "
-        "the wrong pose % | search missed the right one % | median score gap |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-
-    def check(rows: list[dict[str, Any]]) -> dict[str, float]:
-        return objective_check(rows, args.estimate, args.reference, error, threshold)
-
-    for label, c in _pooled_rows(per_cache, check):
-        lines.append(
-            f"| {label} | {c['images']} | {c['estimate_right']:.1f} | {c['reference_right']:.1f} | {c['cases']} "
-            f"| {c['objective_prefers_wrong']:.1f} | {c['search_missed']:.1f} | {c['median_score_gap']:.4f} |"
-        )
-    if args.distances:
-        try:
-            d = distance_check(
-                pooled, cache_priors(args.caches[0]), args.estimate, args.reference, error, threshold,
-                math.radians(args.angle_margin),
-            )  # fmt: skip
-        except DataError as exc:
-            raise DataError(str(exc), path=args.caches[0]) from None
-        lines += [
-            "",
-            "| pooled cases | wrong / right distance: quartile 1 | median | quartile 3 | wrong distance outside "
-            "the class prior % | right distance outside it % | wrong elevation or theta outside the prior "
-            f"(+{args.angle_margin:g} deg) % | right elevation or theta outside it % |",
-            "|---|---|---|---|---|---|---|---|",
-            f"| {d['cases']} | {d['ratio_q1']:.2f} | {d['ratio_median']:.2f} | {d['ratio_q3']:.2f} "
-            f"| {d['wrong_outside']:.1f} | {d['right_outside']:.1f} | {d['wrong_angles_outside']:.1f} "
-            f"| {d['right_angles_outside']:.1f} |",
-        ]
-    emit(
-        f"### Pose objective against search\n\nCommand: `{command_line}`\n\n" + "\n".join(lines),
-        args.benchmarks or None,
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
