@@ -87,10 +87,7 @@ def render_both(
     for backend in ("gsplat", "torch"):
         vm = viewmats.clone().requires_grad_(requires_grad)
         f = feats.clone().requires_grad_(requires_grad)
-        out = rasterize_features(
-            vol.means, vol.quats, vol.scales, vol.opacities, f, vm, Ks, w, h,
-            backend=backend, with_visibility=with_visibility,
-        )  # fmt: skip
+        out = rasterize_features(vol, f, vm, Ks, w, h, backend=backend, with_visibility=with_visibility)
         outs[backend] = out
         if requires_grad:
             loss = (out.features * target).sum()

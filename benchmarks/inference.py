@@ -210,8 +210,7 @@ def oracle(
     dist = 10.0 * (0.9 + 0.2 * torch.rand(n, generator=g))
     truth = Pose(az, el, th, dist)
     vm = truth.viewmat().to(device)
-    out = rasterize_features(vol.means, vol.quats, vol.scales, vol.opacities, feats, vm, K.expand(n, 3, 3), w, h,
-                             with_depth=False)  # fmt: skip
+    out = rasterize_features(vol, feats, vm, K.expand(n, 3, 3), w, h, with_depth=False)
     maps = F.normalize(out.features + 0.1 * torch.randn(out.features.shape, generator=g).to(device), dim=-1)
     bg = bank[torch.randint(len(bank), (n, h, w), generator=g).to(device)]
     obj = out.alpha > 0.5

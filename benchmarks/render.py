@@ -30,10 +30,7 @@ def measure(backend: str, batch: int, device: str, backward: bool, args, with_de
 
     def run():
         with torch.set_grad_enabled(backward):
-            out = rasterize_features(
-                vol.means, vol.quats, vol.scales, vol.opacities, feats, viewmats, Ks, w, h,
-                backend=backend, with_depth=with_depth,
-            )  # fmt: skip
+            out = rasterize_features(vol, feats, viewmats, Ks, w, h, backend=backend, with_depth=with_depth)
             if backward:
                 out.features.sum().backward()
 

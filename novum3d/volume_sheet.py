@@ -36,10 +36,7 @@ def render_position_image(
     viewport = 0.45 * size * math.sqrt(distance**2 - radius**2) / radius
     viewmat = pose_to_viewmat(azimuth, elevation, theta, distance).to(volume.means)
     K = pascal3d_intrinsics(focal, viewport, (size / 2, size / 2)).to(volume.means)
-    out = rasterize_features(
-        volume.means, volume.quats, volume.scales, volume.opacities,
-        position_colors(volume.means), viewmat, K, size, size, backend=backend,
-    )  # fmt: skip
+    out = rasterize_features(volume, position_colors(volume.means), viewmat, K, size, size, backend=backend)
     rgb = out.features[0] + (1 - out.alpha[0, ..., None])
     return (rgb.clamp(0, 1) * 255).round().byte().cpu().numpy()
 

@@ -17,7 +17,15 @@ from .cameras import (
     viewmat_to_pose,
 )
 from .checks import checks_enabled, value_checks
-from .rasterize import RasterOutput, check_raster_inputs, project_visible, rasterize_features, resolve_backend
+from .rasterize import (
+    RasterOutput,
+    check_gaussian_inputs,
+    check_raster_inputs,
+    project_visible,
+    rasterize_features,
+    rasterize_gaussians,
+    resolve_backend,
+)
 from .volumes import (
     GaussianVolume,
     cuboid_volume,
@@ -30,6 +38,7 @@ __all__ = [
     "GaussianVolume",
     "Pose",
     "RasterOutput",
+    "check_gaussian_inputs",
     "check_raster_inputs",
     "checks_enabled",
     "cuboid_volume",
@@ -39,6 +48,7 @@ __all__ = [
     "project_points",
     "project_visible",
     "rasterize_features",
+    "rasterize_gaussians",
     "resolve_backend",
     "rotation_error",
     "rotation_from_pose",

@@ -1,4 +1,5 @@
-"""``rasterize_features``: the one entry point for rendering feature-carrying Gaussians."""
+"""``rasterize_features``: the entry point for rendering a volume of feature-carrying Gaussians
+(``rasterize_gaussians`` takes the Gaussians' parameters one by one, for gradients with respect to them)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from .backends import gsplat_available, rasterize_gsplat, rasterize_torch
 from .checks import checks_enabled
 from .projection import project_gaussians, quat_scale_to_covar
 from .visibility import gaussian_visibility
+from .volumes import GaussianVolume
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +72,32 @@ def _check_shape(name: str, t: Tensor, shape: tuple[int | None, ...], expected: 
 
 
 def check_raster_inputs(
+    volume: GaussianVolume, features: Tensor, viewmats: Tensor, Ks: Tensor, width: int, height: int
+) -> None:
+    """Raise the ValueError, naming the argument, that :func:`rasterize_features` raises for these inputs.
+
+    Shapes (as in :func:`rasterize_features`), sizes and devices are always checked. Values (finite
+    means, scales, viewmats and Ks; scales > 0; opacities in [0, 1]) only while
+    :func:`~rendering.checks.checks_enabled`: each is a host sync on the GPU. A loop that renders
+    the same inputs many times can check them once with this and render under ``value_checks(False)``.
+
+    Example:
+        >>> from dataclasses import replace
+        >>> from rendering import cuboid_volume, pose_to_viewmat, value_checks
+        >>> vol = cuboid_volume((1.0, 1.0, 1.0), n=200)
+        >>> vm, K = pose_to_viewmat(0.5, 0.3, 0.0, 4.0), torch.eye(3)[None]
+        >>> check_raster_inputs(replace(vol, opacities=2 * vol.opacities), vol.means, vm, K, 32, 32)
+        Traceback (most recent call last):
+        ...
+        ValueError: opacities: must lie in [0, 1]
+        >>> with value_checks(False):  # shapes only
+        ...     check_raster_inputs(replace(vol, opacities=2 * vol.opacities), vol.means, vm, K, 32, 32)
+    """
+    v = volume
+    check_gaussian_inputs(v.means, v.quats, v.scales, v.opacities, features, viewmats, Ks, width, height)
+
+
+def check_gaussian_inputs(
     means: Tensor,
     quats: Tensor,
     scales: Tensor,
@@ -80,23 +108,16 @@ def check_raster_inputs(
     width: int,
     height: int,
 ) -> None:
-    """Raise the ValueError, naming the argument, that :func:`rasterize_features` raises for these inputs.
-
-    Shapes (as in :func:`rasterize_features`), sizes and devices are always checked. Values (finite
-    means, scales, viewmats and Ks; scales > 0; opacities in [0, 1]) only while
-    :func:`~rendering.checks.checks_enabled`: each is a host sync on the GPU. A loop that renders
-    the same inputs many times can check them once with this and render under ``value_checks(False)``.
+    """:func:`check_raster_inputs` of the Gaussians' parameters, as :func:`rasterize_gaussians` takes them.
 
     Example:
-        >>> from rendering import cuboid_volume, pose_to_viewmat, value_checks
+        >>> from rendering import cuboid_volume, pose_to_viewmat
         >>> vol = cuboid_volume((1.0, 1.0, 1.0), n=200)
         >>> vm, K = pose_to_viewmat(0.5, 0.3, 0.0, 4.0), torch.eye(3)[None]
-        >>> check_raster_inputs(vol.means, vol.quats, vol.scales, 2 * vol.opacities, vol.means, vm, K, 32, 32)
+        >>> check_gaussian_inputs(vol.means, vol.quats[:-1], vol.scales, vol.opacities, vol.means, vm, K, 32, 32)
         Traceback (most recent call last):
         ...
-        ValueError: opacities: must lie in [0, 1]
-        >>> with value_checks(False):  # shapes only
-        ...     check_raster_inputs(vol.means, vol.quats, vol.scales, 2 * vol.opacities, vol.means, vm, K, 32, 32)
+        ValueError: quats: expected shape [N, 4] with N=218, got (217, 4)
     """
     _check_shape("means", means, (None, 3), "[N, 3]")
     N = means.shape[0]
@@ -144,6 +165,54 @@ def _visible(proj, scales: Tensor, opacities: Tensor, width: int, height: int, t
 
 
 def rasterize_features(
+    volume: GaussianVolume,
+    features: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    backend: Backend = "auto",
+    *,
+    near_plane: float = 0.01,
+    eps2d: float = 0.3,
+    tile_size: int = 16,
+    with_depth: bool = True,
+    with_visibility: bool = False,
+    visibility_threshold: float = 0.5,
+    torch_layout: Literal["tiled", "dense"] = "tiled",
+) -> RasterOutput:
+    """Render B views of a volume's Gaussians carrying D-dim features: :func:`rasterize_gaussians` of
+    ``volume``'s means, quats, scales and opacities (its keyword options are documented there).
+
+    Args:
+        volume: N Gaussians (:class:`~rendering.volumes.GaussianVolume`).
+        features: [N, D] shared by all views, or [B, N, D] per view.
+        viewmats: [B, 4, 4] world-to-camera matrices, OpenCV frame; Ks: [B, 3, 3] pinhole intrinsics.
+        width, height: output size in pixels.
+        backend: "gsplat" (CUDA, float32), "torch" (any device, any float dtype) or "auto".
+
+    Example:
+        >>> from rendering import cuboid_volume, pose_to_viewmat
+        >>> vol = cuboid_volume((1.0, 1.0, 1.0), n=200)
+        >>> vm = pose_to_viewmat(0.5, 0.3, 0.0, 4.0)
+        >>> K = torch.tensor([[[64.0, 0.0, 16.0], [0.0, 64.0, 16.0], [0.0, 0.0, 1.0]]])  # a 32x32 image
+        >>> out = rasterize_features(vol, vol.means, vm, K, 32, 32, backend="torch")  # features: positions
+        >>> out.features.shape, out.alpha.shape, out.depth.shape, out.means2d.shape
+        (torch.Size([1, 32, 32, 3]), torch.Size([1, 32, 32]), torch.Size([1, 32, 32]), torch.Size([1, 218, 2]))
+        >>> round(out.alpha[0, 16, 16].item(), 3), out.alpha[0, 0, 0].item()  # opaque centre, empty corner
+        (1.0, 0.0)
+        >>> round(out.depth[0, 16, 16].item(), 2)  # the nearest face, in front of the origin at distance 4
+        3.34
+    """
+    v = volume
+    return rasterize_gaussians(
+        v.means, v.quats, v.scales, v.opacities, features, viewmats, Ks, width, height, backend,
+        near_plane=near_plane, eps2d=eps2d, tile_size=tile_size, with_depth=with_depth,
+        with_visibility=with_visibility, visibility_threshold=visibility_threshold, torch_layout=torch_layout,
+    )  # fmt: skip
+
+
+def rasterize_gaussians(
     means: Tensor,
     quats: Tensor,
     scales: Tensor,
@@ -190,19 +259,16 @@ def rasterize_features(
     Example:
         >>> from rendering import cuboid_volume, pose_to_viewmat
         >>> vol = cuboid_volume((1.0, 1.0, 1.0), n=200)
-        >>> vm = pose_to_viewmat(0.5, 0.3, 0.0, 4.0)
-        >>> K = torch.tensor([[[64.0, 0.0, 16.0], [0.0, 64.0, 16.0], [0.0, 0.0, 1.0]]])  # a 32x32 image
-        >>> out = rasterize_features(
-        ...     vol.means, vol.quats, vol.scales, vol.opacities, vol.means, vm, K, 32, 32, backend="torch"
-        ... )  # features: each Gaussian's position
-        >>> out.features.shape, out.alpha.shape, out.depth.shape, out.means2d.shape
-        (torch.Size([1, 32, 32, 3]), torch.Size([1, 32, 32]), torch.Size([1, 32, 32]), torch.Size([1, 218, 2]))
-        >>> round(out.alpha[0, 16, 16].item(), 3), out.alpha[0, 0, 0].item()  # opaque centre, empty corner
-        (1.0, 0.0)
-        >>> round(out.depth[0, 16, 16].item(), 2)  # the nearest face, in front of the origin at distance 4
-        3.34
+        >>> means = vol.means.clone().requires_grad_(True)  # gradients reach the geometry too
+        >>> K = torch.tensor([[[64.0, 0.0, 16.0], [0.0, 64.0, 16.0], [0.0, 0.0, 1.0]]])
+        >>> out = rasterize_gaussians(
+        ...     means, vol.quats, vol.scales, vol.opacities, vol.means, pose_to_viewmat(0.5, 0.3, 0.0, 4.0), K, 32, 32
+        ... )
+        >>> out.features.sum().backward()
+        >>> means.grad.shape
+        torch.Size([218, 3])
     """
-    check_raster_inputs(means, quats, scales, opacities, features, viewmats, Ks, width, height)
+    check_gaussian_inputs(means, quats, scales, opacities, features, viewmats, Ks, width, height)
     B = viewmats.shape[0]
     dtype = torch.promote_types(features.dtype, viewmats.dtype)
     name = resolve_backend(backend, features.device, dtype)

@@ -24,6 +24,7 @@ from rendering import (
     pascal3d_intrinsics,
     pose_to_viewmat,
     rasterize_features,
+    rasterize_gaussians,
     value_checks,
     viewmat_to_pose,
 )
@@ -41,7 +42,7 @@ def _render(**change):
     )  # fmt: skip
     for name, edit in change.items():
         kwargs[name] = edit(kwargs[name].clone())
-    return rasterize_features(**kwargs)
+    return rasterize_gaussians(**kwargs)
 
 
 def _set(index, value):
@@ -224,7 +225,7 @@ def sync_debug(mode):
 def test_value_checks_are_the_host_syncs_of_the_camera_and_input_checks_on_cuda():
     a = torch.rand(8, device="cuda")
     vol, feats, viewmats, Ks, w, h = cuboid_scene(batch=2, d=8, device="cuda")
-    args = (vol.means, vol.quats, vol.scales, vol.opacities, feats, viewmats, Ks, w, h)
+    args = (vol, feats, viewmats, Ks, w, h)
     with sync_debug("error"):
         with pytest.raises(RuntimeError, match="synchronizing"):  # the checks are what syncs
             pose_to_viewmat(a, a, a, a + 4.0)

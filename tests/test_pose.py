@@ -43,9 +43,8 @@ def oracle_maps(vol, feats, bank, az, el, th, dist, K, seed=0, size=(H, W)):
     B = len(az)
     hh, ww = size
     out = rasterize_features(
-        vol.means, vol.quats, vol.scales, vol.opacities, feats, pose_to_viewmat(az, el, th, dist), K.expand(B, 3, 3),
-        ww, hh, backend="torch", with_depth=False,
-    )  # fmt: skip
+        vol, feats, pose_to_viewmat(az, el, th, dist), K.expand(B, 3, 3), ww, hh, backend="torch", with_depth=False
+    )
     maps = F.normalize(out.features + 0.1 * torch.randn(out.features.shape, generator=g), dim=-1)
     bg = bank[torch.randint(len(bank), (B, hh, ww), generator=g)]
     obj = out.alpha > 0.5
@@ -154,12 +153,7 @@ def test_off_centre_principal_point_is_shifted_exactly_and_poses_are_recovered()
     pose = (torch.tensor([0.7]), torch.tensor([0.3]), torch.tensor([0.1]), torch.tensor([5.0]))
     K0, K1 = small_K(), small_K([[w / 2 + 2, h / 2 - 1]])
     vm = pose_to_viewmat(*pose)
-    r0, r1 = (
-        rasterize_features(
-            vol.means, vol.quats, vol.scales, vol.opacities, feats, vm, k, w, h, backend="torch", with_depth=False
-        )
-        for k in (K0, K1)
-    )
+    r0, r1 = (rasterize_features(vol, feats, vm, k, w, h, backend="torch", with_depth=False) for k in (K0, K1))
     off = principal_offsets(K1, (h, w))
     assert off.tolist() == [[2, -1]]
     f, bg = shift_to_centre(r1.features, r1.alpha, off, pad_background=-5.0)
@@ -188,8 +182,7 @@ def test_off_centre_principal_point_is_shifted_exactly_and_poses_are_recovered()
     # with a centred camera do.
     def clean(K):
         vm = pose_to_viewmat(az, el, th, dist)
-        out = rasterize_features(vol.means, vol.quats, vol.scales, vol.opacities, feats, vm, K.expand(2, 3, 3), w, h,
-                                 backend="torch", with_depth=False)  # fmt: skip
+        out = rasterize_features(vol, feats, vm, K.expand(2, 3, 3), w, h, backend="torch", with_depth=False)
         return torch.where(out.alpha[..., None] > 0.5, F.normalize(out.features, dim=-1), bank[0]).permute(0, 3, 1, 2)
 
     grid = search_grid(est.cfg, 5.0, clean_prior())

@@ -58,7 +58,7 @@ def test_any_channel_count(d):
 
 def test_depth_channel_does_not_change_features_on_gsplat():
     vol, feats, viewmats, Ks, w, h = cuboid_scene(batch=8, d=128, device="cuda")
-    args = (vol.means, vol.quats, vol.scales, vol.opacities, feats, viewmats, Ks, w, h)
+    args = (vol, feats, viewmats, Ks, w, h)
     a = rasterize_features(*args, backend="gsplat", with_depth=True)
     b = rasterize_features(*args, backend="gsplat", with_depth=False)
     assert b.depth is None

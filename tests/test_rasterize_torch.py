@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from benchmarks.common import cuboid_scene
-from rendering import rasterize_features
+from rendering import rasterize_features, rasterize_gaussians
 from rendering.backends.torch_backend import rasterize_torch
 from rendering.projection import (
     ALPHA_THRESHOLD,
@@ -52,7 +52,7 @@ def brute_force_render(means, quats, scales, opacities, feats, viewmats, Ks, wid
 def test_matches_brute_force_loop(layout):
     scene = random_scene(n=7, batch=2, d=3)
     ref_f, ref_a = brute_force_render(*scene)
-    out = rasterize_features(*scene, backend="torch", torch_layout=layout)
+    out = rasterize_gaussians(*scene, backend="torch", torch_layout=layout)
     assert out.features.shape == (2, 10, 12, 3)
     torch.testing.assert_close(out.features, ref_f, atol=1e-10, rtol=1e-8)
     torch.testing.assert_close(out.alpha, ref_a, atol=1e-10, rtol=1e-8)
@@ -65,7 +65,7 @@ def test_matches_brute_force_with_saturated_pixels_and_small_tiles(layout):
     opacities = torch.full_like(opacities, 1.0)  # 0.999 alphas: pixels hit the 1e-4 stop
     scene = (means, quats, scales * 2, opacities, feats, viewmats, Ks, w, h)
     ref_f, ref_a = brute_force_render(*scene, tile_size=4)
-    out = rasterize_features(*scene, backend="torch", tile_size=4, torch_layout=layout)
+    out = rasterize_gaussians(*scene, backend="torch", tile_size=4, torch_layout=layout)
     torch.testing.assert_close(out.features, ref_f, atol=1e-10, rtol=1e-8)
     torch.testing.assert_close(out.alpha, ref_a, atol=1e-10, rtol=1e-8)
     assert out.alpha.max() > 0.999
@@ -90,10 +90,7 @@ def test_tiled_and_dense_layouts_agree_on_a_cuboid_with_gradients():
     target = torch.randn(3, h, w, 16, dtype=torch.float64)
     results = {}
     for layout in ("tiled", "dense"):
-        out = rasterize_features(
-            vol.means, vol.quats, vol.scales, vol.opacities, feats, viewmats, Ks, w, h,
-            backend="torch", torch_layout=layout,
-        )  # fmt: skip
+        out = rasterize_features(vol, feats, viewmats, Ks, w, h, backend="torch", torch_layout=layout)
         (grad,) = torch.autograd.grad((out.features * target).sum() + out.depth.sum(), viewmats)
         results[layout] = (out, grad)
     (a, ga), (b, gb) = results["tiled"], results["dense"]
@@ -125,7 +122,7 @@ def test_gradcheck_features_and_viewmats():
     viewmats = viewmats.clone().requires_grad_(True)
 
     def render(f, v):
-        out = rasterize_features(means, quats, scales, opacities, f, v, Ks, w, h, backend="torch")
+        out = rasterize_gaussians(means, quats, scales, opacities, f, v, Ks, w, h, backend="torch")
         return out.features, out.alpha, out.depth
 
     assert torch.autograd.gradcheck(render, (feats, viewmats), eps=1e-6, atol=1e-5)
@@ -153,7 +150,7 @@ def test_gradcheck_means_and_scales():
     scales = scales.clone().requires_grad_(True)
 
     def render(m, s):
-        return rasterize_features(m, quats, s, opacities, feats, viewmats, Ks, w, h, backend="torch").features
+        return rasterize_gaussians(m, quats, s, opacities, feats, viewmats, Ks, w, h, backend="torch").features
 
     assert torch.autograd.gradcheck(render, (means, scales), eps=1e-6, atol=1e-5)
 
@@ -161,9 +158,9 @@ def test_gradcheck_means_and_scales():
 def test_chunking_and_batching_do_not_change_the_result():
     vol, feats, viewmats, Ks, w, h = cuboid_scene(batch=3, d=8, width=40, height=32)
     args = (vol.means, vol.quats, vol.scales, vol.opacities)
-    full = rasterize_features(*args, feats, viewmats, Ks, w, h, backend="torch")
+    full = rasterize_gaussians(*args, feats, viewmats, Ks, w, h, backend="torch")
     for b in range(3):
-        one = rasterize_features(*args, feats, viewmats[b : b + 1], Ks[b : b + 1], w, h, backend="torch")
+        one = rasterize_gaussians(*args, feats, viewmats[b : b + 1], Ks[b : b + 1], w, h, backend="torch")
         torch.testing.assert_close(one.features[0], full.features[b])
     covars = quat_scale_to_covar(vol.quats, vol.scales)
     proj = project_gaussians(vol.means, covars, vol.opacities, viewmats, Ks, w, h)
@@ -175,11 +172,11 @@ def test_chunking_and_batching_do_not_change_the_result():
 def test_shared_and_per_view_features_agree_and_any_channel_count_works():
     vol, feats, viewmats, Ks, w, h = cuboid_scene(batch=2, d=256, width=24, height=20)
     args = (vol.means, vol.quats, vol.scales, vol.opacities)
-    shared = rasterize_features(*args, feats, viewmats, Ks, w, h, backend="torch")
-    per_view = rasterize_features(*args, feats.expand(2, -1, -1), viewmats, Ks, w, h, backend="torch")
+    shared = rasterize_gaussians(*args, feats, viewmats, Ks, w, h, backend="torch")
+    per_view = rasterize_gaussians(*args, feats.expand(2, -1, -1), viewmats, Ks, w, h, backend="torch")
     torch.testing.assert_close(shared.features, per_view.features)
     assert shared.features.shape == (2, 20, 24, 256)
-    one = rasterize_features(*args, feats[:, :1], viewmats, Ks, w, h, backend="torch")
+    one = rasterize_gaussians(*args, feats[:, :1], viewmats, Ks, w, h, backend="torch")
     torch.testing.assert_close(one.features[..., 0], shared.features[..., 0])
 
 
@@ -189,7 +186,7 @@ def test_cuboid_renders_closed_with_front_surface_depth():
 
     vm = pose_to_viewmat(0.0, 0.0, 0.0, 10.0)  # frontal: the y = -0.9 face at depth 9.1
     K = pascal3d_intrinsics(1.0, 3000.0, (400.0, 320.0), downsample=8)
-    out = rasterize_features(vol.means, vol.quats, vol.scales, vol.opacities, feats, vm, K, w, h)
+    out = rasterize_features(vol, feats, vm, K, w, h)
     # Face spans x in [-0.4, 0.4], z in [-0.3, 0.3]: 375 px/unit / 10 -> 15 x 11 px around (50, 40).
     inner = out.alpha[0, 37:43, 46:54]
     assert inner.min() > 0.99
@@ -203,7 +200,7 @@ def test_visibility_front_face_seen_back_face_hidden():
 
     vm = pose_to_viewmat(torch.tensor([0.0, math.pi]), 0.0, 0.0, 10.0)
     K = pascal3d_intrinsics(1.0, 3000.0, (400.0, 320.0), downsample=8).expand(2, 3, 3)
-    out = rasterize_features(vol.means, vol.quats, vol.scales, vol.opacities, feats, vm, K, w, h, with_visibility=True)
+    out = rasterize_features(vol, feats, vm, K, w, h, with_visibility=True)
     y = vol.means[:, 1]
     front, back = y < -0.89, y > 0.89
     assert out.visible[0, front].all() and not out.visible[0, back].any()
@@ -219,7 +216,7 @@ def test_visibility_excludes_gaussians_outside_the_image():
 
     vm = pose_to_viewmat(0.0, 0.0, 0.0, 10.0)
     K = pascal3d_intrinsics(1.0, 3000.0, (100.0, 320.0), downsample=8)  # object centred at x=12.5 px
-    out = rasterize_features(vol.means, vol.quats, vol.scales, vol.opacities, feats, vm, K, w, h, with_visibility=True)
+    out = rasterize_features(vol, feats, vm, K, w, h, with_visibility=True)
     assert out.visible.any()
     assert (out.means2d[0, out.visible[0], 0] >= 0).all()
     assert ((out.means2d[0, :, 0] < 0) & out.visible[0]).sum() == 0
@@ -253,18 +250,18 @@ def test_bad_input_raises_value_error_naming_the_argument(change, match):
     kwargs = _scene_kwargs()
     change(kwargs)
     with pytest.raises(ValueError, match=match):
-        rasterize_features(**kwargs)
+        rasterize_gaussians(**kwargs)
 
 
 def test_gsplat_backend_refused_on_cpu():
     with pytest.raises(ValueError, match="needs CUDA tensors"):
-        rasterize_features(**_scene_kwargs(), backend="gsplat")
+        rasterize_gaussians(**_scene_kwargs(), backend="gsplat")
 
 
 def test_depth_is_optional_and_does_not_change_features():
     kwargs = _scene_kwargs()
-    with_depth = rasterize_features(**kwargs)
-    without = rasterize_features(**kwargs, with_depth=False)
+    with_depth = rasterize_gaussians(**kwargs)
+    without = rasterize_gaussians(**kwargs, with_depth=False)
     assert without.depth is None and with_depth.depth is not None
     torch.testing.assert_close(without.features, with_depth.features)
     torch.testing.assert_close(without.alpha, with_depth.alpha)
@@ -274,7 +271,7 @@ def test_project_visible_matches_rasterize_with_visibility():
     from rendering import project_visible
 
     kwargs = _scene_kwargs()
-    out = rasterize_features(**kwargs, with_visibility=True)
+    out = rasterize_gaussians(**kwargs, with_visibility=True)
     kwargs.pop("features")
     means2d, visible = project_visible(**kwargs)
     torch.testing.assert_close(means2d, out.means2d)

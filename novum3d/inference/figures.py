@@ -19,10 +19,7 @@ def volume_silhouette(volume: GaussianVolume, pose: Pose, K: Tensor, size: tuple
     h, w = size
     vm = pose.viewmat().to(volume.means)
     ones = volume.means.new_ones(len(volume), 1)
-    out = rasterize_features(
-        volume.means, volume.quats, volume.scales, volume.opacities, ones, vm, K[None].to(volume.means), w, h,
-        with_depth=False,
-    )  # fmt: skip
+    out = rasterize_features(volume, ones, vm, K[None].to(volume.means), w, h, with_depth=False)
     return (out.alpha[0] > 0.5).cpu().numpy()
 
 

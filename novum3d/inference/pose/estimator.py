@@ -116,10 +116,7 @@ class PoseEstimator:
     def _render(self, volume: GaussianVolume, features: Tensor, viewmats: Tensor, Ks: Tensor, size) -> Tensor:
         """[V, h, w, D] renders of ``volume`` seen by viewmats [V, 4, 4] and Ks [V, 3, 3]."""
         h, w = size
-        out = rasterize_features(
-            volume.means, volume.quats, volume.scales, volume.opacities, features, viewmats, Ks, w, h,
-            backend=self.cfg.backend, with_depth=False,
-        )  # fmt: skip
+        out = rasterize_features(volume, features, viewmats, Ks, w, h, backend=self.cfg.backend, with_depth=False)
         return out.features
 
     def _template_dtype(self, device: torch.device) -> torch.dtype:
@@ -420,7 +417,7 @@ class PoseEstimator:
         """Raise the error :meth:`_score` of [B, H, 4] hypotheses would raise, without rendering."""
         h, w = size
         viewmats, Ks = self._cameras(params, Ks)  # pose_to_viewmat checks the poses
-        check_raster_inputs(volume.means, volume.quats, volume.scales, volume.opacities, features, viewmats, Ks, w, h)
+        check_raster_inputs(volume, features, viewmats, Ks, w, h)
 
     def _score(self, volume, features, params: Tensor, Ks: Tensor, fmap: Tensor, bg: Tensor, size, per_cell=False):
         """[B, H] scores of [B, H, 4] hypotheses (one render call for all); with ``per_cell`` the
