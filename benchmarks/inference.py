@@ -25,7 +25,7 @@ object fills the same share of the map's width at any size), seen from elevation
 oracle prior's (``--pose-elevations 45,75`` draws poses above it), batched against one image at a time,
 with the accuracy of both so that speed is not bought with accuracy. ``--pose key=value`` changes the
 estimator's fields; each ``--pose-variant key=value[,key=value]`` adds its rows in the same run, so
-that settings compare as ratios of one run's times. Prints tables and appends them to BENCHMARKS.md.
+that settings compare as ratios of one run's times. Prints tables; ``--append FILE`` appends them to a Markdown file.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Rendering speed: views/s of rasterize_features per backend, forward and forward+backward.
 
 Scene: one cuboid volume of ~1100 Gaussians, D=128 unit features, 80x100 (a stride-8
-feature map of a 640x800 image), random poses. Prints a table and appends it to
-BENCHMARKS.md with the device named.
+feature map of a 640x800 image), random poses. Prints a table with the device named;
+``--append FILE`` appends it to a Markdown file.
 
     python -m benchmarks.render                      # all backends usable here
     python -m benchmarks.render --batches 1,144 --backends torch

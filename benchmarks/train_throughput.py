@@ -9,7 +9,7 @@ with fixed counts (every rank under torchrun runs the same collectives), and (3)
 ``--steps`` steps fed by the configured DataLoader, timed from the epoch's second batch (the first
 batch and its step are reported apart), with the time spent waiting for the loader; also (4) the
 same count of distinct batches held in memory. The training split needs ``--steps`` + 1 batches.
-Prints a table and appends it to BENCHMARKS.md with the device.
+Prints a table with the device; ``--append FILE`` appends it to a Markdown file.
 """
 
 from __future__ import annotations

@@ -147,7 +147,7 @@ class ModelConfig:
     # see less of the image (novum3d.model.backbone.FeatureBackbone says why).
     trunk_depth: int = 4
     # torch.compile the backbone (novum3d.device.resolve_compile): "auto" = on CUDA, where full classification
-    # went from 1,018 to 1,573 img/s (H100, 640x800, batch 64, bf16; BENCHMARKS.md), eager elsewhere (on a CPU
+    # went from 1,018 to 1,573 img/s (H100, 640x800, batch 64, bf16; benchmarks.inference), eager elsewhere (on a CPU
     # inductor needs a C++ toolchain and a long warm-up); "on" / "off" force it. Results are close, not
     # identical (fused kernels reorder bf16 sums).
     # YAML reads unquoted on / off as true / false, so those are accepted and stored as "on" / "off".

@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=1,
         help="estimate the pose under this many best classes and keep the best-scoring pose and its class "
-        "(2: twice the pose renders; on one augmented model pair it lifted L3 classification by 7.8 points and "
-        "pose by 2.3, BENCHMARKS.md twelfth session; ignored with --class)",
+        "(2: twice the pose renders; on one occlusion-augmented model it lifted L3 classification by 7.8 points "
+        "and pose by 2.3; ignored with --class)",
     )
     parser.add_argument(
         "--pose", action="append", default=[], help="key=value: a PoseConfig field (repeatable), e.g. ranking=inliers"

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=30, help="pose refinement steps")
     parser.add_argument("--batch-size", type=int, default=16)
     # Decoding in workers doubled pose evaluation on an H100 (83 -> 158 img/s: benchmarks.eval_throughput,
-    # batch 64, protocol full, eager backbone; BENCHMARKS.md 2026-11-25).
+    # batch 64, protocol full, eager backbone).
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers (0: decode in this process)")
     parser.add_argument(
         "--protocols",

@@ -1,5 +1,5 @@
 """Value checks behind one switch (rendering.checks): raised while on, skipped while off, and pose
-refinement steps that render without them, so that a step makes no host sync of its own (issue 13)."""
+refinement steps that render without them, so that a step makes no host sync of its own."""
 
 import contextlib
 import dataclasses

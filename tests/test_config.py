@@ -5,7 +5,7 @@ import torch
 import yaml
 
 from novum3d.categories import build_category_volumes, load_categories
-from novum3d.config import ConfigError, VolumeConfig, from_mapping, load_config
+from novum3d.config import ConfigError, VolumeConfig, config_to_dict, from_mapping, load_config, load_experiment
 
 PASCAL3D = [
     "aeroplane", "bicycle", "boat", "bottle", "bus", "car",
@@ -170,8 +170,9 @@ def test_the_faithful_suite_has_stride_4_features_branching_from_volume_backgrou
 
     suite = load_suite("configs/robustness-faithful.yaml")
     methods = {m.slug: m for m in suite.methods}
-    four = method_config(methods["stride-4-features"], suite, [], 0, tmp_path)
-    base = method_config(methods["volume-background"], suite, [], 0, tmp_path)
+    extra = ["data.root=d", "data.num_workers=2"]  # what the benchmark passes every method
+    four = method_config(methods["stride-4-features"], suite, extra, 0, tmp_path)
+    base = method_config(methods["volume-background"], suite, extra, 0, tmp_path)
     assert methods["stride-4-features"].pose and four.model.stride == 4 and base.model.stride == 8
     four.model.stride = 8
     assert four == base  # "+ volume background" with stride 4, nothing else
@@ -182,18 +183,19 @@ def test_the_faithful_suite_has_the_dense_stride_4_volume_and_its_baseline_at_th
 
     suite = load_suite("configs/robustness-faithful.yaml")
     methods = {m.slug: m for m in suite.methods}
-    dense = method_config(methods["stride-4-dense-volume-lr-1e-3"], suite, [], 0, tmp_path)
-    base = method_config(methods["volume-background"], suite, [], 0, tmp_path)
+    extra = ["data.root=d", "data.num_workers=2"]  # what the benchmark passes every method
+    dense = method_config(methods["stride-4-dense-volume-lr-1e-3"], suite, extra, 0, tmp_path)
+    base = method_config(methods["volume-background"], suite, extra, 0, tmp_path)
     assert methods["stride-4-dense-volume-lr-1e-3"].pose
     assert (dense.model.stride, dense.volume.num_gaussians, dense.optim.lr) == (4, 2000, 1e-3)
     assert (base.model.stride, base.volume.num_gaussians, base.optim.lr) == (8, 500, 3e-4)
     dense.model.stride, dense.volume.num_gaussians, dense.optim.lr = 8, 500, 3e-4
     assert dense == base  # "+ volume background" with the three changes, nothing else
-    local = method_config(methods["stride-4-dense-volume-lr-1e-3-trunk-to-layer2"], suite, [], 0, tmp_path)
+    local = method_config(methods["stride-4-dense-volume-lr-1e-3-trunk-to-layer2"], suite, extra, 0, tmp_path)
     assert local.model.trunk_depth == 2 and methods["stride-4-dense-volume-lr-1e-3-trunk-to-layer2"].pose
     local.model.trunk_depth = 4
-    assert local == method_config(methods["stride-4-dense-volume-lr-1e-3"], suite, [], 0, tmp_path)
-    resnet = {s: method_config(methods[s], suite, [], 0, tmp_path) for s in ("resnet-50", "resnet-50-lr-1e-3")}
+    assert local == method_config(methods["stride-4-dense-volume-lr-1e-3"], suite, extra, 0, tmp_path)
+    resnet = {s: method_config(methods[s], suite, extra, 0, tmp_path) for s in ("resnet-50", "resnet-50-lr-1e-3")}
     assert (resnet["resnet-50"].optim.lr, resnet["resnet-50-lr-1e-3"].optim.lr) == (3e-4, 1e-3)
 
 
@@ -202,3 +204,30 @@ def test_override_of_a_float_in_e_notation_without_a_dot():
 
     cfg = load_experiment("configs/synthetic-small.yaml", ["optim.lr=1e-3", "loss.temperature=7e-2"])
     assert cfg.optim.lr == 1e-3 and cfg.loss.temperature == 0.07
+
+
+SUITE_BUDGET = ["data.image_size=[256, 256]", "optim.epochs=8", "optim.batch_size=32", "optim.lr=3.0e-4",
+                "train.val_max_images=240"]  # fmt: skip
+AUTHORS = ["model.backbone=resnet50", "loss.clutter_weight=0.1", "loss.bank_weight=0.005", "bank.background=volume",
+           "bank.per_image=5", "bank.size=2560"]  # fmt: skip
+DENSE = ["model.stride=4", "volume.num_gaussians=2000", "optim.lr=1.0e-3"]
+
+
+@pytest.mark.parametrize(
+    ("recipe", "overrides"),
+    [
+        ("configs/synthetic-paper.yaml", AUTHORS),
+        ("configs/synthetic-best.yaml", [*AUTHORS, *DENSE]),
+        ("configs/synthetic-unseen-poses.yaml", [*AUTHORS, *DENSE, "augment.rotation_degrees=30",
+                                                 "augment.vertical_stretch=1.7"]),
+    ],
+)  # fmt: skip
+def test_recipe_files_train_the_runs_their_override_strings_trained(recipe, overrides):
+    """Each recipe is the run measured as the CPU demo's config with the benchmark's budget and overrides."""
+    from novum3d.train.trainer import training_identity
+
+    def identity(path, extra):
+        return training_identity(config_to_dict(load_experiment(path, extra)), "t", "v")
+
+    assert identity(recipe, []) == identity("configs/synthetic-small.yaml", [*SUITE_BUDGET, *overrides])
+    assert identity(recipe, []) != identity("configs/synthetic-small.yaml", SUITE_BUDGET)

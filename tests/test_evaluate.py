@@ -85,7 +85,7 @@ def test_diagnosis_reports_every_stage(checkpoint, tmp_path):  # noqa: F811
     assert "never_moved" not in by_protocol["true-class"]["clean"]
     text = (tmp_path / "results.md").read_text()
     assert text.count("never moved from the truth %") == 1  # the from-truth table only
-    # Each record keeps the score its pose reached (benchmarks.pose_objective compares them).
+    # Each record keeps the score its pose reached (scripts/diagnose.py objective compares them).
     rows = [json.loads(line) for line in (tmp_path / "cache" / "clean.jsonl").read_text().splitlines()[1:]]
     assert rows and all(math.isfinite(r[p]["score"]) for r in rows for p in by_protocol)
     # The two best classes include the classifier's, whose pose "full" estimated: the kept one scores no lower.

@@ -8,7 +8,7 @@ from rendering import rasterize_features, resolve_backend
 
 pytestmark = pytest.mark.gpu
 
-# Measured on an H100 (see BENCHMARKS.md): gsplat's fast-math exp and float32 order of
+# Measured on an H100 (benchmarks.gsplat_agreement): gsplat's fast-math exp and float32 order of
 # summation move single pixels by up to ~1e-3 where an alpha sits at the 1/255 cut.
 FEATURE_MAX_ABS = 5e-3
 FEATURE_MEAN_ABS = 1e-5

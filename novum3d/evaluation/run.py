@@ -50,13 +50,13 @@ PROTOCOLS = {
     "reference": Protocol(
         "ground-truth box, pose under the ground-truth class (the authors' protocol)", box=True, pose_class="true"
     ),
-    # The pose diagnosis (issue 11): where the error comes from.
+    # The pose diagnosis (--diagnose): where the error comes from.
     "true-class": Protocol("full image, pose under the ground-truth class", box=False, pose_class="true"),
     "templates-only": Protocol(
         "full image, ground-truth class, the best template without refinement", False, "true", "templates-only"
     ),
-    # Issue 11: the classifier's class cost 10.6 points of L3 pose (eleventh session); let render-and-compare
-    # choose between the classifier's two best classes (inference.pipeline.estimate_poses_top_classes).
+    # The classifier's class cost 10.6 points of L3 pose on one model; render-and-compare chooses between the
+    # classifier's two best classes instead (inference.pipeline.estimate_poses_top_classes).
     "top2-classes": Protocol(
         "full image, pose under each of the two best classes, the better-scoring pose and its class kept",
         box=False,
