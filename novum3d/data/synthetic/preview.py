@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...visualize import save_grid
+from ...volume_sheet import save_grid
 
 
 def write_preview(splits: dict, path: str | Path, per_split: int = 4, size: int = 128) -> Path:
