@@ -76,7 +76,7 @@ def test_diagnosis_reports_every_stage(checkpoint, tmp_path):  # noqa: F811
             "clean", "--out", str(tmp_path), "--steps", "2", "--diagnose", "--workers", "0",
             "--protocols", "full,reference,top2-classes", "--device", "cpu"]  # fmt: skip
     # On the CPU the top2 pass reproduces full's pose under the same class to float precision (on a GPU,
-    # batch composition moves scores by up to 0.003: H100 caches of docs/results/v12).
+    # batch composition moved scores by up to 0.003 on an H100).
     run = subprocess.run(args, capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr
     by_protocol = json.loads((tmp_path / "results.json").read_text())["by_protocol"]
