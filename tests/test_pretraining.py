@@ -314,3 +314,15 @@ def test_pretrain_config_checks_its_values(corpus, tmp_path, capsys):
     finally:
         os.chdir(old)
     assert "no pretraining corpus here" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_pretraining_runs_compiled_in_bf16_on_cuda(corpus, tmp_path):
+    cfg = pretrain_config(corpus, tmp_path, "train.device=cuda", "model.compile=on", "optim.epochs=1",
+                          "optim.warmup_epochs=0")  # fmt: skip
+    trainer = PretrainTrainer(cfg, quiet=True)
+    assert trainer.compiled and trainer.amp
+    history = trainer.fit()
+    assert np.isfinite(history[-1]["loss"]) and 0 <= history[-1]["val_accuracy"] <= 1
+    state = load_file(str(tmp_path / "resnet18-pretrained.safetensors"))
+    torchvision.models.resnet18(num_classes=3).load_state_dict(state, strict=True)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..checkpoint import file_digest
@@ -63,6 +63,9 @@ class PretrainTrainer(BaselineTrainer):
         if len(val) == 0:
             raise MissingDataError("the corpus has no held-out images; make it with --val-per-category >= 1",
                                    path=root, field="data.root")  # fmt: skip
+        # Read every file once now: a corpus changed since it was made fails before training (and the
+        # reading warms the page cache for the first epoch).
+        self._digests = train.digest(), val.digest()
         return train.classes, train, val
 
     def make_pose_priors(self, classes: list[str]) -> None:
@@ -72,8 +75,7 @@ class PretrainTrainer(BaselineTrainer):
         return collate_corpus
 
     def data_digests(self) -> tuple[str, str]:
-        val = self.val_set.dataset if isinstance(self.val_set, Subset) else self.val_set
-        return self.train_set.digest(), val.digest()
+        return self._digests
 
     def identity(self) -> dict[str, Any]:
         if self._identity is None:

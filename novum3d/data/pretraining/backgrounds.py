@@ -16,8 +16,8 @@ occluder that a test split holds out:
 - ``facets``: a low-poly surface, Delaunay triangles each shaded by its own normal.
 
 Clutter is 0-5 flat things behind the object (discs, polygons, stars, rings, crescents), filled from
-its own families: ``chrome`` (a banded reflection), ``hatch`` (pen hatching on paper), ``grain``
-(salt-and-pepper granite). Nothing is pasted over the object: occlusion is a test nuisance.
+its own families: ``chrome`` (a banded reflection), ``hatch`` (pen hatching on paper, one direction),
+``grain`` (salt-and-pepper granite). Nothing is pasted over the object: occlusion is a test nuisance.
 """
 
 from __future__ import annotations
@@ -211,15 +211,13 @@ def clutter_fill(family: str, size: int, rng: np.random.Generator) -> np.ndarray
         img = np.where((t < cut)[..., None], sky * (0.6 + 0.4 * t / cut)[..., None],
                        ground * (0.4 + 0.6 * (t - cut) / (1 - cut))[..., None])  # fmt: skip
         img = img + (np.exp(-(((t - cut) / 0.03) ** 2)) * 0.6)[..., None]
-    elif family == "hatch":  # ink lines on paper, sometimes crossed
+    elif family == "hatch":  # ink lines on paper
         paper = _colors(rng, 1, s=(0.0, 0.2), v=(0.75, 1.0))[0]
         ink = _colors(rng, 1, s=(0.0, 0.6), v=(0.05, 0.4))[0]
-        period = rng.uniform(4, 8)  # wide enough that crossed lines read as hatching, not as a grid of dots
+        # One direction only: crossed lines read as a grid, a held-out background family of version 1.
+        period = rng.uniform(3, 7)
         u = np.cos(angle + 0.8) * xs + np.sin(angle + 0.8) * ys
         lines = (u % period) < 1.2
-        if rng.uniform() < 0.3:
-            v = np.cos(angle - 0.8) * xs + np.sin(angle - 0.8) * ys
-            lines |= (v % period) < 1.2
         img = np.where(lines[..., None], ink, paper)
     elif family == "grain":  # salt-and-pepper granite
         base = _colors(rng, 1, s=(0.0, 0.5), v=(0.3, 0.85))[0]
