@@ -14,7 +14,7 @@ from .errors import CheckpointError, ConfigError
 
 CHECKPOINT = "last.pt"
 PREVIOUS = "previous.pt"
-KINDS = {"novum": "NOVUM", "baseline": "baseline classifier"}
+KINDS = {"novum": "NOVUM", "baseline": "baseline classifier", "pretrain": "backbone pretraining"}
 
 T = TypeVar("T")
 
@@ -71,7 +71,8 @@ def read_trained(path: str | Path, kind: str, config_cls: type[T]) -> tuple[dict
     ckpt = load_checkpoint(path, "cpu")
     found = ckpt.get("kind", "novum")
     if found != kind:
-        use = {"novum": "scripts/estimate_pose.py, scripts/evaluate.py", "baseline": "novum3d.baselines.load_baseline"}
+        use = {"novum": "scripts/estimate_pose.py, scripts/evaluate.py", "baseline": "novum3d.baselines.load_baseline",
+               "pretrain": "the .safetensors it exported, as model.weights or model.backbone_weights"}  # fmt: skip
         raise CheckpointError(
             f"a {KINDS.get(found, found)} checkpoint, not {KINDS[kind]}; load it with {use.get(found, 'its own tool')}",
             path=path,

@@ -29,13 +29,17 @@ class BaselineTrainer(Trainer):
     def build_model(self, classes: list[str]) -> torch.nn.Module:
         return BaselineClassifier(self.cfg.model, classes, tuple(self.cfg.data.image_size))
 
+    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of logits [B, Y] (float) against labels [B]."""
+        return F.cross_entropy(logits, labels)
+
     def _train_step(self, batch: dict[str, Any]) -> StepStats:
         self.train_mode()
         _, images, _ = self.augment(batch, images_to_device(batch["image"], self.device))  # as NOVUM's
         labels = batch["label"]
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             logits = self.backbone(normalize_images(images))
-        loss = F.cross_entropy(logits.float(), labels)
+        loss = self.classification_loss(logits.float(), labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

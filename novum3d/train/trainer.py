@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
@@ -133,16 +133,12 @@ class Trainer:
         np.random.seed(cfg.train.seed)  # noqa: NPY002
         random.seed(cfg.train.seed)
 
-        classes = default_classes(cfg.data, self.categories_source())
-        self.train_set = open_split(cfg.data, "train", classes)
-        self.val_set = open_split(cfg.data, "val", classes)
+        classes, self.train_set, self.val_set = self.open_data()
         if cfg.train.val_max_images is not None and len(self.val_set) > cfg.train.val_max_images:
             step = len(self.val_set) / cfg.train.val_max_images
             self.val_set = Subset(self.val_set, [int(i * step) for i in range(cfg.train.val_max_images)])
 
-        # Per-class distance, elevation and theta ranges of the training poses: the pose estimator's
-        # starting points, saved in every checkpoint.
-        self.pose_priors = PosePriors.from_dataset(self.train_set, classes)
+        self.pose_priors = self.make_pose_priors(classes)
         self.model = self.build_model(classes).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -158,16 +154,9 @@ class Trainer:
             self.backbone = DistributedDataParallel(
                 self.model.backbone, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        # Fused on CUDA: one kernel for the whole update instead of a few per parameter group.
-        self.optimizer = torch.optim.Adam(
-            [p for p in self.model.backbone.parameters() if p.requires_grad],
-            lr=cfg.optim.lr,
-            weight_decay=cfg.optim.weight_decay,
-            fused=self.device.type == "cuda" or None,
-        )
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.optim.epochs)
         self._loader: DataLoader | None = None
         self._sampler: DistributedSampler | None = None
+        self.optimizer, self.scheduler = self.build_optimizer()
         self.epoch = 0
         self.global_step = 0
         self.history: list[dict[str, Any]] = []
@@ -192,6 +181,38 @@ class Trainer:
         self.neighbors = model.volumes.neighbor_mask(self.cfg.loss.neighbor_radius).to(self.device)
         return model
 
+    def open_data(self) -> tuple[list[str], Dataset, Dataset]:
+        """(classes, training set, validation set) of ``data``."""
+        classes = default_classes(self.cfg.data, self.categories_source())
+        return classes, open_split(self.cfg.data, "train", classes), open_split(self.cfg.data, "val", classes)
+
+    def make_pose_priors(self, classes: list[str]) -> PosePriors | None:
+        """Per-class distance, elevation and theta ranges of the training poses: the pose estimator's
+        starting points, saved in every checkpoint."""
+        return PosePriors.from_dataset(self.train_set, classes)
+
+    def build_optimizer(self) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        """Adam over the backbone's trainable parameters and a cosine schedule stepped once an epoch."""
+        optimizer = torch.optim.Adam(
+            [p for p in self.model.backbone.parameters() if p.requires_grad],
+            lr=self.cfg.optim.lr,
+            weight_decay=self.cfg.optim.weight_decay,
+            fused=self.device.type == "cuda" or None,  # one kernel for the whole update instead of a few per group
+        )
+        return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.cfg.optim.epochs)
+
+    def on_epoch_end(self) -> None:
+        """After each epoch's steps: the schedule advances by one epoch."""
+        self.scheduler.step()
+
+    def collate_fn(self):
+        """How the loaders stack samples into batches."""
+        return partial(collate, image_size=self.cfg.data.image_size)
+
+    def data_digests(self) -> tuple[str, str]:
+        """Digests of the training and validation data, for :meth:`identity`."""
+        return dataset_digest(self.train_set), dataset_digest(self.val_set)
+
     # ---- data -------------------------------------------------------------------------
     def train_loader(self, epoch: int) -> DataLoader:
         """The training loader, ordered for ``epoch``; the order depends only on (seed, epoch)."""
@@ -205,7 +226,7 @@ class Trainer:
                 batch_size=per_rank,
                 sampler=self._sampler,
                 num_workers=self.cfg.data.num_workers,
-                collate_fn=partial(collate, image_size=self.cfg.data.image_size),
+                collate_fn=self.collate_fn(),
                 drop_last=len(self.train_set) >= per_rank * self.world,
                 pin_memory=self.device.type == "cuda",
                 # Workers outlive epochs: starting 12 of them each epoch cost more than the epoch's
@@ -357,7 +378,7 @@ class Trainer:
             self.val_set,
             batch_size=max(1, self.cfg.optim.batch_size),
             num_workers=self.cfg.data.num_workers,
-            collate_fn=partial(collate, image_size=self.cfg.data.image_size),
+            collate_fn=self.collate_fn(),
         )
         scores, labels = [], []
         for batch in loader:
@@ -392,7 +413,7 @@ class Trainer:
             "history": self.history,
             "identity": self.identity(),
             "calibration": self.calibration,
-            "pose_priors": self.pose_priors.to_dict(),
+            "pose_priors": self.pose_priors.to_dict() if self.pose_priors is not None else None,
         }
 
     def identity(self) -> dict[str, Any]:
@@ -401,9 +422,7 @@ class Trainer:
         Stored in every checkpoint, so a caller can refuse to reuse a run made from other inputs.
         """
         if self._identity is None:
-            self._identity = training_identity(
-                config_to_dict(self.cfg), dataset_digest(self.train_set), dataset_digest(self.val_set)
-            )
+            self._identity = training_identity(config_to_dict(self.cfg), *self.data_digests())
         return self._identity
 
     def save(self) -> Path:
@@ -466,7 +485,7 @@ class Trainer:
                         if self.tensorboard is not None:
                             self.tensorboard.add_scalar("train/loss", stats.loss, self.global_step)
                             self.tensorboard.add_scalar("train/images_per_s", rate, self.global_step)
-            self.scheduler.step()
+            self.on_epoch_end()
             self.epoch += 1
             record = {
                 "epoch": self.epoch,

@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import json
 import math
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ from rendering import pascal3d_intrinsics, pose_to_viewmat
 from ...categories import load_categories
 from ...errors import ConfigError
 from ..annotations import ObjectAnnotation, save_annotation
+from ..jobs import keyed_rng, map_jobs
 from ..pascal3d import occluded_subset
 from . import appearance_v2, corruptions, occluders
 from .appearance import (
@@ -114,8 +113,7 @@ class Scene:
 
 
 def job_rng(seed: int, job: Job) -> np.random.Generator:
-    key = zlib.crc32(f"{job.split}/{job.subset}/{job.index}".encode())
-    return np.random.default_rng(np.random.SeedSequence([seed, key]))
+    return keyed_rng(seed, f"{job.split}/{job.subset}/{job.index}")
 
 
 def _sample_geometry(job: Job, preset: Preset, category_size: tuple[float, float, float], rng) -> dict[str, Any]:
@@ -424,13 +422,7 @@ def generate(
         backends = corruptions.backends(corruptions.CORRUPTIONS + corruptions.WEATHER, corruption_backend)
         args = [(out, job, spec, sizes[job.category], seed, version, context_bias, backends) for job in jobs]
     out.mkdir(parents=True, exist_ok=True)
-    if workers > 1:
-        with get_context("spawn").Pool(workers) as pool:
-            results = pool.imap(_run, args, chunksize=4)
-            records = list(progress(results, len(args)) if progress else results)
-    else:
-        results = map(_run, args)
-        records = list(progress(results, len(args)) if progress else results)
+    records = map_jobs(_run, args, workers, progress, chunksize=4)
     by_folder: dict[tuple[str, str], list[str]] = {}
     for job in jobs:
         by_folder.setdefault((job.split, job.subset), []).append(job.name)
