@@ -33,7 +33,7 @@ from PIL import Image
 from rendering import pascal3d_intrinsics, pose_to_viewmat
 
 from ...errors import ConfigError
-from ...visualize import save_grid
+from ...volume_sheet import save_grid
 from ..jobs import keyed_rng, map_jobs
 from ..synthetic.appearance_v2 import shade
 from ..synthetic.generate import FOCAL, VIEWPORT
