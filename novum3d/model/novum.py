@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from rendering import GaussianVolume
+
 from ..categories import build_volume, load_categories
 from ..config import ExperimentConfig
 from ..errors import ConfigError
@@ -18,7 +20,11 @@ from .priors import PosePriors
 class NOVUM(nn.Module):
     """Backbone (trained by gradients) + volumes and bank (trained by momentum), one per class."""
 
-    def __init__(self, cfg: ExperimentConfig, classes: list[str] | None = None):
+    def __init__(
+        self, cfg: ExperimentConfig, classes: list[str] | None = None, geometry: dict[str, GaussianVolume] | None = None
+    ):
+        """``geometry`` (class -> volume) replaces the volumes ``cfg.volume`` would build: a ``points`` volume's
+        Gaussians, which its checkpoint holds (:meth:`NeuralVolumes.stored_geometry`)."""
         super().__init__()
         categories = {c.name: c for c in load_categories(cfg.volume.categories)}
         classes = classes or cfg.data.classes or list(categories)
@@ -36,7 +42,10 @@ class NOVUM(nn.Module):
             stride=cfg.model.stride,
             trunk_depth=cfg.model.trunk_depth,
         )
-        geometry = {c: build_volume(categories[c], cfg.volume) for c in classes}
+        if geometry is None:
+            geometry = {c: build_volume(categories[c], cfg.volume) for c in classes}
+        elif list(geometry) != list(classes):
+            raise ValueError(f"geometry: classes {list(geometry)} differ from the model's {list(classes)}")
         self.volumes = NeuralVolumes(geometry, cfg.model.feature_dim, cfg.bank.size, seed=cfg.train.seed)
         self.stride = self.backbone.stride
         # Softmax temperature of the class probabilities; training fits it on the validation split
@@ -44,6 +53,8 @@ class NOVUM(nn.Module):
         self.class_temperature = DEFAULT_TEMPERATURE
         # Per-class pose statistics of the training split (checkpoints carry them); None if unknown.
         self.pose_priors: PosePriors | None = None
+        # Where the weights came from, as the checkpoint records it (plain data; None if it does not).
+        self.provenance: dict | None = None
 
     @property
     def classes(self) -> list[str]:
