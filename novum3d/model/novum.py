@@ -23,17 +23,22 @@ class NOVUM(nn.Module):
     def __init__(
         self, cfg: ExperimentConfig, classes: list[str] | None = None, geometry: dict[str, GaussianVolume] | None = None
     ):
-        """``geometry`` (class -> volume) replaces the volumes ``cfg.volume`` would build: a ``points`` volume's
-        Gaussians, which its checkpoint holds (:meth:`NeuralVolumes.stored_geometry`)."""
+        """``geometry`` (class -> volume) replaces the volumes ``cfg.volume`` would build from the categories file:
+        a ``points`` volume's Gaussians, which its checkpoint holds (:meth:`NeuralVolumes.stored_geometry`)."""
         super().__init__()
-        categories = {c.name: c for c in load_categories(cfg.volume.categories)}
-        classes = classes or cfg.data.classes or list(categories)
-        unknown = [c for c in classes if c not in categories]
-        if unknown:
-            raise ConfigError(
-                f"classes: {unknown} not in categories file {cfg.volume.categories!r} ({sorted(categories)})",
-                field="data.classes",
-            )
+        if geometry is None:
+            categories = {c.name: c for c in load_categories(cfg.volume.categories)}
+            classes = classes or cfg.data.classes or list(categories)
+            unknown = [c for c in classes if c not in categories]
+            if unknown:
+                raise ConfigError(
+                    f"classes: {unknown} not in categories file {cfg.volume.categories!r} ({sorted(categories)})",
+                    field="data.classes",
+                )
+        else:
+            classes = list(classes or geometry)
+            if list(geometry) != classes:
+                raise ValueError(f"geometry: classes {list(geometry)} differ from the model's {classes}")
         self.backbone = FeatureBackbone(
             cfg.model.backbone,
             cfg.model.feature_dim,
@@ -44,8 +49,6 @@ class NOVUM(nn.Module):
         )
         if geometry is None:
             geometry = {c: build_volume(categories[c], cfg.volume) for c in classes}
-        elif list(geometry) != list(classes):
-            raise ValueError(f"geometry: classes {list(geometry)} differ from the model's {list(classes)}")
         self.volumes = NeuralVolumes(geometry, cfg.model.feature_dim, cfg.bank.size, seed=cfg.train.seed)
         self.stride = self.backbone.stride
         # Softmax temperature of the class probabilities; training fits it on the validation split
