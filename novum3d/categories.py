@@ -59,6 +59,12 @@ def load_categories(source: str | Path = "pascal3d") -> list[Category]:
 
 def build_volume(category: Category, cfg: VolumeConfig) -> GaussianVolume:
     """The fixed Gaussian geometry of one category: cuboid (paper), sphere or single (ablations)."""
+    if cfg.kind == "points":
+        raise ConfigError(
+            "volume.kind: 'points' volumes hold their Gaussians in a checkpoint (a converted model's mesh "
+            "vertices) and cannot be built from the categories file; load that checkpoint instead",
+            field="volume.kind",
+        )
     if cfg.kind == "cuboid":
         return cuboid_volume(category.size, cfg.num_gaussians, cfg.scale_factor, cfg.opacity)
     if cfg.kind == "sphere":

@@ -116,7 +116,9 @@ def load_config(cls: type[T], path: str | Path) -> T:
 class VolumeConfig:
     """How each category's neural object volume is built."""
 
-    kind: Literal["cuboid", "sphere", "single"] = "cuboid"
+    # "points": Gaussians at given points that the checkpoint itself holds (a converted model's mesh vertices,
+    # scripts/convert_checkpoint.py); such a volume is loaded, never built from the categories file.
+    kind: Literal["cuboid", "sphere", "single", "points"] = "cuboid"
     num_gaussians: int = 1100
     scale_factor: float = 0.6
     opacity: float = 1.0

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--distance", type=float, default=None, help="initial distance (default: the class's training median)"
     )
-    parser.add_argument("--steps", type=int, default=30, help="refinement steps")
+    parser.add_argument("--steps", type=int, default=None, help="refinement steps (default: the preset's, 30)")
     parser.add_argument(
         "--class-candidates",
         type=int,
@@ -71,7 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         "and pose by 2.3; ignored with --class)",
     )
     parser.add_argument(
-        "--pose", action="append", default=[], help="key=value: a PoseConfig field (repeatable), e.g. ranking=inliers"
+        "--pose",
+        action="append",
+        default=[],
+        help="key=value: a PoseConfig field (repeatable), e.g. ranking=inliers, or preset=authors (GenIntel/NOVUM's "
+        "settings; nemo: NeMo's)",
     )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument(
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     # Checked before the model loads: a bad field is a one-line error naming --pose.
-    pose_cfg = pose_config({"steps": args.steps}, args.pose)
+    pose_cfg = pose_config({} if args.steps is None else {"steps": args.steps}, args.pose)
     if args.class_candidates < 1:
         parser.error(f"--class-candidates: expected >= 1, got {args.class_candidates}")
     device = select_device(args.device)

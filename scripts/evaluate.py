@@ -19,6 +19,12 @@ Choosing settings without the test splits: --occlude 0.6,0.8 pastes the training
 occluders over every image of the chosen splits (reported as "<split>-occluded"), e.g. on the
 validation split; --pose key=value sets the pose estimator's fields (novum3d.inference.pose.PoseConfig),
 e.g. --splits val --occlude 0.6,0.8 --pose top_k=4.
+
+Reproducing published numbers: --pose preset=authors sets GenIntel/NOVUM's render-and-compare (their grid, one
+hypothesis, 30 Adam steps at lr 0.05, no background in the loss) and runs their protocol (reference: box crop,
+ground-truth class) unless --protocols says otherwise; --pose preset=nemo sets NeMo's (300 steps, lr 0.05 falling
+5x every 100, the clutter bank's mean) under the ground-truth class (true-class). Results name the preset, and
+beside the median error give NeMo's (the classes' medians weighted by their images).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from novum3d.errors import ConfigError
 from novum3d.evaluation.cache import RecordCache, evaluation_key
 from novum3d.evaluation.report import write_evaluation
 from novum3d.evaluation.run import (
+    PRESET_PROTOCOLS,
     PROTOCOLS,
     OccludedSplit,
     chosen_protocols,
@@ -69,15 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--splits", default=None, help="comma list (default: every test split)")
     parser.add_argument("--max-per-split", type=int, default=None, help="evenly spaced subset per split")
     parser.add_argument("--out", default="outputs/evaluation")
-    parser.add_argument("--steps", type=int, default=30, help="pose refinement steps")
+    parser.add_argument("--steps", type=int, default=None, help="pose refinement steps (default: the preset's, 30)")
     parser.add_argument("--batch-size", type=int, default=16)
     # Decoding in workers doubled pose evaluation on an H100 (83 -> 158 img/s: benchmarks.eval_throughput,
     # batch 64, protocol full, eager backbone).
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers (0: decode in this process)")
     parser.add_argument(
         "--protocols",
-        default="full,reference",
-        help="full (whole image, predicted class) and/or reference (ground-truth box and class)",
+        default=None,
+        help="full (whole image, predicted class) and/or reference (ground-truth box and class); default full,reference"
+        " (the authors' preset: reference; nemo: true-class)",
     )
     parser.add_argument(
         "--diagnose", action="store_true", help="add the pose diagnosis: templates only, true class, from the truth"
@@ -96,14 +104,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pose", action="append", default=[], help="key=value: a PoseConfig field (repeatable)")
     args = parser.parse_args(argv)
     fraction = parse_fraction(args.occlude) if args.occlude else None
+    preset = pose_config({}, args.pose).preset  # checked before the model loads: a bad field is one line
+    protocols = chosen_protocols(args.protocols or PRESET_PROTOCOLS[preset], args.diagnose)
     device = select_device(args.device)
     model, cfg = load_model(args.checkpoint, device, compile=args.compile)
     splits = open_eval_splits(Path(args.data), args.layout, model.classes)
     wanted = selected_splits(splits, args.splits)
     distance = initial_distance(splits, wanted[0])  # for classes without a prior
     ensure_pose_priors(model, splits)
-    estimator = PoseEstimator(pose_config({"steps": args.steps, "distance": distance}, args.pose))
-    protocols = chosen_protocols(args.protocols, args.diagnose)
+    steps = {} if args.steps is None else {"steps": args.steps}
+    estimator = PoseEstimator(pose_config({"distance": distance, **steps}, args.pose))
     settings = {"pose": dataclasses.asdict(estimator.cfg), "image_size": list(cfg.data.image_size),
                 "protocols": list(protocols), "compiled": is_compiled(model.backbone),
                 "priors": model.pose_priors.to_dict() if model.pose_priors is not None else None}  # fmt: skip
@@ -126,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     report = {"checkpoint": args.checkpoint, "data": args.data, "classes": model.classes, "initial_distance": distance,
               "class_temperature": model.class_temperature,
-              "protocols": {p: PROTOCOLS[p].description for p in protocols},
+              "pose_preset": preset, "provenance": model.provenance,
+              "protocols": {p: f"{PROTOCOLS[p].description}; pose settings: preset {preset}" for p in protocols},
               "splits": results[protocols[0]], "by_protocol": results}  # fmt: skip
     errors = {name: [r[protocols[0]]["pose_error"] for r in recs] for name, recs in records.items()}
     print(write_evaluation(out, report, errors))

@@ -47,7 +47,7 @@ def test_volume_config_errors_name_file_and_key(tmp_path):
     with pytest.raises(ConfigError, match=r"vol.yaml: unknown key\(s\) \['num_gausians'\]"):
         load_config(VolumeConfig, path)
     path.write_text("kind: cone\n")
-    with pytest.raises(ConfigError, match=r"vol.yaml.kind: expected one of \['cuboid', 'sphere', 'single'\]"):
+    with pytest.raises(ConfigError, match=r"vol.yaml.kind: expected one of \['cuboid', 'sphere', 'single', 'points'\]"):
         load_config(VolumeConfig, path)
     path.write_text("num_gaussians: 10.5\n")
     with pytest.raises(ConfigError, match=r"vol\.yaml\.num_gaussians: expected an integer"):

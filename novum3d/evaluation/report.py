@@ -34,12 +34,16 @@ COLUMNS = [  # key, header, scale, format
     ("ece", "ECE %", 100, "{:.1f}"),
     ("acc_pi_6_symmetric", "Acc@pi/6 sym. %", 100, "{:.1f}"),
     ("never_moved", "never moved from the truth %", 100, "{:.1f}"),  # the from-truth diagnosis only
+    # NeMo's mean of the classes' medians, weighted by their images (evaluation.run.class_weighted_median)
+    ("median_error_class_weighted_deg", "NeMo's class-weighted median deg", 1, "{:.1f}"),
 ]
+OPTIONAL = ("never_moved", "median_error_class_weighted_deg")  # shown only where a split has them
 
 
 def markdown_table(results: dict[str, dict[str, Any]]) -> str:
-    """One row per split; a column only when some split has its value (``never_moved``: one protocol)."""
-    columns = [c for c in COLUMNS if c[0] != "never_moved" or any(c[0] in b for b in results.values())]
+    """One row per split; an :data:`OPTIONAL` column only when some split has its value (``never_moved``: one
+    protocol)."""
+    columns = [c for c in COLUMNS if c[0] not in OPTIONAL or any(c[0] in b for b in results.values())]
     head = "| split | " + " | ".join(c[1] for c in columns) + " |"
     rows = [head, "|" + "---|" * (len(columns) + 1)]
     for split, block in results.items():

@@ -70,6 +70,10 @@ PROTOCOLS = {
         "truth",
     ),
 }
+# The protocols a pose preset (inference.pose.config.PRESETS) runs under unless --protocols says otherwise:
+# the authors classify and pose within the ground-truth box, under the ground-truth class (src/inference.py
+# L148-237); NeMo poses the whole image under its one class (code/MeshPoseSolveAll.py L217-238).
+PRESET_PROTOCOLS = {"novum3d": "full,reference", "authors": "reference", "nemo": "true-class"}
 UNMOVED_RAD = 1e-6  # a pose error below this after refinement from the truth: the pose never moved
 DIAGNOSIS = ("templates-only", "true-class", "from-truth", "full")
 
@@ -157,6 +161,8 @@ def protocol_summary(records: list[dict[str, Any]], classes: list[str], protocol
     """:func:`summarize` of one protocol's predictions, plus the expected calibration error (ECE)."""
     flat = protocol_records(records, protocol)
     out = summarize(flat, classes)
+    if (weighted := class_weighted_median(out)) is not None:
+        out["median_error_class_weighted_deg"] = weighted
     if flat:
         confidence = torch.tensor([r["confidence"] for r in flat])
         correct = torch.tensor([r["predicted"] == r["label"] for r in flat])
@@ -168,6 +174,16 @@ def protocol_summary(records: list[dict[str, Any]], classes: list[str], protocol
             errors = [r["pose_error"] for r in flat if r.get("pose_error") is not None]
             out["never_moved"] = sum(e < UNMOVED_RAD for e in errors) / max(len(errors), 1)
     return out
+
+
+def class_weighted_median(summary: dict[str, Any]) -> float | None:
+    """NeMo's mean median error: each class's median pose error (degrees) weighted by its images
+    (Angtian/NeMo code/CalAccuracy.py L39-42), beside the median over all images that novum3d reports. Its
+    Acc@pi/6 and Acc@pi/18 means weigh the same way (L29-37), which is the accuracy over all images, as ours.
+    None without pose errors."""
+    blocks = [b for b in summary.get("per_class", {}).values() if "median_error_deg" in b]
+    images = sum(b["images"] for b in blocks)
+    return sum(b["images"] * b["median_error_deg"] for b in blocks) / images if images else None
 
 
 def collate_with_ids(samples: list[dict[str, Any]], image_size: tuple[int, int]) -> dict[str, Any]:

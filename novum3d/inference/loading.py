@@ -10,6 +10,7 @@ from ..checkpoint import load_weights, read_trained
 from ..config import ExperimentConfig
 from ..errors import CheckpointError
 from ..model.backbone import compile_backbone
+from ..model.neural_volumes import NeuralVolumes
 from ..model.novum import NOVUM
 from ..model.priors import PosePriors
 
@@ -26,8 +27,15 @@ def load_model(
     """
     ckpt, cfg = read_trained(path, "novum", ExperimentConfig)
     cfg.model.backbone_weights = None  # the checkpoint holds the weights
-    model = NOVUM(cfg, ckpt["classes"])
+    geometry = None
+    if cfg.volume.kind == "points":  # the Gaussians sit at points the checkpoint holds (a converted model)
+        try:
+            geometry = NeuralVolumes.stored_geometry(ckpt["model"], ckpt["classes"])
+        except (KeyError, ValueError) as exc:
+            raise CheckpointError(f"its volumes' geometry does not load ({exc})", path=path) from exc
+    model = NOVUM(cfg, ckpt["classes"], geometry)
     load_weights(model, ckpt, path)
+    model.provenance = ckpt.get("provenance")  # where the weights came from (a converted release, ...), if recorded
     if ckpt.get("calibration"):
         model.class_temperature = float(ckpt["calibration"]["temperature"])
     if ckpt.get("pose_priors"):

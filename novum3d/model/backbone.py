@@ -166,8 +166,18 @@ class UNetDecoder(nn.Module):
     def forward(self, x2: Tensor, x3: Tensor, x4: Tensor, x1: Tensor | None = None) -> Tensor:
         """Trunk stages at strides 8, 16, 32 (``x1``, stride 4, unused) -> [B, c2/2, h, w] at stride 8."""
         y = self.up0(x4)
-        y = self.up1(torch.cat([x3, F.interpolate(y, size=x3.shape[-2:], mode="bilinear", align_corners=True)], 1))
-        return self.up2(torch.cat([x2, F.interpolate(y, size=x2.shape[-2:], mode="bilinear", align_corners=True)], 1))
+        y = self.up1(torch.cat([x3, _double_like(y, x3)], 1))
+        return self.up2(torch.cat([x2, _double_like(y, x2)], 1))
+
+
+def _double_like(y: Tensor, skip: Tensor) -> Tensor:
+    """``y`` upsampled x2 (bilinear, aligned corners), then padded or cropped to ``skip``'s size, as the authors'
+    ``Up`` does (GenIntel/NOVUM ``src/models/UpsamplingLayer.py`` L33-38): where a side is odd (an image side not
+    a multiple of 32), the extra row or column goes from the top or left, which interpolating straight to the
+    skip's size would not reproduce."""
+    y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=True)
+    dy, dx = skip.shape[-2] - y.shape[-2], skip.shape[-1] - y.shape[-1]
+    return F.pad(y, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
 
 
 def compile_backbone(backbone: nn.Module, setting: str | bool, device: torch.device | str,

@@ -43,6 +43,29 @@ class NeuralVolumes(nn.Module):
         self.register_buffer("bank", F.normalize(torch.randn(bank_size, feature_dim, generator=g), dim=-1))
         self.register_buffer("bank_ptr", torch.zeros((), dtype=torch.long))
 
+    @staticmethod
+    def stored_geometry(
+        state: dict[str, Tensor], classes: list[str], prefix: str = "volumes."
+    ) -> dict[str, GaussianVolume]:
+        """The geometry a state dict of these volumes holds, class by class (padding dropped): how a model whose
+        Gaussians are not built from its config (``volume.kind: points``) is rebuilt. A missing or misshapen entry
+        raises KeyError or ValueError naming it."""
+        names = ("means", "scales", "quats", "opacities", "valid", "spacing")
+        t = {n: state[prefix + n] for n in names}
+        Y = len(classes)
+        if t["valid"].dim() != 2 or t["valid"].shape[0] != Y or t["spacing"].shape != (Y,):
+            raise ValueError(f"{prefix}valid / spacing: expected [{Y}, K] and [{Y}] for {Y} classes, "
+                             f"got {tuple(t['valid'].shape)} and {tuple(t['spacing'].shape)}")  # fmt: skip
+        out = {}
+        for y, name in enumerate(classes):
+            k = int(t["valid"][y].sum())
+            if k < 1 or not bool(t["valid"][y, :k].all()):
+                raise ValueError(f"{prefix}valid[{y}]: expected the class's Gaussians first, then padding")
+            out[name] = GaussianVolume(t["means"][y, :k].float(), t["scales"][y, :k].float(),
+                                       t["quats"][y, :k].float(), t["opacities"][y, :k].float(),
+                                       float(t["spacing"][y]))  # fmt: skip
+        return out
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from rendering import GaussianVolume
+
 from ..categories import build_volume, load_categories
 from ..config import ExperimentConfig
 from ..errors import ConfigError
@@ -18,16 +20,25 @@ from .priors import PosePriors
 class NOVUM(nn.Module):
     """Backbone (trained by gradients) + volumes and bank (trained by momentum), one per class."""
 
-    def __init__(self, cfg: ExperimentConfig, classes: list[str] | None = None):
+    def __init__(
+        self, cfg: ExperimentConfig, classes: list[str] | None = None, geometry: dict[str, GaussianVolume] | None = None
+    ):
+        """``geometry`` (class -> volume) replaces the volumes ``cfg.volume`` would build from the categories file:
+        a ``points`` volume's Gaussians, which its checkpoint holds (:meth:`NeuralVolumes.stored_geometry`)."""
         super().__init__()
-        categories = {c.name: c for c in load_categories(cfg.volume.categories)}
-        classes = classes or cfg.data.classes or list(categories)
-        unknown = [c for c in classes if c not in categories]
-        if unknown:
-            raise ConfigError(
-                f"classes: {unknown} not in categories file {cfg.volume.categories!r} ({sorted(categories)})",
-                field="data.classes",
-            )
+        if geometry is None:
+            categories = {c.name: c for c in load_categories(cfg.volume.categories)}
+            classes = classes or cfg.data.classes or list(categories)
+            unknown = [c for c in classes if c not in categories]
+            if unknown:
+                raise ConfigError(
+                    f"classes: {unknown} not in categories file {cfg.volume.categories!r} ({sorted(categories)})",
+                    field="data.classes",
+                )
+        else:
+            classes = list(classes or geometry)
+            if list(geometry) != classes:
+                raise ValueError(f"geometry: classes {list(geometry)} differ from the model's {classes}")
         self.backbone = FeatureBackbone(
             cfg.model.backbone,
             cfg.model.feature_dim,
@@ -36,7 +47,8 @@ class NOVUM(nn.Module):
             stride=cfg.model.stride,
             trunk_depth=cfg.model.trunk_depth,
         )
-        geometry = {c: build_volume(categories[c], cfg.volume) for c in classes}
+        if geometry is None:
+            geometry = {c: build_volume(categories[c], cfg.volume) for c in classes}
         self.volumes = NeuralVolumes(geometry, cfg.model.feature_dim, cfg.bank.size, seed=cfg.train.seed)
         self.stride = self.backbone.stride
         # Softmax temperature of the class probabilities; training fits it on the validation split
@@ -44,6 +56,8 @@ class NOVUM(nn.Module):
         self.class_temperature = DEFAULT_TEMPERATURE
         # Per-class pose statistics of the training split (checkpoints carry them); None if unknown.
         self.pose_priors: PosePriors | None = None
+        # Where the weights came from, as the checkpoint records it (plain data; None if it does not).
+        self.provenance: dict | None = None
 
     @property
     def classes(self) -> list[str]:

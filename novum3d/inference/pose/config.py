@@ -9,9 +9,33 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ...config import apply_overrides, from_mapping
+from ...errors import ConfigError
 from ...model.matching import BACKGROUND_REDUCTIONS
 
 RANKINGS = ("compare", "inliers")
+LR_SCHEDULES = ("cosine", "step")
+
+# The authors' grid (GenIntel/NOVUM src/lib/helper.py L37-39; NeMo code/MeshPoseSolveAll.py L193-195).
+_THEIR_GRID = {"azimuth_bins": 12, "elevations_deg": [-30.0, 0.0, 30.0, 60.0], "thetas_deg": [-30.0, 0.0, 30.0]}
+# One hypothesis, the best template at the initial distance: no prior block, no other distances, no pruning.
+_ONE_START = {"top_k": 1, "prior_top_k": 0, "prior_grid": False, "flip_hypotheses": False,
+              "distance_factors": [1.0], "prune_after": 0, "keep": 1, "prior_distance_margin": 0.0,
+              "ranking": "compare", "temperature": 0.0}  # fmt: skip
+
+# What each preset sets; the other fields keep their defaults. "authors": GenIntel/NOVUM src/inference.py L208-267
+# with config/defaults.yaml L78-87: the best of the 144 templates (get_init_pos, src/lib/losses.py L60-82), then 30
+# Adam steps at a constant lr 0.05 (the ExponentialLR of L230 is never stepped), betas (0.4, 0.6), the loss 1 - the
+# mean object score (use_clutter: false). "nemo": Angtian/NeMo code/MeshPoseSolveAll.py L23-26, L225-250: the same
+# grid and start, 300 steps from lr 0.05 falling 5x every 100, the loss against the clutter bank's mean vector
+# (turn_off_clutter False). Neither runs under a class prior; both refine the camera position and theta where
+# PoseEstimator refines azimuth, elevation, theta and log distance.
+PRESETS: dict[str, dict] = {
+    "novum3d": {},
+    "authors": {**_THEIR_GRID, **_ONE_START, "steps": 30, "lr": 0.05, "lr_final": 0.05, "lr_schedule": "cosine",
+                "betas": [0.4, 0.6], "clutter": "none"},
+    "nemo": {**_THEIR_GRID, **_ONE_START, "steps": 300, "lr": 0.05, "lr_final": 0.05, "lr_schedule": "step",
+             "lr_step_every": 100, "lr_step_gamma": 0.2, "betas": [0.4, 0.6], "clutter": "mean"},
+}  # fmt: skip
 
 
 @dataclass
@@ -86,6 +110,15 @@ class PoseConfig:
     # renders there, the score breaking ties; validation moved by at most 1.2 points.
     ranking: str = "compare"
     inlier_radius: float = 3.0  # spacings; training keeps Gaussians within 2 from being negatives
+    # The named settings the others start from (:data:`PRESETS`; :func:`pose_config` lays the caller's fields
+    # and ``--pose`` overrides over them): "novum3d" (these defaults), "authors" (GenIntel/NOVUM's inference),
+    # "nemo" (Angtian/NeMo's pose solver).
+    preset: str = "novum3d"
+    # How lr falls over the steps: "cosine" (from lr to lr_final), or "step" (times lr_step_gamma after every
+    # lr_step_every steps: NeMo's ExponentialLR(gamma=0.2) stepped every 100, code/MeshPoseSolveAll.py L231, L249).
+    lr_schedule: str = "cosine"
+    lr_step_every: int = 100
+    lr_step_gamma: float = 0.2
 
     def validate(self) -> None:
         if self.azimuth_bins < 1 or not self.elevations_deg or not self.thetas_deg:
@@ -118,6 +151,15 @@ class PoseConfig:
             raise ValueError(f"inlier_radius: must be > 0 (Gaussian spacings), got {self.inlier_radius}")
         if self.template_dtype not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"template_dtype: 'auto', 'float32' or 'bfloat16', got {self.template_dtype!r}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset: one of {list(PRESETS)}, got {self.preset!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule: one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.lr_step_every < 1 or not 0 < self.lr_step_gamma <= 1:
+            raise ValueError(
+                f"lr_step_every >= 1 and 0 < lr_step_gamma <= 1 are required, got {self.lr_step_every}, "
+                f"{self.lr_step_gamma}"
+            )
 
     def hypotheses(self, with_prior: bool = True) -> int:
         """Hypotheses refined per image before pruning (``with_prior``: a prior adds its block's)."""
@@ -136,6 +178,17 @@ class PoseConfig:
 
 
 def pose_config(fields: dict, overrides: list[str], where: str = "--pose") -> PoseConfig:
-    """A validated :class:`PoseConfig` of ``fields`` with ``key=value`` overrides on top (a command's
-    ``--pose``); errors name ``where``. ``fields`` itself is not changed."""
-    return from_mapping(PoseConfig, apply_overrides(dict(fields), overrides, where=where), where=where)
+    """A validated :class:`PoseConfig`: the defaults, then the preset's fields (``preset`` named in ``fields`` or
+    the overrides; :data:`PRESETS`), then ``fields``, then the ``key=value`` overrides (a command's ``--pose``);
+    errors name ``where``. ``fields`` itself is not changed.
+
+    Example:
+        >>> cfg = pose_config({"distance": 5.0}, ["preset=authors", "clutter=mean"])
+        >>> cfg.preset, cfg.top_k, cfg.lr_final, cfg.clutter, cfg.distance
+        ('authors', 1, 0.05, 'mean', 5.0)
+    """
+    given = apply_overrides(dict(fields), overrides, where=where)
+    preset = given.get("preset", "novum3d")
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise ConfigError(f"{where}: preset: one of {list(PRESETS)}, got {preset!r}", field=f"{where} preset")
+    return from_mapping(PoseConfig, {**PRESETS[preset], **given}, where=where)

@@ -58,6 +58,14 @@ def cosine_lr(cfg: PoseConfig, step: int, steps: int) -> float:
     return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * step / max(steps, 1)))
 
 
+def refinement_lr(cfg: PoseConfig, step: int, steps: int) -> float:
+    """The learning rate of refinement step ``step`` (from 0) of ``steps`` under ``cfg.lr_schedule``: :func:`cosine_lr`,
+    or ``"step"``: ``cfg.lr`` times ``cfg.lr_step_gamma`` after every ``cfg.lr_step_every`` steps."""
+    if cfg.lr_schedule == "step":
+        return cfg.lr * cfg.lr_step_gamma ** (step // cfg.lr_step_every)
+    return cosine_lr(cfg, step, steps)
+
+
 def adam_step(
     params: Tensor, grad: Tensor, m: Tensor, v: Tensor, t: int, lr: float, betas: tuple[float, float]
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -274,7 +282,7 @@ class PoseEstimator:
                 (grad,) = torch.autograd.grad((1 - score).sum(), p)
                 self.rendered["forward_backward"] += B * H
                 score = score.detach()
-                params, m, v = adam_step(params, grad, m, v, step + 1, cosine_lr(cfg, step, steps), cfg.betas)
+                params, m, v = adam_step(params, grad, m, v, step + 1, refinement_lr(cfg, step, steps), cfg.betas)
                 if log_bounds is not None:  # projected: the step may not leave the prior's distances
                     params[..., 3].clamp_(*log_bounds)
         return params, flipped
