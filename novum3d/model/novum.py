@@ -9,7 +9,7 @@ from ..categories import load_categories
 from ..config import ExperimentConfig
 from ..errors import ConfigError
 from ..volumes import build_volume
-from .backbone import FeatureBackbone, normalize_images
+from .backbone import build_backbone, normalize_images
 from .calibration import DEFAULT_TEMPERATURE
 from .matching import class_scores
 from .priors import PosePriors
@@ -29,14 +29,7 @@ class NOVUM(nn.Module):
                 f"classes: {unknown} not in categories file {cfg.volume.categories!r} ({sorted(categories)})",
                 field="data.classes",
             )
-        self.backbone = FeatureBackbone(
-            cfg.model.backbone,
-            cfg.model.feature_dim,
-            cfg.model.backbone_weights,
-            decoder=cfg.model.decoder,
-            stride=cfg.model.stride,
-            trunk_depth=cfg.model.trunk_depth,
-        )
+        self.backbone = build_backbone(cfg.model)
         geometry = {c: build_volume(categories[c], cfg.volume) for c in classes}
         self.volumes = NeuralVolumes(geometry, cfg.model.feature_dim, cfg.bank.size, seed=cfg.train.seed)
         self.stride = self.backbone.stride
