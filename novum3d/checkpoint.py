@@ -16,6 +16,7 @@ from .errors import CheckpointError, ConfigError, WeightsError
 CHECKPOINT = "last.pt"
 PREVIOUS = "previous.pt"
 KINDS = {"novum": "NOVUM", "baseline": "baseline classifier"}
+WEIGHTS_FIELDS = ("backbone_weights", "weights")  # model.*: the local file a run's weights started from
 
 T = TypeVar("T")
 
@@ -77,8 +78,13 @@ def read_trained(path: str | Path, kind: str, config_cls: type[T]) -> tuple[dict
             f"a {KINDS.get(found, found)} checkpoint, not {KINDS[kind]}; load it with {use.get(found, 'its own tool')}",
             path=path,
         )
+    config = ckpt["config"]
+    if isinstance(config, dict) and isinstance(config.get("model"), dict):
+        # The checkpoint holds the weights: the file training started from need not exist here (its name and
+        # digest are in ckpt["provenance"]), and is not read again.
+        config = {**config, "model": {**config["model"], **{k: None for k in WEIGHTS_FIELDS if k in config["model"]}}}
     try:
-        cfg = from_mapping(config_cls, ckpt["config"], where=f"{path} (config)")
+        cfg = from_mapping(config_cls, config, where=f"{path} (config)")
     except ConfigError as exc:
         raise CheckpointError(f"its config does not load with this version ({exc})", path=path) from exc
     return ckpt, cfg
@@ -132,19 +138,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state = state[key]
             break
     if not isinstance(state, dict) or not state:
-        raise WeightsError(f"expected a state_dict (names -> tensors), got {_describe(state)}", path=path)
+        got = "an empty mapping" if isinstance(state, dict) else type(state).__name__
+        raise WeightsError(f"expected a state_dict (names -> tensors), got {got}", path=path)
     for name, value in state.items():
         if not isinstance(name, str) or not isinstance(value, torch.Tensor):
             raise WeightsError(
-                f"expected a state_dict (names -> tensors); entry {name!r} is {_describe(value)}", path=path
+                f"expected a state_dict (names -> tensors); entry {name!r} is {type(value).__name__}, not a tensor",
+                path=path,
             )
     return state
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, dict):
-        return "an empty mapping" if not value else f"a mapping with keys {sorted(map(str, value))[:4]}"
-    return f"a {type(value).__name__}"
 
 
 def weights_provenance(path: str | Path | None) -> dict[str, str] | None:
