@@ -169,6 +169,13 @@ def test_mismatched_weights_name_the_file_and_the_first_keys(tmp_path):
         build_backbone(ModelConfig(backbone="timm:convnext_atto", backbone_weights=str(short)))
     with pytest.raises(WeightsError, match=r"convnext\.pt: not a matching ResNet state_dict"):
         FeatureBackbone("resnet18", 16, weights=convnext)
+    # DINOv2's own files carry their masked-modelling token, which a timm ViT has no place for: left out.
+    dinov2 = {**timm.create_model(VIT[5:], pretrained=False, **TINY_VIT).state_dict(), "mask_token": torch.zeros(1, 48)}
+    torch.save(dinov2, tmp_path / "dinov2.pth")
+    build_backbone(vit_config(backbone_weights=str(tmp_path / "dinov2.pth"), decoder="fpn"))
+    torch.save({**dinov2, "extra.weight": torch.zeros(1)}, tmp_path / "extra.pth")
+    with pytest.raises(WeightsError, match=r"extra\.pth: .*0 missing.*1 unexpected, first \['extra\.weight'\]"):
+        build_backbone(vit_config(backbone_weights=str(tmp_path / "extra.pth"), decoder="fpn"))
 
 
 def test_read_state_dict_takes_wrappers_and_refuses_what_is_not_one(tmp_path):

@@ -28,6 +28,10 @@ from .weights import load_state
 VIT_MODULES = ("vision_transformer", "deit", "eva")
 CNN_REDUCTIONS = (4, 8, 16, 32)  # the stages a CNN feeds the decoder, as a ResNet's layer1-4
 DPT_WIDTH = 512  # the authors' hidden_dim (GenIntel/NOVUM src/models/dpt.py L172)
+# Keys of DINOv2's own checkpoints (dinov2_vit{s,b,l}14_pretrain.pth) that a timm ViT has no place for: the
+# masked-image-modelling token. Their other keys are timm's (timm 1.0.31 vision_transformer.py L1781-1801
+# renames only the registers and ViT-g's SwiGLU keys).
+DINOV2_TRAINING_KEYS = ("mask_token",)
 
 
 def import_timm(name: str, field: str = "model.backbone"):
@@ -169,8 +173,8 @@ class TimmViTBackbone(FrozenTrunk, nn.Module):
     nothing to undo), with ``dynamic_img_size`` interpolating the position embeddings to the grid. The block
     outputs are taken as they are (no final norm), as the authors take them (dpt.py L146-152).
 
-    ``weights``: the model's timm ``state_dict`` (e.g. ``model.safetensors`` of ``vit_small_patch14_dinov2``),
-    loaded before the classifier and final norm are dropped.
+    ``weights``: the model's timm ``state_dict`` (e.g. ``model.safetensors`` of ``vit_small_patch14_dinov2``)
+    or DINOv2's own ViT-S/B/L file, loaded before the classifier and final norm are dropped.
     """
 
     def __init__(
@@ -204,7 +208,8 @@ class TimmViTBackbone(FrozenTrunk, nn.Module):
         self.patch = patch[0]
         self.blocks = [depth // 4 - 1, depth // 2 - 1, depth // 4 * 3 - 1, depth - 1]
         if weights is not None:
-            load_state(self.vit, read_state_dict(weights), weights, skip=classifier_keys(self.vit))
+            skip = (*classifier_keys(self.vit), *DINOV2_TRAINING_KEYS)
+            load_state(self.vit, read_state_dict(weights), weights, skip=skip)
         self.vit.prune_intermediate_layers(self.blocks, prune_norm=True, prune_head=True)
         # The finest level: the patch grid split 2^k ways, k the least with patch / 2^k <= stride.
         finest = 2 ** max(0, math.ceil(math.log2(self.patch / stride)))
