@@ -132,9 +132,10 @@ def test_a_timm_state_dict_round_trips_to_the_same_trunk_outputs(tmp_path, famil
     plain = timm.create_model(name[5:], pretrained=False, num_classes=10, **kwargs, **dynamic).eval()  # a classifier
     path = tmp_path / f"w{suffix}"
     state = plain.state_dict()
-    safetensors_torch.save_file(state, str(path)) if suffix == ".safetensors" else torch.save(
-        {"state_dict": state}, path
-    )
+    if suffix == ".safetensors":
+        safetensors_torch.save_file(state, str(path))
+    else:
+        torch.save({"state_dict": state}, path)  # a wrapped one, as training scripts write them
     # The decoder does not matter here (the trunks are compared): fpn, lighter than a 512-wide DPT.
     cfg = ModelConfig(backbone=name, feature_dim=16, backbone_kwargs=kwargs, backbone_weights=str(path), decoder="fpn")
     net = build_backbone(cfg)
@@ -172,7 +173,8 @@ def test_mismatched_weights_name_the_file_and_the_first_keys(tmp_path):
     # DINOv2's own files carry their masked-modelling token, which a timm ViT has no place for: left out.
     dinov2 = {**timm.create_model(VIT[5:], pretrained=False, **TINY_VIT).state_dict(), "mask_token": torch.zeros(1, 48)}
     torch.save(dinov2, tmp_path / "dinov2.pth")
-    build_backbone(vit_config(backbone_weights=str(tmp_path / "dinov2.pth"), decoder="fpn"))
+    loaded = build_backbone(vit_config(backbone_weights=str(tmp_path / "dinov2.pth"), decoder="fpn"))
+    assert torch.equal(loaded.vit.pos_embed, dinov2["pos_embed"])
     torch.save({**dinov2, "extra.weight": torch.zeros(1)}, tmp_path / "extra.pth")
     with pytest.raises(WeightsError, match=r"extra\.pth: .*0 missing.*1 unexpected, first \['extra\.weight'\]"):
         build_backbone(vit_config(backbone_weights=str(tmp_path / "extra.pth"), decoder="fpn"))
@@ -338,3 +340,50 @@ def test_a_timm_baseline_trains_and_takes_timm_weights_without_their_classifier(
     assert torch.isfinite(torch.tensor(stats.loss))
     assert trainer.provenance()["backbone"] == "timm:convnext_atto"
     assert trainer.provenance()["backbone_weights"]["file"] == "convnext.safetensors"
+
+
+def test_inference_benchmark_compares_backbones_in_one_run(tmp_path):
+    """``--backbones``: classification rows for each backbone, pose as each one's forward plus the estimator,
+    and backbone training steps with the trunk frozen (ResNet-50's trained whole as well)."""
+    from benchmarks.inference import main as inference_main
+    from tests.test_diagnostic_benchmarks import small_pose_run
+
+    out = tmp_path / "bench.md"
+    pose = [a for a in small_pose_run(out) if a not in ("--pose-only",)]
+    args = ["--backbones", "resnet18,timm:convnext_atto", "--size", "64x64", "--batch", "1", "--train-batch", "1",
+            "--min-time", "0.01", *pose]  # fmt: skip
+    assert inference_main(args) == 0
+    text = out.read_text()
+    assert "| full classification, eager, torch matching, timm:convnext_atto + FPN | batch 1, 64x64 |" in text
+    assert "| trunk (resnet18) |" in text and text.count("| matching alone, torch |") == 1
+    assert "| timm:convnext_atto forward + pose | batch 2, 96x96, stride 8 |" in text
+    assert "| timm:convnext_atto + FPN, trunk frozen (" in text and "| resnet18 + FPN, trunk frozen (" in text
+    with pytest.raises(SystemExit):
+        inference_main(["--backbones", "vgg16", "--out", ""])
+
+
+@pytest.mark.slow
+def test_a_frozen_dinov2_style_vit_trains_evaluates_and_estimates_poses_from_the_scripts(data_root, tmp_path):  # noqa: F811
+    """The command line end to end: train.py with a frozen timm ViT-14 and its DPT head, then evaluate.py and
+    estimate_pose.py on the checkpoint (which rebuilds the backbone from its config)."""
+    import json
+    import subprocess
+
+    def script(name, *args):
+        run = subprocess.run([sys.executable, f"scripts/{name}.py", *args], capture_output=True, text=True, check=False)
+        assert run.returncode == 0, run.stderr
+        return run
+
+    out = tmp_path / "run"
+    script("train", "configs/synthetic-small.yaml", f"model.backbone={VIT}", "model.freeze_trunk=true",
+           "model.backbone_kwargs={depth: 4, embed_dim: 48, num_heads: 2}", f"data.root={data_root}",
+           "data.image_size=[64,64]", "data.num_workers=0", f"data.classes={CLASSES}", "model.feature_dim=16",
+           "volume.num_gaussians=120", "optim.batch_size=4", "optim.epochs=1", f"train.out_dir={out}",
+           "train.device=cpu")  # fmt: skip
+    script("evaluate", "--checkpoint", str(out / "last.pt"), "--data", str(data_root), "--splits", "clean",
+           "--out", str(tmp_path / "eval"), "--steps", "2", "--device", "cpu")  # fmt: skip
+    assert json.loads((tmp_path / "eval" / "results.json").read_text())["splits"]["clean"]["images"] == 2
+    image = sorted((data_root / "test-clean" / "images" / "car").glob("*.JPEG"))[0]
+    script("estimate_pose", str(image), "--checkpoint", str(out / "last.pt"), "--out", str(tmp_path / "pose"),
+           "--steps", "2", "--device", "cpu")  # fmt: skip
+    assert json.loads((tmp_path / "pose" / f"{image.stem}.json").read_text())["class"] in CLASSES
