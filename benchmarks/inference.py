@@ -1,6 +1,7 @@
 """Inference speed: geometry-free classification and render-and-compare pose estimation.
 
     python -m benchmarks.inference [--batch 64] [--size 640x800] [--classes 1000] [--compile]
+                                  [--backbones resnet50,timm:<name>,...] [--train-batch 32]
                                   [--pose-images 64] [--pose-batch 64] [--classes-only]
                                   [--pose-only] [--pose key=value] [--pose-variant key=value[,key=value]]
 
@@ -16,6 +17,17 @@ compiled by ``novum3d.model.backbone.compile_backbone``, as ``model.compile: aut
 ``--classes N`` adds N random classes x 1100 Gaussians (matching and full classification, Triton
 only on CUDA: the torch path's chunks would need B x 2048 x N x 1100 bf16 scores). Peak memory is
 torch.cuda.max_memory_allocated over each row.
+
+``--backbones resnet50,timm:vit_small_patch14_dinov2,timm:vit_base_patch14_dinov2`` compares backbones
+(``model.backbone`` names, decoder auto: the DPT head for a ViT) in one run: trunk, trunk + head and full
+classification rows for each (the matching alone once: it reads maps only). Every backbone gives
+ceil(H/8) x ceil(W/8) cells at stride 8, so one ``--size`` (640x800: ResNet-50's 80x100 cells) serves all;
+a ViT-14 sees the image padded to 644x812 (46x58 patches). Pose with each backbone: the estimator's time
+per image on the oracle maps (its first row: with the prior, at ``--pose-batch``) plus the backbone's
+forward on ``--pose-batch`` images of ``--pose-size``, per image. Training rows (``--train-batch``, 0 for
+none): a step of the backbone alone (forward, backward of a loss on its map, Adam over what trains) with
+the trunk frozen (``model.freeze_trunk``), and ResNet-50 trained whole too; whole training steps on data
+are ``benchmarks.train_throughput``'s (``model.backbone=... model.freeze_trunk=true`` overrides).
 
 Pose: PoseConfig's defaults (the authors' 12 x 4 x 3 grid as the floor, a denser block over the class's
 prior, distance search, 30 Adam steps; with and without the prior) on oracle feature maps (a 128-d
@@ -43,11 +55,19 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import emit, rate, sync, time_call, time_once
-from novum3d.config import ExperimentConfig
+from novum3d.config import BackboneName, ExperimentConfig
 from novum3d.device import select_device
+from novum3d.errors import ConfigError
 from novum3d.evaluation.metrics import pose_errors
 from novum3d.inference.pose import PoseEstimator, PoseResult, pose_config
-from novum3d.model.backbone import STRIDES, TRUNK_DEPTHS, FeatureBackbone, compile_backbone, normalize_images
+from novum3d.model.backbone import (
+    STRIDES,
+    TRUNK_DEPTHS,
+    FeatureBackbone,
+    compile_backbone,
+    map_size,
+    normalize_images,
+)
 from novum3d.model.matching import class_scores
 from novum3d.model.matching_triton import triton_available
 from novum3d.model.novum import NOVUM
@@ -73,18 +93,27 @@ def random_maps(batch: int, h: int, w: int, dim: int, device: torch.device) -> t
     return x.permute(0, 3, 1, 2)
 
 
+def backbone_model(name: str, device: torch.device, stride: int, freeze_trunk: bool = False) -> NOVUM:
+    """NOVUM with backbone ``name`` (decoder auto: fpn, dpt for a ViT), random weights, 12 classes x ~1100
+    Gaussians; channels_last on CUDA."""
+    exp = ExperimentConfig()
+    exp.model.backbone, exp.model.stride, exp.model.freeze_trunk = name, stride, freeze_trunk
+    model = NOVUM(exp).to(device).eval()
+    return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
+
+
+def backbone_label(model: NOVUM, name: str) -> str:
+    """``ResNet-50`` for the paper's backbone, else the timm name and the decoder."""
+    if name == "resnet50":
+        return "ResNet-50"
+    return f"{name} + {type(model.backbone.decoder).__name__.removesuffix('Decoder').upper()}"
+
+
 def classification_rows(device: torch.device, args) -> list[str]:
     H, W = args.size
     B = args.batch
     cuda = device.type == "cuda"
-    exp = ExperimentConfig()
-    exp.model.stride = args.stride
-    model = NOVUM(exp).to(device).eval()
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-    backbone, v = model.backbone, model.volumes
     images = torch.rand(B, 3, H, W, device=device)
-    maps = random_maps(B, H // args.stride, W // args.stride, v.features.shape[-1], device)
     backends = ["torch", "triton"] if cuda and triton_available() else ["torch"]
 
     def autocast():
@@ -93,31 +122,33 @@ def classification_rows(device: torch.device, args) -> list[str]:
     def prepared():
         return normalize_images(images).contiguous(memory_format=torch.channels_last)
 
-    def trunk():
-        with torch.no_grad(), autocast():
-            x = prepared()
-            backbone.trunk(x)
+    def trunk(net):
+        def run():
+            with torch.no_grad(), autocast():
+                net.trunk(prepared())
 
-    def trunk_and_head(net=backbone):
+        return run
+
+    def trunk_and_head(net):
         def run():
             with torch.no_grad(), autocast():
                 net(prepared())
 
         return run
 
-    def full(net, features, valid, backend):
+    def full(net, features, valid, bank, backend):
         def run():
             with torch.no_grad(), autocast():
                 f = net(prepared())
-            return class_scores(f, features, valid, v.bank, backend=backend).argmax(1)
+            return class_scores(f, features, valid, bank, backend=backend).argmax(1)
 
         return run
 
-    def matching(features, valid, backend):
-        return lambda: class_scores(maps, features, valid, v.bank, backend=backend)
+    def matching(maps, features, valid, bank, backend):
+        return lambda: class_scores(maps, features, valid, bank, backend=backend)
 
-    def flop(features, valid):  # useful products only (no padding): pixels x (Gaussians + bank) x 2D
-        return B * maps.shape[2] * maps.shape[3] * (int(valid.sum()) + v.bank.shape[0]) * 2 * maps.shape[1]
+    def flop(maps, valid, bank):  # useful products only (no padding): pixels x (Gaussians + bank) x 2D
+        return B * maps.shape[2] * maps.shape[3] * (int(valid.sum()) + bank.shape[0]) * 2 * maps.shape[1]
 
     rows = []
 
@@ -128,37 +159,50 @@ def classification_rows(device: torch.device, args) -> list[str]:
         rows.append(f"| {stage} | {setting} | {rate(B / sec)} | {1e3 * sec:.1f} | {tflops} | {gib} |")
         print(rows[-1], flush=True)
 
-    Y, K = v.features.shape[:2]
     setting = f"batch {B}, {H}x{W}" + (f", stride {args.stride}" if args.stride != 8 else "")
-    cls = f"{Y} classes x <= {K} Gaussians, bank {v.bank.shape[0]}"
-    add("trunk (ResNet-50 to stride 32)", setting, trunk)
-    add("trunk + head (feature backbone)", setting, trunk_and_head())
-    for depth in (d for d in args.trunk_depths if d != 4):
-        shallow = FeatureBackbone("resnet50", exp.model.feature_dim, stride=args.stride, trunk_depth=depth)
-        shallow = shallow.to(device).eval()
-        if cuda:
-            shallow = shallow.to(memory_format=torch.channels_last)
-        add(f"trunk + head (feature backbone), trunk to layer{depth}", setting, trunk_and_head(shallow))
-        del shallow
-    for backend in backends:
-        add(
-            f"matching alone, {backend}",
-            f"{setting}; {cls}",
-            matching(v.features, v.valid, backend),
-            flop(v.features, v.valid),
-        )
-    for backend in backends:
-        add(f"full classification, eager, {backend} matching", setting, full(backbone, v.features, v.valid, backend))
-    if args.compile:
-        # The library's compile (compile_backbone: in place, its mode and static shapes), on a copy so the
-        # eager rows below keep an eager backbone: the rows measure what load_model and the trainer give.
-        compiled = copy.deepcopy(backbone)
-        compile_backbone(compiled, "on", device)
-        add(
-            f"full classification, compiled backbone, {backends[-1]} matching",
-            setting,
-            full(compiled, v.features, v.valid, backends[-1]),
-        )
+    first = None
+    for name in args.backbones:
+        model = backbone_model(name, device, args.stride)
+        backbone, v = model.backbone, model.volumes
+        first = first or (model, name)
+        label = backbone_label(model, name)
+        cells = "x".join(map(str, map_size(H, W, args.stride)))
+        if name == "resnet50":  # the rows' names before other backbones existed
+            add("trunk (ResNet-50 to stride 32)", setting, trunk(backbone))
+            add("trunk + head (feature backbone)", setting, trunk_and_head(backbone))
+        else:
+            add(f"trunk ({label.split(' + ')[0]})", setting, trunk(backbone))
+            add(f"trunk + head (feature backbone, {label}, {cells} cells)", setting, trunk_and_head(backbone))
+        for depth in (d for d in args.trunk_depths if d != 4 and name == "resnet50"):
+            shallow = FeatureBackbone("resnet50", backbone.feature_dim, stride=args.stride, trunk_depth=depth)
+            shallow = shallow.to(device).eval()
+            if cuda:
+                shallow = shallow.to(memory_format=torch.channels_last)
+            add(f"trunk + head (feature backbone), trunk to layer{depth}", setting, trunk_and_head(shallow))
+            del shallow
+        if name == args.backbones[0]:  # the matching alone does not depend on the backbone
+            Y, K = v.features.shape[:2]
+            cls = f"{Y} classes x <= {K} Gaussians, bank {v.bank.shape[0]}"
+            maps = random_maps(B, *map_size(H, W, args.stride), v.features.shape[-1], device)
+            for backend in backends:
+                add(f"matching alone, {backend}", f"{setting}; {cls}", matching(maps, v.features, v.valid, v.bank,
+                    backend), flop(maps, v.valid, v.bank))  # fmt: skip
+        of = "" if name == "resnet50" else f", {label}"
+        for backend in backends:
+            add(f"full classification, eager, {backend} matching{of}", setting,
+                full(backbone, v.features, v.valid, v.bank, backend))  # fmt: skip
+        if args.compile:
+            # The library's compile (compile_backbone: in place, its mode and static shapes), on a copy so the
+            # eager rows keep an eager backbone: the rows measure what load_model and the trainer give.
+            compiled = copy.deepcopy(backbone)
+            compile_backbone(compiled, "on", device)
+            add(f"full classification, compiled backbone, {backends[-1]} matching{of}", setting,
+                full(compiled, v.features, v.valid, v.bank, backends[-1]))  # fmt: skip
+            del compiled
+        if name != args.backbones[0]:
+            del model, backbone
+    model, name = first
+    backbone, v = model.backbone, model.volumes
     if args.classes:
         N, KN = args.classes, 1100
         g = torch.Generator(device=device).manual_seed(0)
@@ -166,19 +210,71 @@ def classification_rows(device: torch.device, args) -> list[str]:
         big_valid = torch.ones(N, KN, dtype=torch.bool, device=device)
         backend = backends[-1]
         many = f"{N} classes x {KN} Gaussians, bank {v.bank.shape[0]}"
-        add(f"matching alone, {backend}", f"{setting}; {many}", matching(big, big_valid, backend), flop(big, big_valid))
-        add(
-            f"full classification, eager, {backend} matching",
-            f"{setting}; {many}",
-            full(backbone, big, big_valid, backend),
-        )
+        maps = random_maps(B, *map_size(H, W, args.stride), v.features.shape[-1], device)
+        add(f"matching alone, {backend}", f"{setting}; {many}", matching(maps, big, big_valid, v.bank, backend),
+            flop(maps, big_valid, v.bank))  # fmt: skip
+        of = "" if name == "resnet50" else f", {backbone_label(model, name)}"
+        add(f"full classification, eager, {backend} matching{of}", f"{setting}; {many}",
+            full(backbone, big, big_valid, v.bank, backend))  # fmt: skip
         if args.compile:
-            add(
-                f"full classification, compiled backbone, {backend} matching",
-                f"{setting}; {many}",
-                full(compiled, big, big_valid, backend),
-            )
+            compiled = copy.deepcopy(backbone)
+            compile_backbone(compiled, "on", device)
+            add(f"full classification, compiled backbone, {backend} matching{of}", f"{setting}; {many}",
+                full(compiled, big, big_valid, v.bank, backend))  # fmt: skip
         del big, big_valid
+    return rows
+
+
+def backbone_seconds(name: str, device: torch.device, batch: int, size: tuple[int, int], stride: int,
+                     min_time: float) -> float:  # fmt: skip
+    """Seconds per image of ``name``'s feature backbone (eager, bf16 on CUDA) on a batch of ``size`` images."""
+    model = backbone_model(name, device, stride)
+    images = normalize_images(torch.rand(batch, 3, *size, device=device)).contiguous(memory_format=torch.channels_last)
+
+    def run():
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            model.backbone(images)
+
+    return measure(run, device, min_time)[0] / batch
+
+
+def backbone_step(net: torch.nn.Module, images: torch.Tensor, cuda: bool) -> Callable[[], None]:
+    """One training step of ``net`` alone: forward (bf16 on CUDA), backward of a loss on the whole map, Adam
+    over the parameters that train."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=1e-4, fused=cuda or None)
+    with torch.no_grad():
+        target = torch.randn_like(net(images[:1]).float()).expand(images.shape[0], -1, -1, -1)
+
+    def step():
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=cuda):
+            maps = net(images)
+        loss = (maps.float() * target).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def training_rows(device: torch.device, args) -> list[str]:
+    """Backbone training steps per backbone (``backbone_step``), the trunk frozen, and for ResNet-50 also trained
+    whole as the paper trains it. The step's other parts (correspondences, contrastive loss, volumes) do not
+    depend on the backbone: benchmarks.train_throughput times whole steps on data."""
+    H, W = args.size
+    B = args.train_batch
+    rows = []
+    for name, frozen in [(n, f) for n in args.backbones for f in ((False, True) if n == "resnet50" else (True,))]:
+        model = backbone_model(name, device, args.stride, freeze_trunk=frozen).train()
+        images = normalize_images(torch.rand(B, 3, H, W, device=device)).contiguous(memory_format=torch.channels_last)
+        sec, peak = measure(backbone_step(model.backbone, images, device.type == "cuda"), device, args.min_time)
+        trained = sum(p.numel() for p in model.backbone.parameters() if p.requires_grad) / 1e6
+        trunk = "trunk frozen" if frozen else "trunk trained"
+        gib = f"{peak:.1f}" if peak is not None else "-"
+        rows.append(f"| {backbone_label(model, name)}, {trunk} ({trained:.1f} M parameters trained) | batch {B}, "
+                    f"{H}x{W} | {rate(B / sec)} | {1e3 * sec:.1f} | {gib} |")  # fmt: skip
+        print(rows[-1], flush=True)
+        del model, images
     return rows
 
 
@@ -282,6 +378,19 @@ def elevation_range(text: str) -> tuple[float, float]:
     return low, high
 
 
+def backbone_names(text: str) -> tuple[str, ...]:
+    """``--backbones``: comma-separated ``model.backbone`` names (resnet50, resnet18, timm:<model name>)."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    try:
+        for n in names:
+            BackboneName(("resnet50", "resnet18")).check(n, "--backbones")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    if not names:
+        raise argparse.ArgumentTypeError("--backbones: expected names, comma-separated")
+    return names
+
+
 def size(text: str) -> tuple[int, int]:
     h, w = (int(x) for x in text.lower().split("x"))
     if h % 8 or w % 8:
@@ -297,6 +406,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--trunk-depths", type=trunk_depths, default=(4,), help="add trunk + head rows for these depths, e.g. 4,3,2"
     )
+    parser.add_argument(
+        "--backbones",
+        type=backbone_names,
+        default=None,
+        help="classification rows for each of these model.backbone names, e.g. resnet50,timm:vit_small_patch14_dinov2"
+        " (default resnet50); with it, pose rows with each backbone's forward and training rows (--train-batch)",
+    )
+    parser.add_argument("--train-batch", type=int, default=32, help="batch of the --backbones training rows (0: none)")
     parser.add_argument("--classes", type=int, default=0, help="add rows for this many random classes x 1100")
     parser.add_argument("--compile", action="store_true", help="add full classification with a compiled backbone")
     parser.add_argument("--min-time", type=float, default=1.0, help="blocked_autorange min_run_time per row, s")
@@ -326,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--append", default="", metavar="FILE", help="also append the table to this Markdown file")
     args = parser.parse_args(argv)
+    compare = args.backbones is not None
+    args.backbones = args.backbones or ("resnet50",)
     device = select_device()
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     command = shlex.join(["python", "-m", "benchmarks.inference", *(sys.argv[1:] if argv is None else argv)])
@@ -349,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         head = ["", "| task | setting | img/s | Acc@pi/6 | median error deg |", "|---|---|---|---|---|"]
         print("\n".join(head), flush=True)
         lines += head
+        estimator_s = estimator_stride = estimator_row = None
         runs = [("with the class's prior", prior, args.pose_batch), ("with the class's prior", prior, 1),
                 ("without a prior (the authors' grid alone)", None, args.pose_batch)]  # fmt: skip
         for stride, gaussians in itertools.product(args.pose_strides, args.pose_gaussians):
@@ -362,11 +482,33 @@ def main(argv: list[str] | None = None) -> int:
             for (label, pr, batch), (variant, est) in itertools.product(runs, settings):
                 pose_run(est, vol, feats, bank, K, maps[:2], truth[:2], 2, pr)  # warm-up, templates
                 per_s, acc, median = pose_run(est, vol, feats, bank, K, maps, truth, batch, pr)
+                if estimator_s is None:  # the first row: with the prior, at the pose batch
+                    estimator_s, estimator_stride, estimator_row = 1 / per_s, stride, f"{label}, {est.cfg.steps} steps"
                 steps = est.cfg.steps
                 lines.append(f"| pose{variant}, {label}, {steps} steps, {cells} (stride {stride}), "
                              f"{len(vol)} Gaussians{seen} | batch {batch} | {rate(per_s)} | {100 * acc:.1f}% | "
                              f"{median:.2f} |")  # fmt: skip
                 print(lines[-1], flush=True)
+        if compare:
+            # The estimator reads feature maps only: its time on the oracle's maps plus each backbone's forward
+            # at the pose batch and size is the pose pipeline's time per image with that backbone.
+            H, W = args.pose_size
+            head = ["", f"| pose with the backbone (estimator: {estimator_row}, oracle maps) | setting | img/s | "
+                    "backbone ms/img | estimator ms/img |", "|---|---|---|---|---|"]  # fmt: skip
+            print("\n".join(head), flush=True)
+            lines += head
+            for backbone in args.backbones:
+                b_s = backbone_seconds(backbone, device, args.pose_batch, args.pose_size, estimator_stride,
+                                       args.min_time)  # fmt: skip
+                lines.append(f"| {backbone} forward + pose | batch {args.pose_batch}, {H}x{W}, stride "
+                             f"{estimator_stride} | {rate(1 / (b_s + estimator_s))} | {1e3 * b_s:.2f} | "
+                             f"{1e3 * estimator_s:.2f} |")  # fmt: skip
+                print(lines[-1], flush=True)
+    if compare and args.train_batch > 0 and not args.pose_only:
+        head = ["", "| training step of the backbone (forward, backward, Adam) | setting | img/s | ms/step | "
+                "peak GiB |", "|---|---|---|---|---|"]  # fmt: skip
+        print("\n".join(head), flush=True)
+        lines += head + training_rows(device, args)
     if not args.pose_only:
         lines += [
             "",

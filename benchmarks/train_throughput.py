@@ -1,6 +1,8 @@
 """Training throughput: images/s of NOVUM train steps, with and without the data loader.
 
     python -m benchmarks.train_throughput configs/cube.yaml data.root=data/synthetic-full --steps 20
+    python -m benchmarks.train_throughput configs/cube.yaml model.backbone=timm:vit_small_patch14_dinov2 \
+        model.freeze_trunk=true ...                      # a frozen DINOv2 ViT-S/14 with the DPT head
 
 The backbone is compiled as ``model.compile`` says (auto: on CUDA; the first warm-up step compiles
 it). Times (1) whole steps on batches already in memory (compute only), (2) the parts of one step
@@ -119,7 +121,9 @@ def main() -> int:
     lines = [
         f"### Training throughput, {name} ({datetime.date.today().isoformat()})",
         "",
-        f"{cfg.model.backbone}, D={cfg.model.feature_dim}, {H}x{W}, batch {B}, {len(trainer.model.classes)} classes x "
+        f"{cfg.model.backbone} ({type(trainer.model.backbone.decoder).__name__}"
+        f"{', trunk frozen' if cfg.model.freeze_trunk else ''}), "
+        f"D={cfg.model.feature_dim}, {H}x{W}, batch {B}, {len(trainer.model.classes)} classes x "
         f"{int(v.valid.sum(1).max())} Gaussians, bank {v.bank.shape[0]}, bf16 autocast {trainer.amp}, "
         f"compiled backbone {trainer.compiled} (model.compile {cfg.model.compile}), "
         f"{len(corr.batch_ids)} correspondences in the timed batch. torch {torch.__version__}. "

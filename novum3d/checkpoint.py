@@ -1,4 +1,5 @@
-"""Checkpoint files: atomic writes that never lose the last good one, checked reads, content digests."""
+"""Checkpoint files: atomic writes that never lose the last good one, checked reads, content digests;
+weights files (torch state_dicts, ``.safetensors``) read into plain state_dicts."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from typing import Any, TypeVar
 import torch
 
 from .config import from_mapping
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, WeightsError
 
 CHECKPOINT = "last.pt"
 PREVIOUS = "previous.pt"
 KINDS = {"novum": "NOVUM", "baseline": "baseline classifier", "pretrain": "backbone pretraining"}
+WEIGHTS_FIELDS = ("backbone_weights", "weights")  # model.*: the local file a run's weights started from
 
 T = TypeVar("T")
 
@@ -77,8 +79,13 @@ def read_trained(path: str | Path, kind: str, config_cls: type[T]) -> tuple[dict
             f"a {KINDS.get(found, found)} checkpoint, not {KINDS[kind]}; load it with {use.get(found, 'its own tool')}",
             path=path,
         )
+    config = ckpt["config"]
+    if isinstance(config, dict) and isinstance(config.get("model"), dict):
+        # The checkpoint holds the weights: the file training started from need not exist here (its name and
+        # digest are in ckpt["provenance"]), and is not read again.
+        config = {**config, "model": {**config["model"], **{k: None for k in WEIGHTS_FIELDS if k in config["model"]}}}
     try:
-        cfg = from_mapping(config_cls, ckpt["config"], where=f"{path} (config)")
+        cfg = from_mapping(config_cls, config, where=f"{path} (config)")
     except ConfigError as exc:
         raise CheckpointError(f"its config does not load with this version ({exc})", path=path) from exc
     return ckpt, cfg
@@ -100,3 +107,51 @@ def file_digest(path: str | Path, chunk: int = 1 << 22) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# Keys a whole-model file keeps its state_dict under (torchvision references and timm's trainer write these).
+STATE_DICT_WRAPPERS = ("state_dict", "model")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a local weights file, by name: a torch ``state_dict`` (``.pt`` / ``.pth`` / ``.bin``, read
+    with ``weights_only=True``; also one wrapped as ``{"state_dict": ...}`` or ``{"model": ...}``) or a
+    ``.safetensors`` file. Nothing is downloaded; dtypes are kept (``load_state_dict`` casts to the model's).
+
+    A missing or unreadable file, or one that holds anything but named tensors, raises :class:`WeightsError`
+    naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError("weights file not found (weights are never downloaded)", path=path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(path, device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated archives, pickles of more than tensors, bad safetensors headers, ...
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise WeightsError(f"unreadable weights file ({type(exc).__name__}: {first})", path=path) from exc
+    for key in STATE_DICT_WRAPPERS:
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not state:
+        got = "an empty mapping" if isinstance(state, dict) else type(state).__name__
+        raise WeightsError(f"expected a state_dict (names -> tensors), got {got}", path=path)
+    for name, value in state.items():
+        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+            raise WeightsError(
+                f"expected a state_dict (names -> tensors); entry {name!r} is {type(value).__name__}, not a tensor",
+                path=path,
+            )
+    return state
+
+
+def weights_provenance(path: str | Path | None) -> dict[str, str] | None:
+    """``{"file": name, "sha256": hex}`` of a weights file, or None when there is none (random initialisation)."""
+    if path is None:
+        return None
+    return {"file": Path(path).name, "sha256": file_digest(path)}

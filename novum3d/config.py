@@ -9,7 +9,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 
@@ -22,9 +22,36 @@ T = TypeVar("T")
 _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
+@dataclass(frozen=True)
+class BackboneName:
+    """``Annotated[str, BackboneName(names)]``: one of ``names`` or ``timm:<model name>`` (the optional timm
+    extra builds those; whether timm knows the name is checked when the network is built)."""
+
+    names: tuple[str, ...]
+
+    def check(self, value: str, where: str) -> str:
+        if value in self.names or (value.startswith(TIMM_PREFIX) and value[len(TIMM_PREFIX) :].strip()):
+            return value
+        raise ConfigError(f"{where}: expected one of {list(self.names)} or 'timm:<model name>', got {value!r}")
+
+
+TIMM_PREFIX = "timm:"
+
+
 def _check_value(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if hint is Any:
+        return value
+    if origin is Annotated:
+        base, *extras = typing.get_args(hint)
+        value = _check_value(value, base, where)
+        for extra in extras:
+            if isinstance(extra, BackboneName):
+                value = extra.check(value, where)
+        return value
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{where}: expected a mapping of names to values, got {type(value).__name__} {value!r}")
         return value
     if origin is Literal:
         if value not in typing.get_args(hint):
@@ -77,7 +104,7 @@ def from_mapping(cls: type[T], data: Any, where: str = "config") -> T:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
@@ -135,15 +162,28 @@ class VolumeConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: Literal["resnet50", "resnet18"] = "resnet50"
+    # torchvision "resnet50" / "resnet18", or "timm:<model name>" (pip install -e ".[timm]"): ConvNeXt and other
+    # CNNs feed their stride 4-32 stages to the decoder; ViTs (DINOv2 /14 and its registers variants included)
+    # four blocks at 1/4, 1/2, 3/4 and the end of their depth (novum3d.model.backbone says how).
+    backbone: Annotated[str, BackboneName(("resnet50", "resnet18"))] = "resnet50"
     feature_dim: int = 128
-    backbone_weights: str | None = None  # local file with torchvision ResNet weights; never downloaded
+    # A local weights file for the backbone's trunk: a torchvision or timm state_dict (.pt / .pth, optionally
+    # under "state_dict" or "model") or a .safetensors file; never downloaded. Checkpoints record its sha256.
+    backbone_weights: str | None = None
+    # Keyword arguments for timm.create_model (timm backbones only), e.g. {depth: 4, embed_dim: 96} for a small
+    # ViT; pretrained, features_only, num_classes and dynamic_img_size are novum3d's to set.
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    # Train the decoder, the 1x1 head and the volumes only: the trunk gets no gradients and stays in eval mode
+    # (BatchNorm statistics, dropout), as the authors train on a frozen DINOv2 (GenIntel/NOVUM src/models/dpt.py).
+    freeze_trunk: bool = False
     freeze_batchnorm: bool = False  # keep BatchNorm statistics fixed (fine-tuning, tiny batches)
     # Upsampling layers: "fpn" (256-channel lateral fusion, light) or "unet" (the authors' DoubleConv/Up
-    # stack at the trunk's widths, GenIntel/NOVUM src/models/KeypointRepresentationNet.py L44-55).
-    decoder: Literal["fpn", "unet"] = "fpn"
+    # stack at the trunk's widths, GenIntel/NOVUM src/models/KeypointRepresentationNet.py L44-55) for CNNs;
+    # "dpt" (the authors' DINOv2 head, GenIntel/NOVUM src/models/dpt.py) or "fpn" for ViTs. "auto": "fpn",
+    # and "dpt" for a timm ViT (a ResNet's config stores "fpn", as before the option).
+    decoder: Literal["auto", "fpn", "unet", "dpt"] = "auto"
     # Feature-map stride: 8, the authors' (GenIntel/NOVUM config/defaults.yaml L58 down_sample_rate), or 4
-    # (fpn only; a departure for small images: 32x32 cells at 256x256, where the authors' 640x800 give 80x100).
+    # (fpn or dpt; a departure for small images: 32x32 cells at 256x256, where the authors' 640x800 give 80x100).
     stride: int = 8
     # The deepest ResNet stage used (fpn only; a departure): 4 (layer4) is the authors'; 3 or 2 give cells that
     # see less of the image (novum3d.model.backbone.FeatureBackbone says why).
@@ -155,21 +195,42 @@ class ModelConfig:
     # YAML reads unquoted on / off as true / false, so those are accepted and stored as "on" / "off".
     compile: Literal["auto", "on", "off"] | bool = "auto"
 
+    @property
+    def is_timm(self) -> bool:
+        return self.backbone.startswith(TIMM_PREFIX)
+
     def validate(self) -> None:
         if isinstance(self.compile, bool):
             self.compile = "on" if self.compile else "off"
+        if self.decoder == "auto" and not self.is_timm:
+            self.decoder = "fpn"  # what a ResNet always had: its runs keep their identity
         if self.feature_dim < 1:
             raise ValueError(f"feature_dim: must be >= 1, got {self.feature_dim}")
         if self.stride not in (8, 4):
             raise ValueError(f"stride: expected 8 or 4, got {self.stride}")
-        if self.stride == 4 and self.decoder != "fpn":
-            raise ValueError("stride: 4 needs decoder 'fpn' (the U-Net decoder ends at stride 8)")
+        if self.stride == 4 and self.decoder == "unet":
+            raise ValueError("stride: 4 needs decoder 'fpn' or 'dpt' (the U-Net decoder ends at stride 8)")
         if self.trunk_depth not in (4, 3, 2):
             raise ValueError(f"trunk_depth: expected 4, 3 or 2, got {self.trunk_depth}")
-        if self.trunk_depth != 4 and self.decoder != "fpn":
-            raise ValueError("trunk_depth: 3 or 2 needs decoder 'fpn' (the U-Net decoder starts at layer4)")
+        if self.trunk_depth != 4 and (self.decoder != "fpn" or self.is_timm):
+            raise ValueError(
+                "trunk_depth: 3 or 2 needs a ResNet backbone and decoder 'fpn' (the U-Net decoder starts at layer4)"
+            )
+        if self.decoder == "dpt" and not self.is_timm:
+            raise ValueError("decoder: 'dpt' reads a ViT's blocks; use it with backbone 'timm:<a ViT>'")
+        if self.backbone_kwargs and not self.is_timm:
+            raise ValueError(f"backbone_kwargs: only timm backbones take them, got {self.backbone_kwargs}")
+        reserved = sorted(set(self.backbone_kwargs) & set(RESERVED_TIMM_KWARGS))
+        if reserved:
+            raise ValueError(f"backbone_kwargs: {reserved} are set by novum3d (weights load from backbone_weights)")
         if self.backbone_weights is not None and not Path(self.backbone_weights).is_file():
             raise ValueError(f"backbone_weights: no such file {self.backbone_weights!r} (weights are never downloaded)")
+
+
+# timm.create_model arguments novum3d sets itself: weights are never downloaded, and the network's form
+# (feature stages, no classifier, any image size) is what the backbone needs.
+RESERVED_TIMM_KWARGS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "features_only",
+                        "num_classes", "dynamic_img_size", "dynamic_img_pad", "out_indices")  # fmt: skip
 
 
 @dataclass
@@ -318,13 +379,23 @@ class ExperimentConfig:
 
 @dataclass
 class BaselineModelConfig:
-    """A standard torchvision classifier, the baseline NOVUM is compared against."""
+    """A standard classifier (torchvision, or timm with the timm extra), the baseline NOVUM is compared against."""
 
-    arch: Literal["resnet50", "resnet18", "convnext_tiny", "vit_b_16"] = "resnet50"
-    weights: str | None = None  # local file with a torchvision state_dict; never downloaded
+    # torchvision classifiers, or "timm:<model name>" (pip install -e ".[timm]"), its class head sized to the data.
+    arch: Annotated[str, BackboneName(("resnet50", "resnet18", "convnext_tiny", "vit_b_16"))] = "resnet50"
+    # Local weights: a torchvision or timm state_dict or a .safetensors file (the classifier head is left out);
+    # never downloaded.
+    weights: str | None = None
     freeze_batchnorm: bool = False
+    # Keyword arguments for timm.create_model (timm archs only), as model.backbone_kwargs for NOVUM.
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
+        if self.arch_kwargs and not self.arch.startswith(TIMM_PREFIX):
+            raise ValueError(f"arch_kwargs: only timm archs take them, got {self.arch_kwargs}")
+        reserved = sorted(set(self.arch_kwargs) & set(RESERVED_TIMM_KWARGS))
+        if reserved:
+            raise ValueError(f"arch_kwargs: {reserved} are set by novum3d (weights load from model.weights)")
         if self.weights is not None and not Path(self.weights).is_file():
             raise ValueError(f"weights: no such file {self.weights!r} (weights are never downloaded)")
 

@@ -26,6 +26,9 @@ class BaselineTrainer(Trainer):
         # Eager: the baselines' configs have no model.compile and their compiled speed was never measured.
         return "off"
 
+    def backbone_source(self) -> tuple[str, str | None]:
+        return self.cfg.model.arch, self.cfg.model.weights
+
     def build_model(self, classes: list[str]) -> torch.nn.Module:
         return BaselineClassifier(self.cfg.model, classes, tuple(self.cfg.data.image_size))
 

@@ -10,7 +10,7 @@ from rendering import GaussianVolume
 from ..categories import build_volume, load_categories
 from ..config import ExperimentConfig
 from ..errors import ConfigError
-from .backbone import FeatureBackbone, normalize_images
+from .backbone import build_backbone, normalize_images
 from .calibration import DEFAULT_TEMPERATURE
 from .matching import class_scores
 from .neural_volumes import NeuralVolumes
@@ -39,14 +39,7 @@ class NOVUM(nn.Module):
             classes = list(classes or geometry)
             if list(geometry) != classes:
                 raise ValueError(f"geometry: classes {list(geometry)} differ from the model's {classes}")
-        self.backbone = FeatureBackbone(
-            cfg.model.backbone,
-            cfg.model.feature_dim,
-            cfg.model.backbone_weights,
-            decoder=cfg.model.decoder,
-            stride=cfg.model.stride,
-            trunk_depth=cfg.model.trunk_depth,
-        )
+        self.backbone = build_backbone(cfg.model)
         if geometry is None:
             geometry = {c: build_volume(categories[c], cfg.volume) for c in classes}
         self.volumes = NeuralVolumes(geometry, cfg.model.feature_dim, cfg.bank.size, seed=cfg.train.seed)

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from ..checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from ..checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, weights_provenance
 from ..config import ExperimentConfig, config_to_dict
 from ..data.augment import occlude_objects, roll_and_stretch, rotation_angles, stretch_factors, warp_about_principal
 from ..data.batch import batch_cameras, batch_to_device, collate, images_to_device, prefetch_to_device
@@ -113,6 +113,9 @@ def training_identity(config: dict[str, Any], train_digest: str, val_digest: str
         kept["model"].pop("stride")
     if kept.get("model", {}).get("trunk_depth") == 4:  # likewise the whole trunk
         kept["model"].pop("trunk_depth")
+    for key, default in (("freeze_trunk", False), ("backbone_kwargs", {}), ("arch_kwargs", {})):  # likewise
+        if key in kept.get("model", {}) and kept["model"][key] == default:
+            kept["model"].pop(key)
     return {"config": kept, "data": {"train": train_digest, "val": val_digest}}
 
 
@@ -161,6 +164,7 @@ class Trainer:
         self.global_step = 0
         self.history: list[dict[str, Any]] = []
         self._identity: dict[str, Any] | None = None
+        self._provenance: dict[str, Any] | None = None
         self.calibration: dict[str, Any] | None = None  # softmax temperature fitted on validation
         self.tensorboard = _tensorboard_writer(self.out / "tensorboard") if self.rank == 0 else None
         if resume:
@@ -414,7 +418,20 @@ class Trainer:
             "identity": self.identity(),
             "calibration": self.calibration,
             "pose_priors": self.pose_priors.to_dict() if self.pose_priors is not None else None,
+            "provenance": self.provenance(),
         }
+
+    def backbone_source(self) -> tuple[str, str | None]:
+        """(backbone name, its weights file or None): ``model.backbone`` and ``model.backbone_weights``."""
+        return self.cfg.model.backbone, self.cfg.model.backbone_weights
+
+    def provenance(self) -> dict[str, Any]:
+        """Where the weights come from, saved in every checkpoint: ``{"source": "trained", "backbone": name,
+        "backbone_weights": {"file", "sha256"} or None}`` (a plain dict; readers ignore keys they do not know)."""
+        if self._provenance is None:
+            name, weights = self.backbone_source()
+            self._provenance = {"source": "trained", "backbone": name, "backbone_weights": weights_provenance(weights)}
+        return self._provenance
 
     def identity(self) -> dict[str, Any]:
         """What makes this run what it is: the config (less bookkeeping) and digests of its data.
