@@ -345,9 +345,8 @@ def test_a_timm_baseline_trains_and_takes_timm_weights_without_their_classifier(
 def test_inference_benchmark_compares_backbones_in_one_run(tmp_path):
     """``--backbones``: classification rows for each backbone, pose as each one's forward plus the estimator,
     and backbone training steps with the trunk frozen (ResNet-50's trained whole as well)."""
-    from tests.test_diagnostic_benchmarks import small_pose_run
-
     from benchmarks.inference import main as inference_main
+    from tests.test_benchmarks import small_pose_run
 
     out = tmp_path / "bench.md"
     pose = [a for a in small_pose_run(out) if a not in ("--pose-only",)]

@@ -258,10 +258,8 @@ def test_written_weights_load_strictly_into_torchvision_the_baseline_and_novums_
     trained = torch.load(pretrained / "last.pt", weights_only=False)["model"]
     torch.testing.assert_close(state["layer4.1.conv2.weight"].float(),
                                trained["backbone.layer4.1.conv2.weight"].half().float())  # fmt: skip
-    copy = tmp_path / "resnet18.pt"  # the .pt model.weights and model.backbone_weights read today
-    torch.save(state, copy)
-    baseline = build_classifier("resnet18", 12, (64, 64), weights=copy)
-    trunk = FeatureBackbone("resnet18", feature_dim=16, weights=copy)
+    baseline = build_classifier("resnet18", 12, (64, 64), weights=path)  # model.weights reads the file as written
+    trunk = FeatureBackbone("resnet18", feature_dim=16, weights=path)  # and so does model.backbone_weights
     for key, value in state.items():
         if key.startswith("fc.") or key.endswith("num_batches_tracked"):
             continue
@@ -278,9 +276,8 @@ def test_written_weights_load_strictly_into_torchvision_the_baseline_and_novums_
 
 @pytest.mark.slow  # generates the tiny benchmark and trains a baseline: about 9 s on a loaded 2-core machine
 def test_tiny_pretrain_then_fine_tune_on_the_tiny_preset(pretrained, tmp_path):
-    state = load_file(str(pretrained / "resnet18-pretrained.safetensors"))
-    weights = tmp_path / "resnet18.pt"
-    torch.save(state, weights)
+    weights = pretrained / "resnet18-pretrained.safetensors"  # as written: fp16 safetensors
+    state = load_file(str(weights))
     data = tmp_path / "tiny"
     generate(data, "tiny", seed=0, categories=["car", "bus"])
     common = [f"data.root={data}", "data.image_size=[64, 64]", "data.num_workers=0", "data.classes=[car, bus]",
@@ -297,6 +294,8 @@ def test_tiny_pretrain_then_fine_tune_on_the_tiny_preset(pretrained, tmp_path):
     assert isinstance(novum_cfg, ExperimentConfig)
     novum = Trainer(novum_cfg, quiet=True)
     torch.testing.assert_close(novum.model.backbone.layer2[0].conv1.weight, state["layer2.0.conv1.weight"].float())
+    assert np.isfinite(novum.fit()[-1]["loss"])
+    assert novum.provenance()["backbone_weights"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
 
 
 def test_pretrain_config_checks_its_values(corpus, tmp_path, capsys):

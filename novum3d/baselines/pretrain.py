@@ -87,6 +87,9 @@ class PretrainTrainer(BaselineTrainer):
         return self._identity
 
     # ---- model and optimisation ---------------------------------------------------------
+    def backbone_source(self) -> tuple[str, str | None]:
+        return self.cfg.model.arch, None  # pretraining starts from random weights
+
     def compile_setting(self) -> str:
         return self.cfg.model.compile
 
@@ -227,7 +230,8 @@ def export_weights(
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
                for k, v in net.state_dict().items()}  # fmt: skip
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt", "arch": str(record.get("arch", ""))})
+    # One metadata key: safetensors writes its metadata map in no fixed order, so two keys made the bytes vary.
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, path)
     digest = file_digest(path)
     info = {"weights": path.name, "sha256": digest, "parameters": int(sum(np.prod(t.shape) for t in tensors.values())),
