@@ -122,13 +122,17 @@ def test_a_stride_4_model_trains_and_estimates_poses_from_its_checkpoint(checkpo
     assert loaded.model.stride == 4 and model.stride == 4
     assert model(torch.rand(1, 3, 64, 64)).shape == (1, 16, 16, 16)
     # The script's map intrinsics follow the model's stride: the principal point is the map's centre.
-    real, seen = pipeline.predict, []
+    real, seen = pipeline.predict_by_class, []
 
-    def spy(model, images, K_map, *args, **kwargs):
-        seen.append((tuple(model(images).shape[-2:]), K_map.clone()))
-        return real(model, images, K_map, *args, **kwargs)
+    def spy(model, batches, *args, **kwargs):
+        def watched():
+            for images, K_map, mask, tags in batches:
+                seen.append((tuple(model(images).shape[-2:]), K_map.clone()))
+                yield images, K_map, mask, tags
 
-    monkeypatch.setattr(pipeline, "predict", spy)
+        return real(model, watched(), *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "predict_by_class", spy)
     main = runpy.run_path("scripts/estimate_pose.py", run_name="novum3d_test")["main"]
     image = next((root / "test-clean" / "images" / "car").glob("*.JPEG"))
     out = tmp_path / "out"
