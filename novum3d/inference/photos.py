@@ -89,14 +89,19 @@ class Letterbox:
 def letterbox(image: Tensor, size: tuple[int, int], fill: Sequence[float] | float = 0.0) -> tuple[Tensor, Letterbox]:
     """``image`` [C, H, W] resized (bilinear, antialiased when shrinking) into ``size`` (h, w) keeping
     its aspect ratio, centred and padded with ``fill`` (one value, or one per channel); uint8 stays
-    uint8 (rounded), any float dtype stays itself. Returns (the input [C, h, w], its :class:`Letterbox`)."""
+    uint8 (rounded, resampled in float32), a float dtype stays itself.
+
+    Returns:
+        (the input [C, h, w], its :class:`Letterbox`).
+    """
     box = Letterbox.fit(tuple(image.shape[-2:]), size)
     rh, rw = box.resized
-    x = image.float()[None]
+    work = image.dtype if image.is_floating_point() else torch.float32
+    x = image.to(work)[None]
     if (rh, rw) != tuple(image.shape[-2:]):
         x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
     C = image.shape[0]
-    fill_t = torch.as_tensor(fill, dtype=torch.float32).reshape(-1)
+    fill_t = torch.as_tensor(fill, dtype=work).reshape(-1)
     out = fill_t.expand(C).reshape(1, C, 1, 1).expand(1, C, *size).clone()
     (ox, oy) = box.offset
     out[:, :, oy : oy + rh, ox : ox + rw] = x
@@ -124,7 +129,8 @@ def check_input_size(size: Sequence[int], field: str = "--size") -> tuple[int, i
         sides = sides * 2
     if len(sides) != 2 or any(v < SIZE_MULTIPLE or v % SIZE_MULTIPLE for v in sides):
         raise Novum3DError(
-            f"expected HEIGHT WIDTH (or one side), each a multiple of {SIZE_MULTIPLE}, got {list(size)}", field=field
+            f"{field}: expected HEIGHT WIDTH (or one side), each a multiple of {SIZE_MULTIPLE}, got {list(size)}",
+            field=field,
         )
     return sides  # type: ignore[return-value]
 

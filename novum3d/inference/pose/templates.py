@@ -7,6 +7,7 @@ scoring B images against all of them is one batched product per chunk of pixels 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -248,7 +249,7 @@ class TemplateStore:
     def path(self, key: dict[str, Any]) -> Path:
         full = self.full_key(key)
         digest = hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()[:24]
-        slug = "".join(ch if ch.isalnum() or ch in "_." else "_" for ch in f"{key['class']}-{key['kind']}")
+        slug = "-".join("".join(c if c.isalnum() or c in "_." else "_" for c in str(key[k])) for k in ("class", "kind"))
         return self.folder / f"{slug}-{digest}.pt"
 
     def load(self, key: dict[str, Any], device: torch.device | str) -> tuple[Tensor, Tensor] | None:
@@ -283,7 +284,8 @@ class TemplateStore:
             torch.save({"key": self.full_key(key), "poses": poses.cpu(), "renders": renders.cpu()}, tmp)
             os.replace(tmp, path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             self.writable = False
             self._say("write", f"template cache: cannot write to {self.folder} ({exc}); templates stay in memory")
             return poses, renders
