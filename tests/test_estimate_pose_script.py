@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -152,3 +153,39 @@ def test_a_checkpoint_from_before_the_stride_option_loads_at_stride_8(checkpoint
     model, cfg = load_model(tmp_path / "old.pt", compile="off")
     assert cfg.model.stride == 8 and model.stride == 8
     assert model(torch.rand(1, 3, 64, 64)).shape[-2:] == (8, 8)
+
+
+def test_a_folder_of_mixed_sizes_runs_in_batches_and_a_second_run_reads_its_templates(checkpoint, tmp_path, capsys):
+    import runpy
+
+    root, ckpt = checkpoint
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    sources = sorted(root.glob("*/images/*/*.JPEG"))[:3]
+    for src, size in zip(sources, [(64, 64), (120, 80), (70, 150)], strict=True):
+        Image.open(src).resize(size).save(folder / f"{src.stem}_{size[0]}x{size[1]}.png")
+    (folder / "broken.png").write_text("not an image")
+    main = runpy.run_path("scripts/estimate_pose.py", run_name="novum3d_test")["main"]
+    out, cache = tmp_path / "out", tmp_path / "templates"
+    common = [str(folder), "--checkpoint", str(ckpt), "--out", str(out), "--steps", "1", "--batch", "2",
+              "--workers", "0", "--template-cache", str(cache)]  # fmt: skip
+    assert main(common) == 1  # the broken file
+    first = capsys.readouterr()
+    lines = [json.loads(line) for line in (out / "summary.jsonl").read_text().splitlines()]
+    assert len(lines) == 4 and next(r for r in lines if "error" in r)["image"].endswith("broken.png")
+    records = {Path(r["image"]).name: r for r in lines if "error" not in r}
+    assert len(records) == 3 and all(len(line.split(": ")) >= 2 for line in first.out.splitlines())
+    for name, rec in records.items():
+        w, h = (int(v) for v in name.rsplit("_", 1)[1].removesuffix(".png").split("x"))
+        assert rec["camera"] == {"focal": 1.0, "viewport": 3000.0, "principal": [w / 2, h / 2], "image_size": [w, h]}
+        assert rec["input"]["size"] == [64, 64] and rec["seconds"] > 0
+        assert json.loads((out / f"{Path(name).stem}.json").read_text()) == rec
+    assert "templates rendered for 0 views" not in first.err and list(cache.glob("*.pt"))
+    assert main(common) == 1
+    second = capsys.readouterr()
+    assert "templates rendered for 0 views" in second.err, second.err
+    again = {Path(r["image"]).name: r for r in map(json.loads, (out / "summary.jsonl").read_text().splitlines())}
+    for name, rec in records.items():
+        assert again[name]["pose_radians"] == pytest.approx(rec["pose_radians"], abs=1e-5)
+    assert main([*common[:-2], "--template-cache", "off", "--size", "50"]) == 2
+    assert "--size: expected HEIGHT WIDTH" in capsys.readouterr().err
