@@ -159,6 +159,41 @@ def speed_rows(args, folder: Path, paths: list[Path]) -> list[str]:
     return rows
 
 
+def photo_records(model, items, estimator: PoseEstimator, size, batch: int = 16, workers: int = 0) -> list[dict]:
+    """Records ``{"id", "label", "predicted", "pose_error"}`` of data set items through the command's path:
+    files decoded and letterboxed to ``size`` (h, w), annotated intrinsics through the letterbox, poses
+    estimated class by class; in the items' order."""
+    device = next(model.parameters()).device
+    map_size = (size[0] // model.stride, size[1] // model.stride)
+    loader = DataLoader(PhotoSet([it.image for it in items], size), batch_size=batch, num_workers=workers,
+                        collate_fn=collate_photos)  # fmt: skip
+
+    def batches():
+        for b in loader:
+            if b["errors"]:
+                raise RuntimeError(f"unreadable images: {b['errors']}")
+            Ks = []
+            for i, box in zip(b["indices"], b["letterboxes"], strict=True):
+                a = items[i].annotation
+                K = box.intrinsics(pascal3d_intrinsics(a.focal, a.viewport, a.principal))
+                K[:, :2] /= model.stride
+                Ks.append(K)
+            mask = content_cells(b["letterboxes"], map_size)
+            yield (images_to_device(b["images"], device), torch.cat(Ks).to(device),
+                   None if mask is None else mask.to(device), b["indices"])  # fmt: skip
+
+    records = {}
+    for indices, pred, _ in predict_by_class(model, batches(), estimator, batch):
+        truth = Pose.from_mapping({k: torch.tensor([getattr(items[i].annotation, k) for i in indices])
+                                   for k in ("azimuth", "elevation", "theta", "distance")})  # fmt: skip
+        errors = pose_errors(pred.pose.to("cpu"), truth)
+        for j, i in enumerate(indices):
+            it = items[i]
+            records[i] = {"id": f"{it.category}/{it.name}", "label": model.classes.index(it.category),
+                          "predicted": int(pred.labels[j]), "pose_error": float(errors[j])}  # fmt: skip
+    return [records[i] for i in range(len(items))]
+
+
 def accuracy_rows(args, device: torch.device) -> list[str]:
     """The split through the command's path, one row per quality."""
     model, cfg = load_model(args.checkpoint, device, compile="off")
@@ -168,7 +203,6 @@ def accuracy_rows(args, device: torch.device) -> list[str]:
     if args.max_images:
         items = items[:: max(1, len(items) // args.max_images)][: args.max_images]
     size = check_input_size(args.size) if args.size else tuple(cfg.data.image_size)
-    map_size = (size[0] // model.stride, size[1] // model.stride)
     ann = items[0].annotation
     reference = float(centred_intrinsics(ann.focal, ann.viewport, size, downsample=model.stride)[0, 0, 0])
     rows = [
@@ -178,35 +212,10 @@ def accuracy_rows(args, device: torch.device) -> list[str]:
         "| quality | images | accuracy % | Acc@pi/6 % | Acc@pi/18 % | median error deg | s per image |",
         "|---|---|---|---|---|---|---|",
     ]
-    labels = {f"{it.category}/{it.name}": model.classes.index(it.category) for it in items}
     for quality in args.quality.split(","):
         estimator = PoseEstimator(pose_config(dict(QUALITY[quality]), args.pose), reference_focal=reference)
-        loader = DataLoader(PhotoSet([it.image for it in items], size), batch_size=args.batch,
-                            num_workers=args.workers, collate_fn=collate_photos)  # fmt: skip
-
-        def batches(loader):
-            for batch in loader:
-                if batch["errors"]:
-                    raise RuntimeError(f"unreadable images: {batch['errors']}")
-                Ks = []
-                for i, box in zip(batch["indices"], batch["letterboxes"], strict=True):
-                    a = items[i].annotation
-                    K = box.intrinsics(pascal3d_intrinsics(a.focal, a.viewport, a.principal))
-                    K[:, :2] /= model.stride
-                    Ks.append(K)
-                mask = content_cells(batch["letterboxes"], map_size)
-                yield (images_to_device(batch["images"], device), torch.cat(Ks).to(device),
-                       None if mask is None else mask.to(device), batch["indices"])  # fmt: skip
-
-        records, start = [], time.perf_counter()
-        for indices, pred, _ in predict_by_class(model, batches(loader), estimator, args.batch):
-            truth = Pose.from_mapping({k: torch.tensor([getattr(items[i].annotation, k) for i in indices])
-                                       for k in ("azimuth", "elevation", "theta", "distance")})  # fmt: skip
-            errors = pose_errors(pred.pose.to("cpu"), truth)
-            for j, i in enumerate(indices):
-                it = items[i]
-                records.append({"label": labels[f"{it.category}/{it.name}"], "predicted": int(pred.labels[j]),
-                                "pose_error": float(errors[j])})  # fmt: skip
+        start = time.perf_counter()
+        records = photo_records(model, items, estimator, size, args.batch, args.workers)
         seconds = (time.perf_counter() - start) / len(records)
         s = summary_block(records)
         rows.append(

@@ -189,3 +189,31 @@ def test_a_folder_of_mixed_sizes_runs_in_batches_and_a_second_run_reads_its_temp
         assert again[name]["pose_radians"] == pytest.approx(rec["pose_radians"], abs=1e-5)
     assert main([*common[:-2], "--template-cache", "off", "--size", "50"]) == 2
     assert "--size: expected HEIGHT WIDTH" in capsys.readouterr().err
+
+
+def test_the_benchmarks_photo_path_equals_evaluation_at_the_training_size(checkpoint, tmp_path):
+    """At the training size the letterbox is the identity and one focal serves all images: the command's
+    path (the benchmark's accuracy) gives evaluate.py's "full" protocol records."""
+    from benchmarks.estimate_pose import photo_records, write_photographs
+    from novum3d.evaluation.cache import RecordCache
+    from novum3d.evaluation.run import evaluate_split, open_eval_splits
+    from novum3d.inference.photos import centred_intrinsics
+    from novum3d.inference.pose import PoseConfig, PoseEstimator
+
+    root, ckpt = checkpoint
+    model, cfg = load_model(ckpt, compile="off")
+    split = open_eval_splits(root, "synthetic", model.classes)["clean"]
+    size = tuple(cfg.data.image_size)
+    cfg_pose = PoseConfig(steps=3, backend="torch")
+    reference = float(centred_intrinsics(1.0, 3000.0, size, downsample=model.stride)[0, 0, 0])
+    ours = photo_records(model, split.items, PoseEstimator(cfg_pose, reference_focal=reference), size, batch=3)
+    cache = RecordCache(tmp_path / "records.jsonl", {"test": 1})
+    theirs = evaluate_split(model, split, PoseEstimator(cfg_pose), cache, size, protocols=("full",))
+    assert [r["id"] for r in ours] == [r["id"] for r in theirs] and len(ours) >= 2
+    for a, b in zip(ours, theirs, strict=True):
+        assert a["predicted"] == b["full"]["predicted"]
+        assert a["pose_error"] == pytest.approx(b["full"]["pose_error"], abs=1e-4)
+    (tmp_path / "photos").mkdir()
+    paths = write_photographs(tmp_path / "photos", 7)
+    sizes = [Image.open(p).size for p in paths]
+    assert len(sizes) == 7 and len(set(sizes)) >= 5 and min(min(s) for s in sizes) >= 64
