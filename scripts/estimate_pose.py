@@ -3,17 +3,17 @@
 
     python scripts/estimate_pose.py img.jpg [more.jpg | a_folder ...] --checkpoint runs/cube/last.pt [--visualize]
 
-Prints one line per image and writes <out>/<image>.json (class, class scores, azimuth,
-elevation, theta in degrees and radians, distance, pose score, seconds, the camera) and one line per
-image to <out>/summary.jsonl; with --visualize also <out>/<image>.png. Images follow the preprocessed
-PASCAL3D+ convention: the object near the centre, focal 1 and viewport 3000 unless --focal/--viewport
-say otherwise. Each image is letterboxed (aspect kept, padded) to the model's input size (the
-checkpoint's training size, or --size) with its intrinsics changed to match, so the pose is reported
-in the original image's camera and one set of pose templates per class serves every image. On the CPU
-templates are kept on disk beside the checkpoint (--template-cache), so a second run starts warm.
---batch N images go through the backbone together, and each image's pose is estimated with the next
-images of its class (up to N at once). A bad image is reported and skipped; the exit code is 1 if any
-image failed.
+Prints one line per image and writes <out>/<image>.json (class, class scores, azimuth, elevation,
+theta in degrees and radians, distance, pose score, seconds, the camera) and the same records, one
+line each in the order they finish, to <out>/summary.jsonl; with --visualize also <out>/<image>.png.
+Images follow the preprocessed PASCAL3D+ convention: the object near the centre, focal 1 and
+viewport 3000 unless --focal/--viewport say otherwise. Each image is letterboxed (aspect kept,
+padded) to the model's input size (the checkpoint's training size, or --size) with its intrinsics
+changed to match, so the pose is reported in the original image's camera and one set of pose
+templates per class serves every image. On the CPU templates are kept on disk beside the checkpoint
+(--template-cache), so a second run starts warm. --batch N images go through the backbone together,
+and each image's pose is estimated with the next images of its class (up to N at once). A bad image
+is reported and skipped; the exit code is 1 if any image failed.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from novum3d.inference.photos import (
     prediction_figure,
     prediction_record,
     summary_line,
+    warm_up,
 )
 from novum3d.inference.pipeline import predict_by_class
 from novum3d.inference.pose import PoseEstimator, TemplateStore, pose_config
@@ -156,8 +157,6 @@ def main(argv: list[str] | None = None) -> int:
         with stage("loading gsplat's CUDA kernels (the first use on a machine compiles them, about 70 s)"):
             if not gsplat_available():
                 print("  gsplat is not usable here; rendering with the slower PyTorch backend", file=sys.stderr)
-        with stage(f"warming up on {device} at {size[1]}x{size[0]}"), torch.no_grad():
-            model(torch.zeros(1, 3, *size, device=device))  # kernels chosen once, outside every image's time
     label = None
     if args.category is not None:
         if args.category not in model.classes:
@@ -169,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     # letterbox scale (PoseEstimator's reference_focal), so one set per class serves every image size.
     reference = float(centred_intrinsics(args.focal, args.viewport, size, downsample=model.stride)[0, 0, 0])
     estimator = PoseEstimator(pose_cfg, reference_focal=reference, store=store)
+    if device.type == "cuda":
+        # A blank batch through the whole path: CUDA kernels load, and cuBLAS and gsplat set up, here
+        # rather than in the first photograph's time (the blank's class keeps its templates).
+        with stage(f"warming up on {device} at {size[1]}x{size[0]}"):
+            warm_up(model, estimator, size, args.batch, args.focal, args.viewport, label)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     paths = find_images(args.images)

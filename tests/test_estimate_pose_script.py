@@ -217,3 +217,16 @@ def test_the_benchmarks_photo_path_equals_evaluation_at_the_training_size(checkp
     paths = write_photographs(tmp_path / "photos", 7)
     sizes = [Image.open(p).size for p in paths]
     assert len(sizes) == 7 and len(set(sizes)) >= 5 and min(min(s) for s in sizes) >= 64
+
+
+def test_the_warm_up_runs_the_whole_path_on_a_blank_batch(checkpoint):
+    # The command does this on CUDA only; the path is the same on the CPU.
+    from novum3d.inference.photos import warm_up
+    from novum3d.inference.pose import PoseConfig, PoseEstimator
+
+    _, ckpt = checkpoint
+    model, _ = load_model(ckpt, compile="off")
+    est = PoseEstimator(PoseConfig(steps=2, azimuth_bins=4, backend="torch"), reference_focal=46.875)
+    warm_up(model, est, (64, 64), 2, 1.0, 3000.0, label=1)
+    assert est.rendered["template"] > 0 and est.rendered["forward_backward"] == 2 * 2 * 3
+    assert [key[0] for key in est._templates] == ["bus"]

@@ -18,13 +18,14 @@ from torch.utils.data import Dataset
 
 from rendering import pascal3d_intrinsics
 
-from ..data.batch import box_cells
+from ..data.batch import box_cells, images_to_device
 from ..data.pascal3d import IMAGE_EXTENSIONS, load_rgb
 from ..errors import DataError, Novum3DError
 from ..model.backbone import IMAGENET_MEAN
 from ..model.novum import NOVUM
 from .figures import correspondence_map, pose_figure, volume_silhouette
-from .pipeline import Prediction
+from .pipeline import Prediction, predict
+from .pose import PoseEstimator
 
 MIN_SIDE = 64  # pixels a side: smaller images give feature maps of a few cells
 SIZE_MULTIPLE = 32  # an input side: the trunk's coarsest stride, so the map is exactly size / stride
@@ -279,3 +280,22 @@ def summary_line(record: dict[str, Any]) -> str:
         f"azimuth {deg['azimuth']:.1f} elevation {deg['elevation']:.1f} theta {deg['theta']:.1f} deg, "
         f"distance {record['distance']:.2f}, score {record['pose_score']:.3f}, {record['seconds']:.1f} s"
     )
+
+
+def warm_up(
+    model: NOVUM,
+    estimator: PoseEstimator,
+    size: tuple[int, int],
+    batch: int,
+    focal: float,
+    viewport: float,
+    label: int | None = None,
+) -> None:
+    """A blank batch of ``batch`` inputs of ``size`` through the whole path (backbone, classes, templates
+    of the blank's class, refinement), so that kernels load and libraries set up before the first
+    photograph's time is taken."""
+    device = next(model.parameters()).device
+    blank = images_to_device(torch.zeros(batch, 3, *size, dtype=torch.uint8), device)
+    K = centred_intrinsics(focal, viewport, size, downsample=model.stride).to(device)
+    labels = None if label is None else torch.full((batch,), label, device=device)
+    predict(model, blank, K.expand(batch, 3, 3), estimator, labels)
