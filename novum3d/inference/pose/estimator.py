@@ -87,10 +87,11 @@ class PoseEstimator:
 
     1. Templates (azimuth x elevation x theta, at the initial distance times each distance factor) are
        rendered once per (class, focal, map size, distance, grid) with the principal point at the map centre
-       and cached. Each image's feature map (and background scores) is shifted by the integer cell offset
-       between its principal point and the map centre, so one product scores every image against every
-       template. Each orientation keeps its best distance, then the ``top_k`` best orientations are kept
-       (plus ``prior_top_k`` from the prior's block, and their azimuth + pi twins with ``flip_hypotheses``).
+       and cached (at one ``reference_focal`` for every image when given; on disk with a ``store``). Each
+       image's feature map (and background scores) is shifted by the integer cell offset between its
+       principal point and the map centre, so one product scores every image against every template. Each
+       orientation keeps its best distance, then the ``top_k`` best orientations are kept (plus
+       ``prior_top_k`` from the prior's block, and their azimuth + pi twins with ``flip_hypotheses``).
     2. Adam (cosine-decayed lr) on (azimuth, elevation, theta, log distance) of every hypothesis of every
        image at once, one :func:`rendering.rasterize_features` call per step, with each image's own
        intrinsics; after ``prune_after`` steps only the ``keep`` best hypotheses of each image go on.
