@@ -94,7 +94,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=8, help="images per forward and per pose estimate")
     parser.add_argument(
         "--workers", type=int, default=None,
-        help="loader processes decoding and letterboxing ahead (default: 2 for several images, 0 for one)",
+        help="loader processes decoding and letterboxing ahead (default for several images: half the cores, "
+        "1 to 4; for one image: 0)",
     )  # fmt: skip
     parser.add_argument(
         "--template-cache", default="auto", metavar="DIR",
@@ -176,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     paths = find_images(args.images)
-    workers = args.workers if args.workers is not None else (min(2, os.cpu_count() or 1) if len(paths) > 1 else 0)
+    cores = os.cpu_count() or 1
+    workers = args.workers if args.workers is not None else (min(4, max(1, cores // 2)) if len(paths) > 1 else 0)
     loader = DataLoader(PhotoSet(paths, size), batch_size=args.batch, num_workers=workers,
                         collate_fn=collate_photos, pin_memory=device.type == "cuda")  # fmt: skip
     progress = tqdm(total=len(paths), unit="img", disable=len(paths) < 2, file=sys.stderr, dynamic_ncols=True)
