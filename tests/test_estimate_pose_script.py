@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -122,13 +123,17 @@ def test_a_stride_4_model_trains_and_estimates_poses_from_its_checkpoint(checkpo
     assert loaded.model.stride == 4 and model.stride == 4
     assert model(torch.rand(1, 3, 64, 64)).shape == (1, 16, 16, 16)
     # The script's map intrinsics follow the model's stride: the principal point is the map's centre.
-    real, seen = pipeline.predict, []
+    real, seen = pipeline.predict_by_class, []
 
-    def spy(model, images, K_map, *args, **kwargs):
-        seen.append((tuple(model(images).shape[-2:]), K_map.clone()))
-        return real(model, images, K_map, *args, **kwargs)
+    def spy(model, batches, *args, **kwargs):
+        def watched():
+            for images, K_map, mask, tags in batches:
+                seen.append((tuple(model(images).shape[-2:]), K_map.clone()))
+                yield images, K_map, mask, tags
 
-    monkeypatch.setattr(pipeline, "predict", spy)
+        return real(model, watched(), *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "predict_by_class", spy)
     main = runpy.run_path("scripts/estimate_pose.py", run_name="novum3d_test")["main"]
     image = next((root / "test-clean" / "images" / "car").glob("*.JPEG"))
     out = tmp_path / "out"
@@ -148,3 +153,80 @@ def test_a_checkpoint_from_before_the_stride_option_loads_at_stride_8(checkpoint
     model, cfg = load_model(tmp_path / "old.pt", compile="off")
     assert cfg.model.stride == 8 and model.stride == 8
     assert model(torch.rand(1, 3, 64, 64)).shape[-2:] == (8, 8)
+
+
+def test_a_folder_of_mixed_sizes_runs_in_batches_and_a_second_run_reads_its_templates(checkpoint, tmp_path, capsys):
+    import runpy
+
+    root, ckpt = checkpoint
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    sources = sorted(root.glob("*/images/*/*.JPEG"))[:3]
+    for src, size in zip(sources, [(64, 64), (120, 80), (70, 150)], strict=True):
+        Image.open(src).resize(size).save(folder / f"{src.stem}_{size[0]}x{size[1]}.png")
+    (folder / "broken.png").write_text("not an image")
+    main = runpy.run_path("scripts/estimate_pose.py", run_name="novum3d_test")["main"]
+    out, cache = tmp_path / "out", tmp_path / "templates"
+    common = [str(folder), "--checkpoint", str(ckpt), "--out", str(out), "--steps", "1", "--batch", "2",
+              "--workers", "0", "--template-cache", str(cache)]  # fmt: skip
+    assert main(common) == 1  # the broken file
+    first = capsys.readouterr()
+    lines = [json.loads(line) for line in (out / "summary.jsonl").read_text().splitlines()]
+    assert len(lines) == 4 and next(r for r in lines if "error" in r)["image"].endswith("broken.png")
+    records = {Path(r["image"]).name: r for r in lines if "error" not in r}
+    assert len(records) == 3 and all(len(line.split(": ")) >= 2 for line in first.out.splitlines())
+    for name, rec in records.items():
+        w, h = (int(v) for v in name.rsplit("_", 1)[1].removesuffix(".png").split("x"))
+        assert rec["camera"] == {"focal": 1.0, "viewport": 3000.0, "principal": [w / 2, h / 2], "image_size": [w, h]}
+        assert rec["input"]["size"] == [64, 64] and rec["seconds"] > 0
+        assert json.loads((out / f"{Path(name).stem}.json").read_text()) == rec
+    assert "templates rendered for 0 views" not in first.err and list(cache.glob("*.pt"))
+    assert main(common) == 1
+    second = capsys.readouterr()
+    assert "templates rendered for 0 views" in second.err, second.err
+    again = {Path(r["image"]).name: r for r in map(json.loads, (out / "summary.jsonl").read_text().splitlines())}
+    for name, rec in records.items():
+        assert again[name]["pose_radians"] == pytest.approx(rec["pose_radians"], abs=1e-5)
+    assert main([*common[:-2], "--template-cache", "off", "--size", "50"]) == 2
+    assert "--size: expected HEIGHT WIDTH" in capsys.readouterr().err
+
+
+def test_the_benchmarks_photo_path_equals_evaluation_at_the_training_size(checkpoint, tmp_path):
+    """At the training size the letterbox is the identity and one focal serves all images: the command's
+    path (the benchmark's accuracy) gives evaluate.py's "full" protocol records."""
+    from benchmarks.estimate_pose import photo_records, write_photographs
+    from novum3d.evaluation.cache import RecordCache
+    from novum3d.evaluation.run import evaluate_split, open_eval_splits
+    from novum3d.inference.photos import centred_intrinsics
+    from novum3d.inference.pose import PoseConfig, PoseEstimator
+
+    root, ckpt = checkpoint
+    model, cfg = load_model(ckpt, compile="off")
+    split = open_eval_splits(root, "synthetic", model.classes)["clean"]
+    size = tuple(cfg.data.image_size)
+    cfg_pose = PoseConfig(steps=3, backend="torch")
+    reference = float(centred_intrinsics(1.0, 3000.0, size, downsample=model.stride)[0, 0, 0])
+    ours = photo_records(model, split.items, PoseEstimator(cfg_pose, reference_focal=reference), size, batch=3)
+    cache = RecordCache(tmp_path / "records.jsonl", {"test": 1})
+    theirs = evaluate_split(model, split, PoseEstimator(cfg_pose), cache, size, protocols=("full",))
+    assert [r["id"] for r in ours] == [r["id"] for r in theirs] and len(ours) >= 2
+    for a, b in zip(ours, theirs, strict=True):
+        assert a["predicted"] == b["full"]["predicted"]
+        assert a["pose_error"] == pytest.approx(b["full"]["pose_error"], abs=1e-4)
+    (tmp_path / "photos").mkdir()
+    paths = write_photographs(tmp_path / "photos", 7)
+    sizes = [Image.open(p).size for p in paths]
+    assert len(sizes) == 7 and len(set(sizes)) >= 5 and min(min(s) for s in sizes) >= 64
+
+
+def test_the_warm_up_runs_the_whole_path_on_a_blank_batch(checkpoint):
+    # The command does this on CUDA only; the path is the same on the CPU.
+    from novum3d.inference.photos import warm_up
+    from novum3d.inference.pose import PoseConfig, PoseEstimator
+
+    _, ckpt = checkpoint
+    model, _ = load_model(ckpt, compile="off")
+    est = PoseEstimator(PoseConfig(steps=2, azimuth_bins=4, backend="torch"), reference_focal=46.875)
+    warm_up(model, est, (64, 64), 2, 1.0, 3000.0, label=1)
+    assert est.rendered["template"] > 0 and est.rendered["forward_backward"] == 2 * 2 * 3
+    assert [key[0] for key in est._templates] == ["bus"]

@@ -7,7 +7,10 @@ the full image (today's default), or a pixel mask such as the ground-truth box (
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -62,7 +65,8 @@ def estimate_poses(
         idx = torch.nonzero(labels == y)[:, 0]
         k = v.count(y)
         prior = priors.for_class(y) if priors is not None else None
-        parts.append(estimator.estimate(maps[idx], v.volume(y), v.features[y, :k], v.bank, Ks[idx], class_key=y,
+        name = model.classes[y]  # the class in template caches
+        parts.append(estimator.estimate(maps[idx], v.volume(y), v.features[y, :k], v.bank, Ks[idx], class_key=name,
                                         prior=prior, distance=distance, init=None if init is None else init[idx],
                                         steps=steps))  # fmt: skip
         order.append(idx)
@@ -141,3 +145,81 @@ def predict(
         labels = scores.argmax(1) if labels is None else labels.to(scores.device)
         pose = estimate_poses(model, masked, Ks, estimator, labels, distance)
     return Prediction(labels, scores, probabilities, pose)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def predict_by_class(
+    model: NOVUM,
+    batches: Iterable[tuple[Tensor, Tensor, Tensor | None, list[Any]]],
+    estimator: PoseEstimator,
+    batch_size: int,
+    label: int | None = None,
+    distance: float | None = None,
+    class_candidates: int = 1,
+    max_waiting: int | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Iterator[tuple[list[Any], Prediction, list[float]]]:
+    """:func:`predict` over a stream of batches, with the poses estimated class by class.
+
+    Each batch is classified as it comes; its images then wait, feature maps kept, until
+    ``batch_size`` images of one class wait (or ``max_waiting`` in all, default 4 x ``batch_size``:
+    the most numerous class goes first; or the stream ends), and those are estimated together. On a
+    GPU one estimate of a full batch costs about what one of a few images does, and a batch of mixed
+    classes would take one estimate per class. With ``class_candidates`` > 1 (and no ``label``) every
+    batch is estimated as it comes (:func:`estimate_poses_top_classes`), since each image needs several
+    classes' estimates.
+
+    Args:
+        batches: (images [B, 3, H, W] in [0, 1], Ks [B, 3, 3] at feature-map scale, pixel_mask [B, h, w]
+            bool or None, B tags) each, on the model's device; a tag is anything that names an image.
+        label: the class of every image (skips the classifier's choice), or None.
+
+    Yields:
+        (tags, a :class:`Prediction` of those images, seconds each): each image's share of the
+        classification of its batch plus its share of its pose estimate.
+    """
+    max_waiting = 4 * batch_size if max_waiting is None else max_waiting
+    waiting: dict[int, list[tuple]] = {}
+
+    def estimate(y: int, count: int):
+        group, waiting[y] = waiting[y][:count], waiting[y][count:]
+        tags, maps, Ks, scores, probs, before = (list(x) for x in zip(*group, strict=True))
+        start = clock()
+        labels = torch.full((len(group),), y, dtype=torch.long, device=maps[0].device)
+        pose = estimate_poses(model, torch.stack(maps), torch.stack(Ks), estimator, labels, distance)
+        _sync(labels.device)
+        share = (clock() - start) / len(group)
+        return tags, Prediction(labels, torch.stack(scores), torch.stack(probs), pose), [b + share for b in before]
+
+    model.eval()
+    for images, Ks, pixel_mask, tags in batches:
+        start = clock()
+        with torch.no_grad():
+            maps = model(images)
+        scores = model.score_maps(maps, pixel_mask)
+        probabilities = model.probabilities(scores)
+        masked = mask_maps(maps, pixel_mask)
+        if label is None and class_candidates > 1:
+            labels, pose = estimate_poses_top_classes(model, masked, Ks, estimator, scores, class_candidates, distance)
+            _sync(maps.device)
+            n = len(tags)
+            yield tags, Prediction(labels, scores, probabilities, pose), [(clock() - start) / n] * n
+            continue
+        labels = scores.argmax(1).tolist() if label is None else [label] * len(tags)
+        _sync(maps.device)
+        share = (clock() - start) / max(len(tags), 1)
+        for i, y in enumerate(labels):
+            waiting.setdefault(y, []).append((tags[i], masked[i], Ks[i], scores[i], probabilities[i], share))
+        for y in list(waiting):
+            while len(waiting[y]) >= batch_size:
+                yield estimate(y, batch_size)
+        while sum(len(w) for w in waiting.values()) > max_waiting:
+            y = max(waiting, key=lambda c: len(waiting[c]))
+            yield estimate(y, len(waiting[y]))
+    for y in sorted(waiting, key=lambda c: -len(waiting[c])):
+        if waiting[y]:
+            yield estimate(y, len(waiting[y]))

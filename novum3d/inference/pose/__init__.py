@@ -10,7 +10,8 @@ no background at all (``"none"``, their default: the mean object score).
 - :mod:`.config`: :class:`PoseConfig` and ``--pose key=value`` (:func:`pose_config`).
 - :mod:`.grid`: the template grid (the authors' grid as the floor, the class prior's block, distances).
 - :mod:`.objective`: the score, the per-cell terms, correspondence inliers, the principal-point shift.
-- :mod:`.templates`: pre-rendered templates, their cache, and scoring images against them by products.
+- :mod:`.templates`: pre-rendered templates, their caches (in memory, on disk), and scoring images against them
+  by products.
 - :mod:`.estimator`: :class:`PoseEstimator` (templates, then Adam through the renderer) and :class:`PoseResult`.
 """
 
@@ -26,7 +27,15 @@ from .objective import (
     principal_offsets,
     shift_to_centre,
 )
-from .templates import TemplateCache, score_template_inliers, score_templates, template_chunk, tensor_identity
+from .templates import (
+    TemplateCache,
+    TemplateStore,
+    score_template_inliers,
+    score_templates,
+    template_chunk,
+    template_key,
+    tensor_identity,
+)
 
 __all__ = [
     "RANKINGS",
@@ -35,6 +44,7 @@ __all__ = [
     "PoseResult",
     "SearchGrid",
     "TemplateCache",
+    "TemplateStore",
     "adam_step",
     "best_matches",
     "canonical_pose",
@@ -53,6 +63,7 @@ __all__ = [
     "search_grid",
     "shift_to_centre",
     "template_chunk",
+    "template_key",
     "template_poses",
     "tensor_identity",
 ]

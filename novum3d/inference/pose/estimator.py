@@ -9,7 +9,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rendering import GaussianVolume, Pose, check_raster_inputs, pose_to_viewmat, rasterize_features, value_checks
+from rendering import (
+    GaussianVolume,
+    Pose,
+    check_raster_inputs,
+    pose_to_viewmat,
+    rasterize_features,
+    resolve_backend,
+    value_checks,
+)
 
 from ...model.matching import background_scores
 from ...model.priors import ClassPosePrior, PosePriors
@@ -26,10 +34,12 @@ from .objective import (
 )
 from .templates import (
     TemplateCache,
+    TemplateStore,
     point_features,
     render_templates,
     score_template_inliers,
     score_templates,
+    template_key,
     tensor_identity,
 )
 
@@ -85,10 +95,11 @@ class PoseEstimator:
 
     1. Templates (azimuth x elevation x theta, at the initial distance times each distance factor) are
        rendered once per (class, focal, map size, distance, grid) with the principal point at the map centre
-       and cached. Each image's feature map (and background scores) is shifted by the integer cell offset
-       between its principal point and the map centre, so one product scores every image against every
-       template. Each orientation keeps its best distance, then the ``top_k`` best orientations are kept
-       (plus ``prior_top_k`` from the prior's block, and their azimuth + pi twins with ``flip_hypotheses``).
+       and cached (at one ``reference_focal`` for every image when given; on disk with a ``store``). Each
+       image's feature map (and background scores) is shifted by the integer cell offset between its
+       principal point and the map centre, so one product scores every image against every template. Each
+       orientation keeps its best distance, then the ``top_k`` best orientations are kept (plus
+       ``prior_top_k`` from the prior's block, and their azimuth + pi twins with ``flip_hypotheses``).
     2. Adam (cosine-decayed lr) on (azimuth, elevation, theta, log distance) of every hypothesis of every
        image at once, one :func:`rendering.rasterize_features` call per step, with each image's own
        intrinsics; after ``prune_after`` steps only the ``keep`` best hypotheses of each image go on.
@@ -105,15 +116,33 @@ class PoseEstimator:
             ``class_key`` should then be the class index or name).
         max_cached: template sets kept (least recently used dropped first); one set of the default
             grid with a prior is about 1.4 GB on CUDA at 80x100 x 128 channels.
+        reference_focal: render every template set at this focal length (map pixels) instead of one
+            set per focal length in the batch. An image of focal f scores them as a camera of focal
+            ``reference_focal`` at distance ``d`` sees what one of focal f sees at ``d * f / reference_focal``
+            (exact for a flat object, close for one small against its distance), and refines under its
+            own intrinsics: images of many sizes, letterboxed to one map size, share one set per class.
+        store: a :class:`~.templates.TemplateStore` that keeps template sets on disk between runs
+            (``class_key`` then names the class in its keys).
 
     Attributes:
         rendered: views rendered so far, ``{"template", "forward_backward", "forward"}``.
     """
 
-    def __init__(self, cfg: PoseConfig | None = None, priors: PosePriors | None = None, max_cached: int = 16):
+    def __init__(
+        self,
+        cfg: PoseConfig | None = None,
+        priors: PosePriors | None = None,
+        max_cached: int = 16,
+        reference_focal: float | None = None,
+        store: TemplateStore | None = None,
+    ):
         self.cfg = cfg or PoseConfig()
         self.cfg.validate()
         self.priors = priors
+        if reference_focal is not None and not reference_focal > 0:
+            raise ValueError(f"reference_focal: must be > 0 (map pixels), got {reference_focal}")
+        self.reference_focal = reference_focal
+        self.store = store
         self._templates = TemplateCache(max_cached)
         self.rendered = {"template": 0, "forward_backward": 0, "forward": 0}
 
@@ -142,15 +171,26 @@ class PoseEstimator:
         size: tuple[int, int],
         grid: SearchGrid,
         dtype: torch.dtype | None = None,
+        class_key: object = None,
+        kind: str = "features",
     ) -> tuple[Tensor, Tensor]:
         """The grid's templates, cached per ``key``: ([T, 3] poses, [h*w, F*T, D] renders, see
-        :func:`~.templates.render_templates`), in ``dtype`` (default :attr:`PoseConfig.template_dtype`'s)."""
+        :func:`~.templates.render_templates`), in ``dtype`` (default :attr:`PoseConfig.template_dtype`'s).
+        With a :attr:`store`, a set missing from memory is read from disk, or rendered and written there
+        (``class_key`` and ``kind`` name it in the store's key)."""
         if (hit := self._templates.get(key)) is not None:
             return hit
-        made = render_templates(
-            self._render, volume, features, K, size, grid, dtype or self._template_dtype(features.device)
-        )
+        dtype = dtype or self._template_dtype(features.device)
+        stored = None
+        if self.store is not None:
+            backend = resolve_backend(self.cfg.backend, features.device, torch.float32)
+            stored = template_key(class_key, kind, volume, features, K, size, grid, dtype, features.device, backend)
+            if (loaded := self.store.load(stored, features.device)) is not None:
+                return self._templates.put(key, loaded)
+        made = render_templates(self._render, volume, features, K, size, grid, dtype)
         self.rendered["template"] += made[1].shape[1]
+        if stored is not None:
+            made = self.store.save(stored, *made)
         return self._templates.put(key, made)
 
     score_templates = staticmethod(score_templates)
@@ -196,9 +236,11 @@ class PoseEstimator:
         d0 = float(distance) if distance is not None else prior.distance_median if prior is not None else cfg.distance
         if not d0 > 0:
             raise ValueError(f"distance: must be > 0, got {d0}")
-        grid = search_grid(cfg, d0, prior, prior_distance=distance is None)
+        scale = self._focal_scale(Ks)  # [B], or None: templates at each image's own focal
         bounds = distance_bounds(cfg, prior, prior_distance=distance is None)
         log_bounds = None if bounds is None else (math.log(bounds[0]), math.log(bounds[1]))
+        if log_bounds is not None and scale is not None:  # the prior's distances, seen by each image's focal
+            log_bounds = tuple(b + scale.log()[:, None] for b in log_bounds)
         bg = background_scores(feature_maps, bank, cfg.clutter)  # [B, h, w]
         fmap = feature_maps.permute(0, 2, 3, 1)  # [B, h, w, D]
 
@@ -209,8 +251,9 @@ class PoseEstimator:
             if cfg.ranking == "inliers":
                 points, matched = best_matches(fmap, volume_features, volume.means, bg)
                 match = (points, matched, cfg.inlier_radius * volume.spacing)
+            plan = self._template_plan(Ks, (h, w), d0, prior, distance is not None, scale)
             angles, dist, flipped = self._template_hypotheses(
-                feature_maps, volume, volume_features, Ks, fmap, bg, class_key, grid, match
+                feature_maps, volume, volume_features, Ks, fmap, bg, class_key, plan, scale, match
             )
         params = torch.cat([angles, dist.log()[..., None]], -1).to(fmap.dtype)  # [B, H, 4]
         n_steps = cfg.steps if steps is None else steps
@@ -317,53 +360,95 @@ class PoseEstimator:
         params = torch.cat([poses[..., :3], poses[..., 3:].log()], -1).to(fmap.dtype)
         return self._score(volume, volume_features, params, Ks, fmap, bg, (h, w), per_cell=per_cell)
 
-    def _template_hypotheses(self, feature_maps, volume, volume_features, Ks, fmap, bg, class_key, grid, match=None):
-        """Templates, one set per focal length in the batch, principal point at the map centre: the
-        kept hypotheses ([B, H, 3] angles, [B, H] distances, [B, H] flipped). ``match``: (points
+    def _focal_scale(self, Ks: Tensor) -> Tensor | None:
+        """[B] each image's focal length over :attr:`reference_focal` (None without one)."""
+        if self.reference_focal is None:
+            return None
+        return (Ks[:, 0, 0] * Ks[:, 1, 1]).sqrt() / self.reference_focal
+
+    def _template_plan(
+        self, Ks: Tensor, size: tuple[int, int], d0: float, prior, given: bool, scale: Tensor | None
+    ) -> list[tuple[Tensor, Tensor, SearchGrid, tuple[int, int]]]:
+        """The template sets a batch is scored against: ``(members [n], K0 [3, 3], grid, focal key)`` each,
+        K0 with its principal point at the map centre. Without a reference focal, one set per focal length
+        in the batch (today's images of one camera: one set); with one, one set at that focal for all,
+        or, when the caller gave the distance (in each image's camera), one per focal ratio, each grid
+        centred where its images' distance falls in the reference camera."""
+        h, w = size
+        cfg = self.cfg
+        if scale is None:
+            grid = search_grid(cfg, d0, prior, prior_distance=not given)
+            focals = torch.round(Ks[:, :2, :2].diagonal(dim1=-2, dim2=-1) * 1000).long()  # [B, 2]
+            plan = []
+            for focal in torch.unique(focals, dim=0):
+                members = torch.nonzero((focals == focal).all(1))[:, 0]
+                K0 = Ks[members[0]].detach().clone()
+                K0[0, 2], K0[1, 2] = w / 2, h / 2
+                plan.append((members, K0, grid, (int(focal[0]), int(focal[1]))))
+            return plan
+        f = self.reference_focal
+        K0 = torch.tensor([[f, 0.0, w / 2], [0.0, f, h / 2], [0.0, 0.0, 1.0]], dtype=Ks.dtype, device=Ks.device)
+        key = (round(f * 1000), round(f * 1000))
+        if not given:
+            return [(torch.arange(len(Ks), device=Ks.device), K0, search_grid(cfg, d0, prior), key)]
+        ratios = torch.round(scale * 1000).long()
+        plan = []
+        for r in torch.unique(ratios):
+            members = torch.nonzero(ratios == r)[:, 0]
+            grid = search_grid(cfg, d0 / float(scale[members[0]]), prior, prior_distance=False)
+            plan.append((members, K0, grid, key))
+        return plan
+
+    def _template_hypotheses(self, feature_maps, volume, volume_features, Ks, fmap, bg, class_key, plan,
+                             scale=None, match=None):  # fmt: skip
+        """Each image scored against its template set (:meth:`_template_plan`) with its principal point
+        moved to the map centre: the kept hypotheses ([B, H, 3] angles, [B, H] distances, [B, H] flipped),
+        distances times each image's focal ratio ``scale`` [B] when given. ``match``: (points
         [B, h, w, 3], matched [B, h, w], radius) from :func:`best_matches` ranks by inliers."""
         B, _, h, w = feature_maps.shape
         dev = feature_maps.device
-        scores = poses = None
-        focals = torch.round(Ks[:, :2, :2].diagonal(dim1=-2, dim2=-1) * 1000).long()  # [B, 2]
-        groups = torch.unique(focals, dim=0)
+        scores = poses = distances = None
         offsets = principal_offsets(Ks, (h, w))
         shifted_f, shifted_bg = shift_to_centre(fmap, bg, offsets)
         if match is not None:
             points, matched = shift_to_centre(match[0], match[1].float(), offsets, pad_background=0.0)
             matched = matched > 0.5
         with torch.no_grad():
-            for focal in groups:
-                members = torch.nonzero((focals == focal).all(1))[:, 0]
-                K0 = Ks[members[0]].detach().clone()
-                K0[0, 2], K0[1, 2] = w / 2, h / 2
+            for members, K0, grid, focal in plan:
                 key = (class_key, tensor_identity(volume.means), tensor_identity(volume_features), str(dev),
-                       int(focal[0]), int(focal[1]), h, w, grid)  # fmt: skip
-                poses, renders = self.templates(key, volume, volume_features, K0, (h, w), grid)
+                       *focal, h, w, grid)  # fmt: skip
+                poses, renders = self.templates(key, volume, volume_features, K0, (h, w), grid, class_key=class_key)
                 s = score_templates(renders, shifted_f[members], shifted_bg[members], self.cfg.temperature)
                 if match is not None:
                     _, point_renders = self.templates(
-                        (*key, "points"), volume, point_features(volume), K0, (h, w), grid, torch.float32
-                    )
+                        (*key, "points"), volume, point_features(volume), K0, (h, w), grid, torch.float32,
+                        class_key=class_key, kind="points",
+                    )  # fmt: skip
                     inliers = score_template_inliers(point_renders, points[members], matched[members], match[2])
                     s = inliers_then_score(inliers, s, h * w)
                 if scores is None:
                     scores = s.new_empty(B, s.shape[1])
+                    distances = torch.empty(B, len(grid.distances), device=dev, dtype=poses.dtype)
                 scores[members] = s
+                distances[members] = torch.tensor(grid.distances, device=dev, dtype=poses.dtype)
+        if scale is not None:
+            distances = distances * scale[:, None].to(distances.dtype)
+        grid = plan[0][2]
         reserved = prior_mask(grid) if len(grid.blocks) > 1 else None
-        return self._initial_hypotheses(scores, poses, flip_index(grid), grid.distances, reserved)
+        return self._initial_hypotheses(scores, poses, flip_index(grid), distances, reserved)
 
     def _initial_hypotheses(
-        self, scores: Tensor, poses: Tensor, flips: Tensor | None, distances: tuple[float, ...], reserved: Tensor | None
+        self, scores: Tensor, poses: Tensor, flips: Tensor | None, distances: Tensor, reserved: Tensor | None
     ):
-        """([B, H, 3] poses, [B, H] distances, [B, H] flipped) from [B, F*T] template scores.
+        """([B, H, 3] poses, [B, H] distances, [B, H] flipped) from [B, F*T] template scores against
+        templates at each image's F ``distances`` [B, F].
 
         ``top_k`` orientations over the whole grid, then ``prior_top_k`` more among the ``reserved``
         templates ([T] bool: the prior's block) not picked yet; each also flipped when asked.
         """
         cfg = self.cfg
         B = scores.shape[0]
-        T, nF = len(poses), len(distances)
-        dists = torch.tensor(distances, device=scores.device, dtype=poses.dtype)
+        T, nF = len(poses), distances.shape[1]
         best, f_idx = scores.view(B, nF, T).max(1)  # [B, T]: each orientation at its best distance
         lowest = torch.finfo(best.dtype).min
         if reserved is not None:
@@ -389,7 +474,7 @@ class PoseEstimator:
             idx = torch.where(best.gather(1, idx) >= twin.gather(1, idx), idx, flips[idx])
         k = idx.shape[1]
         init = poses[idx]  # [B, k, 3]
-        dist = dists[f_idx.gather(1, idx)]  # [B, k]
+        dist = distances.gather(1, f_idx.gather(1, idx))  # [B, k]
         flipped = torch.zeros(B, k, dtype=torch.bool, device=scores.device)
         if cfg.flip_hypotheses:
             flip = init.clone()
