@@ -114,12 +114,15 @@ def run_command(args: list[str]) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"estimate_pose.py {shlex.join(args)} failed ({proc.returncode}):\n{stderr[-2000:]}")
     out = Path(args[args.index("--out") + 1])
-    seconds = [json.loads(line)["seconds"] for line in (out / "summary.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (out / "summary.jsonl").read_text().splitlines()]
+    seconds = [r["seconds"] for r in records]
     loop = re.search(r"(\d+) images in ([\d.]+) s .*templates rendered for (\d+) views", stderr)
     return {
         "wall": wall,
         "rss_gib": usage.ru_maxrss / 2**20,  # KiB on Linux
         "seconds": seconds,
+        # Images wait for others of their predicted class, so the spread over classes sets the pose batches.
+        "classes": len({r["class"] for r in records}),
         "loop": float(loop.group(2)) if loop else sum(seconds),
         "templates": int(loop.group(3)) if loop else None,
     }
@@ -131,8 +134,8 @@ def speed_rows(args, folder: Path, paths: list[Path]) -> list[str]:
         f"{len(paths)} photographs, {'scikit-image samples' if sample_photographs() else 'noise images'})",
         "",
         "| quality | run | images | batch | command s | first image s | mean s per image after the first | "
-        "images/s | template views rendered | peak RSS GiB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "images/s | predicted classes | template views rendered | peak RSS GiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for quality in args.quality.split(","):
         with tempfile.TemporaryDirectory() as tmp:
@@ -149,11 +152,11 @@ def speed_rows(args, folder: Path, paths: list[Path]) -> list[str]:
                 rest = r["seconds"][1:]
                 rows.append(
                     f"| {quality} | {name} | {n} | {args.batch} | {r['wall']:.1f} | {r['seconds'][0]:.2f} | "
-                    f"{sum(rest) / len(rest):.2f} | {rate(n / r['loop'])} | "
+                    f"{sum(rest) / len(rest):.2f} | {rate(n / r['loop'])} | {r['classes']} | "
                     f"{'-' if r['templates'] is None else r['templates']} | {r['rss_gib']:.2f} |"
                     if rest
                     else f"| {quality} | {name} | 1 | {args.batch} | {r['wall']:.1f} | {r['seconds'][0]:.2f} | - | "
-                    f"{rate(1 / r['loop'])} | - | {r['rss_gib']:.2f} |"
+                    f"{rate(1 / r['loop'])} | 1 | - | {r['rss_gib']:.2f} |"
                 )
                 print(rows[-1], file=sys.stderr, flush=True)
     return rows
