@@ -227,6 +227,11 @@ def test_the_warm_up_runs_the_whole_path_on_a_blank_batch(checkpoint):
     _, ckpt = checkpoint
     model, _ = load_model(ckpt, compile="off")
     est = PoseEstimator(PoseConfig(steps=2, azimuth_bins=4, backend="torch"), reference_focal=46.875)
+    masks = []
+    score_maps = model.score_maps
+    model.score_maps = lambda maps, pixel_mask=None: masks.append(pixel_mask) or score_maps(maps, pixel_mask)
     warm_up(model, est, (64, 64), 2, 1.0, 3000.0, label=1)
-    assert est.rendered["template"] > 0 and est.rendered["forward_backward"] == 2 * 2 * 3
+    # Once filling the input, once letterboxed: both variants of the class scorer are ready.
+    assert masks[0] is None and masks[1].shape == (2, 8, 8) and 0 < int(masks[1].sum()) < 2 * 8 * 8
+    assert est.rendered["template"] > 0 and est.rendered["forward_backward"] == 2 * (2 * 2 * 3)
     assert [key[0] for key in est._templates] == ["bus"]
