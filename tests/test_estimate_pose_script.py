@@ -231,7 +231,8 @@ def test_the_warm_up_runs_the_whole_path_on_a_blank_batch(checkpoint):
     score_maps = model.score_maps
     model.score_maps = lambda maps, pixel_mask=None: masks.append(pixel_mask) or score_maps(maps, pixel_mask)
     warm_up(model, est, (64, 64), 2, 1.0, 3000.0, label=1)
-    # Once filling the input, once letterboxed: both variants of the class scorer are ready.
-    assert masks[0] is None and masks[1].shape == (2, 8, 8) and 0 < int(masks[1].sum()) < 2 * 8 * 8
+    # Filling the input and letterboxed, at the batch and alone: each variant of the class scorer is ready.
+    assert [None if m is None else tuple(m.shape) for m in masks] == [None, None, (2, 8, 8), (1, 8, 8)]
+    assert 0 < int(masks[2].sum()) < 2 * 8 * 8 and torch.equal(masks[3][0], masks[2][0])
     assert est.rendered["template"] > 0 and est.rendered["forward_backward"] == 2 * (2 * 2 * 3)
     assert [key[0] for key in est._templates] == ["bus"]
