@@ -182,8 +182,10 @@ def test_pose_estimates_are_identical_with_checks_on_and_off(render_log):
             results[enabled] = PoseEstimator(cfg).estimate(*args, class_key="car")
     for field in ("azimuth", "elevation", "theta", "distance", "score", "flipped"):
         assert torch.equal(getattr(results[True], field), getattr(results[False], field)), field
-    # Each time: the templates (one call, checked as the caller has it), 4 unchecked steps, the final render.
-    assert render_log == [True, False, False, False, False, True] + [False] * 6
+    # Each time: the templates (a few views a call, checked as the caller has it), 4 unchecked steps, the
+    # final render.
+    n = len(render_log) // 2 - 5
+    assert n >= 1 and render_log == [True] * n + [False] * 4 + [True] + [False] * (n + 5)
 
 
 def test_bad_pose_inputs_are_refused_before_the_first_step(render_log):
