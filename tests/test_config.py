@@ -156,7 +156,7 @@ def assert_default_keeps_older_identity(field: str, other: float, section: str =
     """A field added later: at its default, a config without it has the same training identity
     (resume and the suite's cached results still match); any ``other`` value is part of the identity."""
     from novum3d.config import config_to_dict, load_experiment
-    from novum3d.train.trainer import training_identity
+    from novum3d.train.identity import training_identity
 
     default = config_to_dict(load_experiment("configs/cube.yaml"))
     old = {**default, section: {k: v for k, v in default[section].items() if k != field}}
@@ -224,7 +224,7 @@ DENSE = ["model.stride=4", "volume.num_gaussians=2000", "optim.lr=1.0e-3"]
 )  # fmt: skip
 def test_recipe_files_train_the_runs_their_override_strings_trained(recipe, overrides):
     """Each recipe is the run measured as the CPU demo's config with the benchmark's budget and overrides."""
-    from novum3d.train.trainer import training_identity
+    from novum3d.train.identity import training_identity
 
     def identity(path, extra):
         return training_identity(config_to_dict(load_experiment(path, extra)), "t", "v")

@@ -21,7 +21,7 @@ from novum3d.config import ExperimentConfig, config_to_dict
 from novum3d.errors import CheckpointError, ConfigError, DataError
 from novum3d.inference.loading import load_model
 from novum3d.inference.pose.config import PRESETS, pose_config
-from novum3d.inference.pose.estimator import refinement_lr
+from novum3d.inference.pose.refinement import refinement_lr
 from novum3d.model.backbone import FeatureBackbone, normalize_images
 from novum3d.model.conversion import (
     SourceCheckpoint,

@@ -28,7 +28,7 @@ from novum3d.data.pretraining import generate as corpus_generate
 from novum3d.data.pretraining.augment import color_jitter, draw_params, resized_crops
 from novum3d.data.pretraining.backgrounds import BACKGROUNDS, CLUTTER_FILLS
 from novum3d.data.pretraining.materials import PATTERNS
-from novum3d.data.synthetic import appearance, appearance_v2, generate, meshes, meshes_v2, occluders
+from novum3d.data.synthetic import appearance, appearance_v2, generate, materials_v2, meshes, meshes_v2, occluders
 from novum3d.data.synthetic.raster import rasterize_mesh, rasterize_mesh_vectorized
 from novum3d.errors import ConfigError, DataError
 from novum3d.model.backbone import FeatureBackbone
@@ -130,6 +130,7 @@ def test_the_corpus_calls_no_benchmark_shape_builder_background_or_occluder(tmp_
     monkeypatch.setattr(meshes_v2, "assemble", forbidden)
     for module in (appearance, appearance_v2):
         monkeypatch.setattr(module, "background", forbidden)
+    for module in (appearance, materials_v2):
         monkeypatch.setattr(module, "texture_colors", forbidden)
     monkeypatch.setattr(appearance_v2, "occluder_fill", forbidden)
     monkeypatch.setattr(occluders, "occlude", forbidden)

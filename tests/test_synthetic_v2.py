@@ -17,12 +17,12 @@ from novum3d.data.synthetic import corruptions as C
 from novum3d.data.synthetic.appearance_v2 import (
     BACKGROUNDS_ID,
     BACKGROUNDS_OOD,
-    MATERIAL_TABLE,
     OCCLUDER_FAMILIES,
     background,
     context_distribution,
 )
 from novum3d.data.synthetic.generate import FOCAL, VIEWPORT, Scene, render_object_v2, sample_scene_v2
+from novum3d.data.synthetic.materials_v2 import MATERIAL_TABLE
 from novum3d.data.synthetic.meshes_v2 import MATERIALS, MID, SYMMETRIC
 from novum3d.data.synthetic.preview import write_preview
 

@@ -32,7 +32,7 @@ from ..data.pretraining import CorpusConfig, CorpusDataset, ensure_corpus, read_
 from ..data.pretraining.augment import augment_batch, draw_params
 from ..data.pretraining.dataset import collate_corpus
 from ..errors import MissingDataError
-from ..train.trainer import training_identity
+from ..train.identity import training_identity
 from .model import BaselineClassifier
 from .pretrain_config import PretrainConfig
 from .trainer import BaselineTrainer

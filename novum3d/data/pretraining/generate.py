@@ -35,8 +35,8 @@ from rendering import pascal3d_intrinsics, pose_to_viewmat
 from ...errors import ConfigError
 from ...volume_sheet import save_grid
 from ..jobs import keyed_rng, map_jobs
-from ..synthetic.appearance_v2 import shade
 from ..synthetic.generate import FOCAL, VIEWPORT
+from ..synthetic.materials_v2 import shade
 from ..synthetic.raster import interpolate, rasterize_mesh_vectorized
 from .backgrounds import BACKGROUNDS, CLUTTER_FILLS, add_clutter, background
 from .grammar import PRIMITIVES, build_instance, category_name, draw_category

@@ -2,7 +2,7 @@
 
 Pattern families are the corpus's own; none is one of the benchmark's held-out texture families
 (dots, marble: its OOD-texture split). Shading kinds reuse the benchmark's lighting model
-(novum3d.data.synthetic.appearance_v2.shade, through the names of its shading classes), with the
+(novum3d.data.synthetic.materials_v2.shade, through the names of its shading classes), with the
 colour always from the pattern, never from the benchmark's material table.
 """
 
@@ -16,7 +16,7 @@ from matplotlib.colors import hsv_to_rgb
 from ..synthetic.meshes_v2 import MID
 
 PATTERNS = ("solid", "two_tone", "gradient", "speckle", "camo", "bands")
-# Specular strength and sharpness of appearance_v2's classes: body 0.15/30, metal 0.6/25, rubber 0.05/8,
+# Specular strength and sharpness of materials_v2's classes: body 0.15/30, metal 0.6/25, rubber 0.05/8,
 # leather 0.25/20, gelcoat 0.35/30, trim 0.15/15; glass 0.7/60 also reflects the sky.
 SHADING = ("body", "metal", "rubber", "leather", "gelcoat", "trim", "glass")
 

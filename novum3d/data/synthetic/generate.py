@@ -38,7 +38,7 @@ from ...errors import ConfigError
 from ..annotations import ObjectAnnotation, save_annotation
 from ..jobs import keyed_rng, map_jobs
 from ..pascal3d import occluded_subset
-from . import appearance_v2, corruptions, occluders
+from . import appearance_v2, corruptions, materials_v2, occluders
 from .appearance import (
     BACKGROUNDS_ID,
     BACKGROUNDS_OOD,
@@ -249,11 +249,11 @@ def render_object_v2(
     faces = frags.face[mask]
     points = interpolate(frags, mesh.faces, mesh.vertices)[mask]
     mats = materials[faces]
-    albedo = appearance_v2.object_albedo(scene.texture, points, mats, rng)
+    albedo = materials_v2.object_albedo(scene.texture, points, mats, rng)
     camera = -viewmat[:3, :3].T @ viewmat[:3, 3]
     to_camera = camera - points
     to_camera /= np.linalg.norm(to_camera, axis=1, keepdims=True)
-    color = appearance_v2.shade(albedo, mats, mesh.face_normals[faces], to_camera, scene.light, scene.ambient)
+    color = materials_v2.shade(albedo, mats, mesh.face_normals[faces], to_camera, scene.light, scene.ambient)
     material_map = np.full((height, width), -1, dtype=np.int64)
     material_map[mask] = mats
     return color, albedo, material_map, mask

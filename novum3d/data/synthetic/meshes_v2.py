@@ -24,7 +24,7 @@ part number, and each object has the parts that tell its front from its back in 
 
 Materials are split into *body* materials (``body``, ``accent``: colours drawn at random from
 the texture families, as real paint and upholstery vary) and *class-typical* ones (tyres,
-glass, lights, wood, sails, screens, ...), whose colours vary only a little (appearance_v2).
+glass, lights, wood, sails, screens, ...), whose colours vary only a little (materials_v2).
 """
 
 from __future__ import annotations

@@ -12,11 +12,12 @@ no background at all (``"none"``, their default: the mean object score).
 - :mod:`.objective`: the score, the per-cell terms, correspondence inliers, the principal-point shift.
 - :mod:`.templates`: pre-rendered templates, their caches (in memory, on disk), and scoring images against them
   by products.
+- :mod:`.refinement`: the Adam step, the learning-rate schedules, canonical angles.
 - :mod:`.estimator`: :class:`PoseEstimator` (templates, then Adam through the renderer) and :class:`PoseResult`.
 """
 
 from .config import RANKINGS, PoseConfig, pose_config
-from .estimator import PoseEstimator, PoseResult, adam_step, canonical_pose, cosine_lr
+from .estimator import PoseEstimator, PoseResult
 from .grid import SearchGrid, distance_bounds, flip_index, prior_mask, search_grid, template_poses
 from .objective import (
     best_matches,
@@ -27,6 +28,7 @@ from .objective import (
     principal_offsets,
     shift_to_centre,
 )
+from .refinement import adam_step, canonical_pose, cosine_lr
 from .templates import (
     TemplateCache,
     TemplateStore,
