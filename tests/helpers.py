@@ -1,6 +1,9 @@
-"""Scenes shared by the rendering tests (the paper-sized cuboid scene is benchmarks.common.cuboid_scene)."""
+"""Scenes shared by the rendering tests (the paper-sized cuboid scene is benchmarks.common.cuboid_scene),
+and a script's ``main`` run in the test's process."""
 
 import math
+import runpy
+from pathlib import Path
 
 import torch
 
@@ -23,3 +26,17 @@ def random_scene(n=6, batch=2, d=4, dtype=torch.float64, seed=0, width=12, heigh
         torch.full((batch,), 1.0, dtype=dtype), 3000.0 / 300.0, torch.tensor([width / 2, height / 2])
     ).to(dtype)
     return means, quats, scales, opacities, feats, viewmats, Ks, width, height
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(script: str, argv: list[str], capsys) -> tuple[int, str]:
+    """``scripts/<script>``'s ``main(argv)`` in this process (no interpreter start): (exit code, stderr)."""
+    main = runpy.run_path(str(ROOT / "scripts" / script), run_name="novum3d_test")["main"]
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code
+    return code, capsys.readouterr().err

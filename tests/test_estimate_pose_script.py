@@ -10,6 +10,7 @@ from PIL import Image
 from novum3d.data.synthetic import generate
 from novum3d.inference.loading import load_model
 from novum3d.train.trainer import Trainer
+from tests.helpers import run_script
 from tests.test_trainer import tiny_config
 
 
@@ -55,38 +56,42 @@ def test_estimates_poses_writes_json_and_pictures_and_reports_bad_images(checkpo
         assert Image.open(out / f"{name}.png").size == (128, 64 + 18)
 
 
-def test_bad_checkpoint_and_class_are_clear_errors(checkpoint, tmp_path):
+def test_bad_checkpoint_and_class_are_clear_errors(checkpoint, tmp_path, capsys):
     root, ckpt = checkpoint
     image = next((root / "test-clean" / "images" / "car").glob("*.JPEG"))
     bad = tmp_path / "bad.pt"
     bad.write_bytes(ckpt.read_bytes()[:500])
-    result = run(str(image), "--checkpoint", str(bad))
-    assert result.returncode == 2 and "unreadable checkpoint" in result.stderr
-    result = run(str(image), "--checkpoint", str(ckpt), "--class", "sofa")
-    assert result.returncode == 2 and "not one of the model's classes" in result.stderr
+    code, err = run_script("estimate_pose.py", [str(image), "--checkpoint", str(bad)], capsys)
+    assert code == 2 and "unreadable checkpoint" in err
+    code, err = run_script("estimate_pose.py", [str(image), "--checkpoint", str(ckpt), "--class", "sofa"], capsys)
+    assert code == 2 and "not one of the model's classes" in err
 
 
-def test_pose_settings_pass_through_and_bad_ones_are_clear_errors(checkpoint, tmp_path):
+def test_pose_settings_pass_through_and_bad_ones_are_clear_errors(checkpoint, tmp_path, capsys):
     root, ckpt = checkpoint
     image = next((root / "test-clean" / "images" / "car").glob("*.JPEG"))
     common = [str(image), "--checkpoint", str(ckpt), "--out", str(tmp_path), "--steps", "2", "--compile", "off"]
-    result = run(*common, "--pose", "ranking=inliers", "--pose", "top_k=1")
-    assert result.returncode == 0, result.stderr
+
+    def run(*args):
+        return run_script("estimate_pose.py", list(args), capsys)
+
+    code, err = run(*common, "--pose", "ranking=inliers", "--pose", "top_k=1")
+    assert code == 0, err
     assert json.loads((tmp_path / f"{image.stem}.json").read_text())["distance"] > 0
-    assert run(*common).returncode == 0
+    assert run(*common)[0] == 0
     one = json.loads((tmp_path / f"{image.stem}.json").read_text())  # --class-candidates 1, the default
-    result = run(*common, "--class-candidates", "2")
-    assert result.returncode == 0, result.stderr
+    code, err = run(*common, "--class-candidates", "2")
+    assert code == 0, err
     two = json.loads((tmp_path / f"{image.stem}.json").read_text())  # the pose under both classes, the better kept
     assert two["pose_score"] >= one["pose_score"] - 1e-5 and (
         two["class"] == one["class"] or two["pose_score"] > one["pose_score"]
     )
-    result = run(*common, "--class-candidates", "0")
-    assert result.returncode == 2 and "--class-candidates: expected >= 1, got 0" in result.stderr, result.stderr
-    result = run(*common, "--pose", "ranking=votes")
-    assert result.returncode == 2 and "ranking" in result.stderr and "votes" in result.stderr, result.stderr
-    result = run(*common, "--pose", "nonsense=1")
-    assert result.returncode == 2 and "--pose: unknown key(s) ['nonsense']" in result.stderr, result.stderr
+    code, err = run(*common, "--class-candidates", "0")
+    assert code == 2 and "--class-candidates: expected >= 1, got 0" in err, err
+    code, err = run(*common, "--pose", "ranking=votes")
+    assert code == 2 and "ranking" in err and "votes" in err, err
+    code, err = run(*common, "--pose", "nonsense=1")
+    assert code == 2 and "--pose: unknown key(s) ['nonsense']" in err, err
 
 
 def test_the_script_keeps_the_backbone_eager_unless_asked(checkpoint, tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ from PIL import Image
 
 from novum3d.evaluation.metrics import pose_errors, summarize
 from novum3d.evaluation.report import markdown_table
+from tests.helpers import run_script
 from tests.test_estimate_pose_script import checkpoint  # noqa: F401  (module fixture)
 
 
@@ -33,7 +34,7 @@ def test_pose_errors_on_known_rotations():
     assert err[0] < 1e-6 and math.isclose(float(err[1]), math.pi / 4, rel_tol=1e-6)
 
 
-def test_evaluate_script_writes_reports_and_resumes(checkpoint, tmp_path):  # noqa: F811
+def test_evaluate_script_writes_reports_and_resumes(checkpoint, tmp_path, capsys):  # noqa: F811
     root, ckpt = checkpoint
     splits = "clean,occluded-L1,occluded-L2,occluded-L3,ood-pose"
     args = [sys.executable, "scripts/evaluate.py", "--checkpoint", str(ckpt), "--data", str(root),
@@ -47,11 +48,12 @@ def test_evaluate_script_writes_reports_and_resumes(checkpoint, tmp_path):  # no
     assert Image.open(tmp_path / "pose_error_cdf.png").size == (640, 420)
     cached = (tmp_path / "cache" / "clean.jsonl").read_text().splitlines()
     assert len(cached) == 1 + 2 and "key" in json.loads(cached[0])  # the key, then one record per image
-    again = subprocess.run(args, capture_output=True, text=True, check=False)
-    assert again.returncode == 0 and (tmp_path / "cache" / "clean.jsonl").read_text().splitlines() == cached
+    # Run again (in this process: the command's own start is tested above) from the cache.
+    code, _ = run_script("evaluate.py", args[2:], capsys)
+    assert code == 0 and (tmp_path / "cache" / "clean.jsonl").read_text().splitlines() == cached
     assert json.loads((tmp_path / "results.json").read_text())["splits"] == report["splits"]
-    bad = subprocess.run([*args[:-4], "--splits", "sunny"], capture_output=True, text=True, check=False)
-    assert bad.returncode == 2 and "unknown ['sunny']" in bad.stderr
+    code, err = run_script("evaluate.py", [*args[2:-4], "--splits", "sunny"], capsys)
+    assert code == 2 and "unknown ['sunny']" in err
 
 
 def test_from_truth_counts_the_images_whose_pose_never_moved():
@@ -104,13 +106,12 @@ def test_a_protocol_over_several_classes_takes_the_classifiers_and_starts_at_the
             Protocol("x", box=False, **{"pose_class": "predicted", **bad}, classes=2)
 
 
-def test_occluded_validation_and_pose_settings_from_the_command_line(checkpoint, tmp_path):  # noqa: F811
+def test_occluded_validation_and_pose_settings_from_the_command_line(checkpoint, tmp_path, capsys):  # noqa: F811
     root, ckpt = checkpoint
-    base = [sys.executable, "scripts/evaluate.py", "--checkpoint", str(ckpt), "--data", str(root), "--splits", "val",
-            "--steps", "2", "--workers", "0"]  # fmt: skip
+    base = ["--checkpoint", str(ckpt), "--data", str(root), "--splits", "val", "--steps", "2", "--workers", "0"]
     args = [*base, "--out", str(tmp_path / "a"), "--occlude", "0.6,0.8", "--pose", "top_k=3", "--pose", "keep=2"]
-    run = subprocess.run(args, capture_output=True, text=True, check=False)
-    assert run.returncode == 0, run.stderr
+    code, err = run_script("evaluate.py", args, capsys)
+    assert code == 0, err
     report = json.loads((tmp_path / "a" / "results.json").read_text())
     assert set(report["splits"]) == {"val-occluded"} and report["splits"]["val-occluded"]["images"] == 2
     key = json.loads((tmp_path / "a" / "cache" / "val-occluded.jsonl").read_text().splitlines()[0])["key"]
@@ -124,8 +125,8 @@ def test_occluded_validation_and_pose_settings_from_the_command_line(checkpoint,
         ("--pose", "top_k=0"): "top_k >= 1",
     }
     for extra, message in bad.items():
-        out = subprocess.run([*base, "--out", str(tmp_path / "b"), *extra], capture_output=True, text=True, check=False)
-        assert out.returncode == 2 and message in out.stderr, (extra, out.stderr)
+        code, err = run_script("evaluate.py", [*base, "--out", str(tmp_path / "b"), *extra], capsys)
+        assert code == 2 and message in err, (extra, err)
 
 
 def test_occluded_split_hides_the_object_the_same_way_every_time(checkpoint):  # noqa: F811
