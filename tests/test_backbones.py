@@ -362,7 +362,6 @@ def test_inference_benchmark_compares_backbones_in_one_run(tmp_path):
         inference_main(["--backbones", "vgg16"])
 
 
-@pytest.mark.slow
 def test_a_frozen_dinov2_style_vit_trains_evaluates_and_estimates_poses_from_the_scripts(data_root, tmp_path):  # noqa: F811
     """The command line end to end: train.py with a frozen timm ViT-14 and its DPT head, then evaluate.py and
     estimate_pose.py on the checkpoint (which rebuilds the backbone from its config)."""

@@ -275,7 +275,6 @@ def test_written_weights_load_strictly_into_torchvision_the_baseline_and_novums_
     assert sorted(missing) == ["fc.bias", "fc.weight"] and unexpected == []
 
 
-@pytest.mark.slow  # generates the tiny benchmark and trains a baseline: about 9 s on a loaded 2-core machine
 def test_tiny_pretrain_then_fine_tune_on_the_tiny_preset(pretrained, tmp_path):
     weights = pretrained / "resnet18-pretrained.safetensors"  # as written: fp16 safetensors
     state = load_file(str(weights))
