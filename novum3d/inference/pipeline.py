@@ -113,6 +113,15 @@ def estimate_poses_top_classes(
     return top[pick], poses[pick]
 
 
+def _classify(model: NOVUM, images: Tensor, pixel_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Feature maps [B, D, h, w] of ``images``, class scores and probabilities [B, Y] over ``pixel_mask``
+    [B, h, w] (or every cell), and the maps with the cells outside the mask zeroed."""
+    with torch.no_grad():
+        maps = model(images)
+    scores = model.score_maps(maps, pixel_mask)
+    return maps, scores, model.probabilities(scores), mask_maps(maps, pixel_mask)
+
+
 def predict(
     model: NOVUM,
     images: Tensor,
@@ -134,11 +143,7 @@ def predict(
             the best-scoring one (:func:`estimate_poses_top_classes`; that many times the pose cost).
     """
     model.eval()
-    with torch.no_grad():
-        maps = model(images)
-    scores = model.score_maps(maps, pixel_mask)
-    probabilities = model.probabilities(scores)
-    masked = mask_maps(maps, pixel_mask)
+    _, scores, probabilities, masked = _classify(model, images, pixel_mask)
     if labels is None and class_candidates > 1:
         labels, pose = estimate_poses_top_classes(model, masked, Ks, estimator, scores, class_candidates, distance)
     else:
@@ -198,11 +203,7 @@ def predict_by_class(
     model.eval()
     for images, Ks, pixel_mask, tags in batches:
         start = clock()
-        with torch.no_grad():
-            maps = model(images)
-        scores = model.score_maps(maps, pixel_mask)
-        probabilities = model.probabilities(scores)
-        masked = mask_maps(maps, pixel_mask)
+        maps, scores, probabilities, masked = _classify(model, images, pixel_mask)
         if label is None and class_candidates > 1:
             labels, pose = estimate_poses_top_classes(model, masked, Ks, estimator, scores, class_candidates, distance)
             _sync(maps.device)
