@@ -156,7 +156,7 @@ def speed_rows(args, folder: Path, paths: list[Path]) -> list[str]:
                     f"{'-' if r['templates'] is None else r['templates']} | {r['rss_gib']:.2f} |"
                     if rest
                     else f"| {quality} | {name} | 1 | {args.batch} | {r['wall']:.1f} | {r['seconds'][0]:.2f} | - | "
-                    f"{rate(1 / r['loop'])} | 1 | - | {r['rss_gib']:.2f} |"
+                    f"{rate(1 / r['loop'])} | {r['classes']} | - | {r['rss_gib']:.2f} |"
                 )
                 print(rows[-1], file=sys.stderr, flush=True)
     return rows

@@ -3,6 +3,7 @@ refinement steps that render without them, so that a step makes no host sync of 
 
 import contextlib
 import dataclasses
+import inspect
 import math
 import os
 import subprocess
@@ -17,6 +18,7 @@ import novum3d.inference.pose.estimator as pose_module
 import rendering.rasterize
 from benchmarks.common import cuboid_scene
 from novum3d.inference.pose import PoseConfig, PoseEstimator
+from novum3d.inference.pose.templates import render_templates
 from rendering import (
     GaussianVolume,
     check_raster_inputs,
@@ -176,16 +178,19 @@ def render_log(monkeypatch):
 
 def test_pose_estimates_are_identical_with_checks_on_and_off(render_log):
     cfg, args, _ = _pose_case()
-    results = {}
+    results, estimators = {}, {}
     for enabled in (True, False):
         with value_checks(enabled):
-            results[enabled] = PoseEstimator(cfg).estimate(*args, class_key="car")
+            estimators[enabled] = PoseEstimator(cfg)
+            results[enabled] = estimators[enabled].estimate(*args, class_key="car")
     for field in ("azimuth", "elevation", "theta", "distance", "score", "flipped"):
         assert torch.equal(getattr(results[True], field), getattr(results[False], field)), field
-    # Each time: the templates (a few views a call, checked as the caller has it), 4 unchecked steps, the
-    # final render.
-    n = len(render_log) // 2 - 5
-    assert n >= 1 and render_log == [True] * n + [False] * 4 + [True] + [False] * (n + 5)
+    # Each time: the templates (render_templates' views_per_call views a call per distance, checked as the
+    # caller has it), 4 unchecked steps, the final render.
+    per_call = inspect.signature(render_templates).parameters["views_per_call"].default
+    distances = len(cfg.distance_factors)
+    n = distances * math.ceil(estimators[True].rendered["template"] / distances / per_call)
+    assert render_log == [True] * n + [False] * 4 + [True] + [False] * (n + 5)
 
 
 def test_bad_pose_inputs_are_refused_before_the_first_step(render_log):

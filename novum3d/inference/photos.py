@@ -299,14 +299,16 @@ def warm_up(
     blank = images_to_device(torch.zeros(batch, 3, *size, dtype=torch.uint8), device)
     K = centred_intrinsics(focal, viewport, size, downsample=model.stride).to(device)
     labels = None if label is None else torch.full((batch,), label, device=device)
-    h, w = size[0] // model.stride, size[1] // model.stride
-    letterboxed = torch.ones(batch, h, w, dtype=torch.bool, device=device)
-    letterboxed[:, : h // 4] = False
+    map_size = (size[0] // model.stride, size[1] // model.stride)
+    # The cells a photograph half as tall as the input covers, as the command masks it.
+    letterboxed = content_cells([Letterbox.fit((size[0] // 2, size[1]), size)] * batch, map_size).to(device)
+    with torch.no_grad():
+        alone = model(blank[:1]) if batch > 1 else None
     # The fused class scorer is tuned per mask/no-mask variant, and compiled apart for batches so small
     # that each program holds one class. Unprepared on an H100, the first letterboxed photograph paid
     # 1.2 s of tuning (6.1 s with nothing compiled yet) and a lone unmasked one 0.55 s; prepared, 0.002 s.
     for pixel_mask in (None, letterboxed):
         predict(model, blank, K.expand(batch, 3, 3), estimator, labels, pixel_mask=pixel_mask)
-        if batch > 1:
+        if alone is not None:
             with torch.no_grad():
-                model.score_maps(model(blank[:1]), None if pixel_mask is None else pixel_mask[:1])
+                model.score_maps(alone, None if pixel_mask is None else pixel_mask[:1])
